@@ -1,0 +1,22 @@
+"""kdlab: knowledge distillation for image classifiers.
+
+Layers, top to bottom: ``losses`` (pure tensor functions) → ``methods`` (one module per paper) →
+``engine`` (training loop) → ``cli``. ``fit`` and ``fidelity_report`` are the Python entry points.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "fit", "fidelity_report"]
+
+
+def __getattr__(name):
+    # Lazy so that `import kdlab.losses` stays light and free of engine imports.
+    if name == "fit":
+        from kdlab.api import fit
+
+        return fit
+    if name == "fidelity_report":
+        from kdlab.eval.fidelity import fidelity_report
+
+        return fidelity_report
+    raise AttributeError(f"module 'kdlab' has no attribute {name!r}")

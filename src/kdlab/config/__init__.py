@@ -1,0 +1,26 @@
+"""Typed configs (pydantic) loaded from YAML with ``key=value`` overrides."""
+
+from kdlab.config.load import (
+    RECIPES_DIR,
+    ConfigError,
+    apply_overrides,
+    config_hash,
+    load_config,
+    read_yaml,
+    resolve_config_path,
+    validate,
+)
+from kdlab.config.schema import (
+    DataConfig,
+    EvalConfig,
+    MethodConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    RunOptions,
+)
+
+__all__ = [
+    "RECIPES_DIR", "ConfigError", "apply_overrides", "config_hash", "load_config", "read_yaml", "resolve_config_path",
+    "validate", "DataConfig", "EvalConfig", "MethodConfig", "ModelConfig", "OptimConfig", "RunConfig", "RunOptions",
+]

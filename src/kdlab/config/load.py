@@ -1,0 +1,111 @@
+"""Load a run config from YAML, apply ``key=value`` overrides, validate, and explain errors by key."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from kdlab.config.schema import RunConfig
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and the problem."""
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path to a YAML file, or the name of a shipped recipe (``mnist1d/kd`` → ``configs/mnist1d/kd.yaml``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (RECIPES_DIR / name, RECIPES_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"config {str(name)!r} is neither a file nor a shipped recipe; list recipes with `kdlab recipes`"
+    )
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides; the value is parsed as YAML (``lr=0.1``, ``milestones=[5,8]``)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.1)")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from None
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key (check the spelling; see `kdlab config --show`)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    # method arguments are checked against the method's own schema
+    from kdlab.methods import validate_method_args
+
+    try:
+        cfg.method.args = validate_method_args(cfg.method.name, cfg.method.args)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, f"{source}: method.args")) from None
+    except ValueError as exc:
+        raise ConfigError(f"{source}: method: {exc}") from None
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read YAML (or start from defaults), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "overrides"
+    if path is not None:
+        resolved = resolve_config_path(path)
+        data = read_yaml(resolved)
+        source = str(resolved)
+    return validate(apply_overrides(data, overrides or []), source)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Hash of everything that changes the training trajectory (out_dir and display options excluded)."""
+    payload = cfg.model_dump(mode="json", exclude={"out_dir": True, "run": {"progress", "tensorboard"}})
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,123 @@
+"""Typed run configuration: one pydantic model per YAML section, unknown keys rejected.
+
+A run file looks like::
+
+    out_dir: runs/mnist1d/kd
+    seed: 0
+    data:    {name: mnist1d}
+    teacher: {arch: mnist1d_cnn, checkpoint: runs/mnist1d/teacher/model.safetensors}
+    student: {arch: mnist1d_mlp}
+    method:  {name: kd, args: {temperature: 4.0, ce_weight: 0.1, kd_weight: 0.9}}
+    optim:   {epochs: 40, batch_size: 64, lr: 0.05, milestones: [30, 35]}
+
+Method arguments are validated against the method's own ``Params`` model (see ``kdlab.methods``), so a typo
+in ``method.args`` is an error naming the key, like any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    name: Literal["mnist1d", "cifar100"] = "mnist1d"
+    root: str | None = None  # None: $KDLAB_DATA or ~/.cache/kdlab
+    download: bool = False
+    augment: Literal["default", "none"] = "default"
+    train_subset: int | None = Field(default=None, ge=1)  # first n training samples (quick runs)
+    test_subset: int | None = Field(default=None, ge=1)
+    num_samples: int | None = Field(default=None, ge=20)  # MNIST-1D only: total generated samples
+
+
+class TeacherCacheConfig(_Strict):
+    """Exact teacher-logit cache keyed on (sample, augmentation view); see kdlab.teachers.cache."""
+
+    enabled: bool | Literal["auto"] = "auto"  # auto: on when the method uses only teacher logits of the clean view
+    storage: Literal["memory", "mmap"] = "memory"
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    path: str | None = None  # mmap file (default: <out_dir>/teacher_cache.bin); shared across runs when set
+    precompute: bool = False  # fill every (sample, view) up front instead of lazily
+
+
+class DistillDataConfig(_Strict):
+    """What the student is distilled on (Stanton et al. 2021 policies); see kdlab.fidelity.policies.
+    Defaults: the training split with its standard augmentation, nothing added."""
+
+    policy: str = "none"
+
+
+class ModelConfig(_Strict):
+    arch: str | None = None
+    checkpoint: str | None = None  # safetensors weights written by kdlab (arch read from its metadata)
+    # an ensemble teacher: several checkpoints, combined by `ensemble_rule`
+    checkpoints: list[str] | None = None
+    ensemble_rule: Literal["prob", "tempered_prob", "logit"] = "prob"
+    ensemble_temperature: float | None = Field(default=None, gt=0)  # only for tempered_prob
+    # student only: θ = λ·θ_teacher + (1−λ)·θ_random (same architecture), None = random init
+    init_from_teacher: float | None = Field(default=None, ge=0, le=1)
+    cache: TeacherCacheConfig = Field(default_factory=TeacherCacheConfig)  # teacher only
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.checkpoint is not None and self.checkpoints is not None:
+            raise ValueError("give either `checkpoint` or `checkpoints`, not both")
+        return self
+
+
+class MethodConfig(_Strict):
+    name: str = "kd"
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(_Strict):
+    epochs: int = Field(default=240, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(default=5e-4, ge=0)
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
+    gamma: float = Field(default=0.1, gt=0)
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(v, v[1:])) or any(m < 1 for m in v):
+            raise ValueError("milestones must be positive and strictly increasing")
+        return v
+
+
+class EvalConfig(_Strict):
+    every: int = Field(default=1, ge=1)  # evaluate every N epochs (and always after the last)
+    batch_size: int = Field(default=512, ge=1)
+
+
+class RunOptions(_Strict):
+    device: str = "cpu"
+    progress: bool = True
+    tensorboard: bool | Literal["auto"] = "auto"
+    deterministic: bool = True
+    threads: int | None = Field(default=None, ge=1)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CUDA)
+    channels_last: bool = False  # CUDA image models
+    compile: bool = False  # torch.compile the student's forward
+
+
+class RunConfig(_Strict):
+    out_dir: str = "runs/default"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    distill_data: DistillDataConfig = Field(default_factory=DistillDataConfig)
+    teacher: ModelConfig = Field(default_factory=ModelConfig)
+    student: ModelConfig = Field(default_factory=ModelConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    run: RunOptions = Field(default_factory=RunOptions)

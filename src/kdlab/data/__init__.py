@@ -1,0 +1,75 @@
+"""Datasets, the in-memory batch loader and batch-tensor augmentations.
+
+``load_dataset("mnist1d" | "cifar100")`` returns :class:`DataSplits` (raw train/test tensors + normalisation + the
+train augmentation); :class:`BatchLoader` turns a split into augmented, normalised :class:`Batch` es whose order and
+views are a pure function of ``(seed, epoch)``. See docs/data.md.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kdlab.data._paths import default_root
+from kdlab.data.augment import (
+    CropFlip,
+    Identity,
+    Shift1D,
+    ViewAugmentation,
+    autoaugment_like,
+    cutmix,
+    cutout,
+    gaussian_noise_like,
+    mixup,
+)
+from kdlab.data.batch import Batch
+from kdlab.data.cifar import download, extract_archive, load_cifar100
+from kdlab.data.loader import BatchLoader, derive_seed, normalize
+from kdlab.data.mnist1d import load_mnist1d
+from kdlab.data.splits import DataSplits
+from kdlab.data.user import as_tensors
+
+__all__ = [
+    "DataSplits",
+    "Batch",
+    "BatchLoader",
+    "load_dataset",
+    "load_mnist1d",
+    "load_cifar100",
+    "as_tensors",
+    "ViewAugmentation",
+    "CropFlip",
+    "Shift1D",
+    "Identity",
+    "mixup",
+    "cutmix",
+    "cutout",
+    "autoaugment_like",
+    "gaussian_noise_like",
+    "normalize",
+    "derive_seed",
+    "download",
+    "extract_archive",
+    "default_root",
+    "DATASETS",
+]
+
+#: Names accepted by :func:`load_dataset`.
+DATASETS = ("mnist1d", "cifar100")
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False, **kwargs: Any) -> DataSplits:
+    """Load a built-in dataset by name.
+
+    ``"mnist1d"``: generated offline (``download`` is ignored); ``kwargs`` go to :func:`load_mnist1d`
+    (``num_samples``, ``seed``, ``train_split``). ``"cifar100"``: ``kwargs`` go to :func:`load_cifar100`
+    (``url``, ``fmt``, ``md5``, ``progress``). ``root`` defaults to ``$KDLAB_DATA`` or ``~/.cache/kdlab``.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"dataset name must be a string, one of {DATASETS}; got {name!r}")
+    key = name.lower().replace("-", "").replace("_", "")
+    if key == "mnist1d":
+        return load_mnist1d(root, **kwargs)
+    if key == "cifar100":
+        return load_cifar100(root, download=download, **kwargs)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS} (or pass your own tensors to kdlab.fit)")

@@ -1,0 +1,49 @@
+"""Where datasets and their caches live, and small file helpers shared by the loaders."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+#: Environment variable that overrides the default data directory.
+DATA_ENV = "KDLAB_DATA"
+
+
+def default_root() -> Path:
+    """The data directory: ``$KDLAB_DATA`` if set, else ``~/.cache/kdlab``."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "kdlab"
+
+
+def resolve_root(root: str | os.PathLike | None) -> Path:
+    """``root`` as a Path, or :func:`default_root` for ``None``."""
+    if root is None:
+        return default_root()
+    if not isinstance(root, (str, os.PathLike)):
+        raise ValueError(f"root must be a path (str or os.PathLike) or None; got {type(root).__name__}")
+    return Path(root).expanduser()
+
+
+def save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write an uncompressed ``.npz`` (no pickles) to a temp file beside ``path``, then rename.
+
+    The rename makes the write atomic, so a reader never sees half a cache, even if two
+    processes (e.g. DDP ranks) build it at the same time.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            # A file object (not a name) so numpy does not append a second ".npz".
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,245 @@
+"""The training loop. It knows the method contract (``method(batch, epoch) -> StepOutput``, ``method.backward``)
+and nothing about which method runs.
+
+Per epoch: set the lr (a pure function of the epoch), iterate the loader (its order and augmentation are a pure
+function of (seed, epoch)), step, accumulate per-example sums on the device (no host sync per step on GPUs), then
+evaluate, log, and write the checkpoint. A killed run restarted on the same ``out_dir`` resumes from the last
+checkpoint and reproduces the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from kdlab.engine import distributed as dist
+from kdlab.engine.checkpoint import CheckpointError, load_training_state, save_model, save_training_state
+from kdlab.engine.metrics_log import MetricsLog
+from kdlab.engine.schedule import learning_rate
+from kdlab.engine.seeding import rng_state, set_rng_state
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN/inf. The last good checkpoint in out_dir is kept."""
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "step"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    eval_every: int = 1
+    out_dir: Path | None = None
+    progress: bool = True
+    tensorboard: bool | str = "auto"
+    config_hash: str = ""
+    model_meta: dict[str, Any] = field(default_factory=dict)  # arch/num_classes for saved weights
+    kl_temperature: float | None = None  # also report KL at the training temperature
+
+
+@dataclass
+class LoopResult:
+    history: list[dict[str, Any]]
+    best: dict[str, Any]
+    last: dict[str, Any]
+    wall_time_s: float
+    resumed_from: int | None
+
+
+def make_optimizer(method: torch.nn.Module, s: LoopSettings) -> torch.optim.Optimizer:
+    params = [p for p in method.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the method has no trainable parameters")
+    return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.nesterov)
+
+
+@torch.inference_mode()
+def collect_logits(model_fn: Callable[[torch.Tensor], torch.Tensor], loader) -> torch.Tensor:
+    """Logits of a fixed (unshuffled) loader, placed by dataset index."""
+    parts, index = [], []
+    for batch in loader:
+        parts.append(model_fn(batch.x).float())
+        index.append(batch.index)
+    logits, index = torch.cat(parts), torch.cat(index)
+    # sized by the largest index: under DDP a rank evaluates only its shard of the set
+    out = logits.new_zeros((int(index.max()) + 1, logits.shape[1]))
+    out[index] = logits
+    return out
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, loader, num_classes: int, teacher_logits: torch.Tensor | None = None,
+             temperature: float | None = None) -> dict[str, Any]:
+    """Test-set report: accuracy/NLL/ECE of the model and, with teacher logits, agreement and KL."""
+    from kdlab.eval import FidelityAccumulator
+
+    was_training = model.training
+    model.eval()
+    acc = FidelityAccumulator(num_classes, temperature=temperature)
+    for batch in loader:
+        s = model(batch.x).float()
+        t = teacher_logits[batch.index] if teacher_logits is not None else s
+        acc.update(t, s, batch.y)
+    model.train(was_training)
+    report = dist.all_reduce_accumulator(acc).compute()
+    if teacher_logits is None:  # without a teacher only the model's own numbers mean anything
+        report = {k: v for k, v in report.items() if k.startswith("student_") or k == "n"}
+    return report
+
+
+class _EpochSums:
+    """Per-example sums of the training stream, kept on the device until the epoch ends."""
+
+    def __init__(self, device):
+        self.device = device
+        self.terms: dict[str, torch.Tensor] = {}
+        self.logs: dict[str, torch.Tensor] = {}
+        z = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
+        self.n, self.correct, self.agree, self.kl, self.teacher_n = z(), z(), z(), z(), z()
+
+    def add(self, out, y: torch.Tensor) -> None:
+        n = y.shape[0]
+        self.n += n
+        for k, v in out.losses.items():
+            self.terms[k] = self.terms.get(k, 0) + v.detach().double() * n
+        for k, v in out.logs.items():
+            self.logs[k] = self.logs.get(k, 0) + v.detach().double() * n
+        logits = out.logits.detach()
+        pred = logits.argmax(1)
+        self.correct += (pred == y).sum()
+        if out.teacher_logits is not None:
+            t = out.teacher_logits.detach().float()
+            self.teacher_n += n
+            self.agree += (t.argmax(1) == pred).sum()
+            self.kl += F.kl_div(F.log_softmax(logits.float(), 1), F.log_softmax(t, 1), log_target=True,
+                                reduction="sum").double()
+
+    def summary(self) -> dict[str, float]:
+        names = sorted(self.terms)
+        log_names = sorted(self.logs)
+        flat = torch.stack([self.n, self.correct, self.agree, self.kl, self.teacher_n]
+                           + [torch.as_tensor(self.terms[k], device=self.device).double() for k in names]
+                           + [torch.as_tensor(self.logs[k], device=self.device).double() for k in log_names])
+        flat = dist.all_reduce_sum(flat).tolist()  # the one host sync of the epoch
+        n, correct, agree, kl, tn = flat[:5]
+        out = {"acc": 100.0 * correct / max(n, 1)}
+        total = 0.0
+        for i, k in enumerate(names):
+            out[f"loss_{k}"] = flat[5 + i] / max(n, 1)
+            total += out[f"loss_{k}"]
+        out["loss"] = total
+        for i, k in enumerate(log_names):
+            out[k] = flat[5 + len(names) + i] / max(n, 1)
+        if tn > 0:
+            out["agreement"] = 100.0 * agree / tn
+            out["kl"] = kl / tn
+        return out
+
+
+def _check_finite(out, epoch: int, step: int) -> None:
+    total = out.total.detach()
+    if not torch.isfinite(total):
+        terms = {k: float(v) for k, v in out.losses.items()}
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch}, step {step}: {terms}. Training stopped; the last good checkpoint "
+            "is kept. Lower the learning rate, check the inputs for NaN/inf, or check the teacher checkpoint.")
+
+
+def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: int, s: LoopSettings,
+               teacher=None, ddp_module: torch.nn.Module | None = None,
+               batch_transform: Callable[[Any, int], Any] | None = None) -> LoopResult:
+    """Train ``method`` for ``s.epochs``; resumes from ``s.out_dir/checkpoint.safetensors`` when present.
+
+    ``ddp_module``: the DistributedDataParallel wrapper around ``method`` when running under torchrun; the
+    forward goes through it so gradients are all-reduced, everything else uses ``method`` itself.
+    ``batch_transform(batch, epoch) -> batch``: a distillation-data policy (kdlab.fidelity.policies) applied to
+    every training batch before the method sees it.
+    """
+    start = time.perf_counter()
+    device = next(method.parameters()).device
+    optimizer = make_optimizer(method, s)
+    forward = ddp_module if ddp_module is not None else method
+    is_main = dist.is_main()
+    log = MetricsLog(s.out_dir, s.tensorboard if is_main else False) if s.out_dir is not None else None
+    ckpt_path = s.out_dir / "checkpoint.safetensors" if s.out_dir is not None else None
+
+    history: list[dict[str, Any]] = []
+    best = {"acc": -1.0, "epoch": 0}
+    first_epoch, resumed_from = 1, None
+    if ckpt_path is not None and ckpt_path.exists():
+        rng, info = load_training_state(ckpt_path, method, optimizer)
+        if info.get("config_hash") != s.config_hash:
+            raise CheckpointError(
+                f"{ckpt_path} belongs to a run with a different config (hash {info.get('config_hash')} vs "
+                f"{s.config_hash}); use a new out_dir or delete that directory to start over")
+        set_rng_state(rng)
+        first_epoch = resumed_from = info["epoch"] + 1
+        best = info["best"]
+        history = log.truncate(info["epoch"]) if log is not None and is_main else info.get("history", [])
+
+    teacher_eval = None
+    if teacher is not None and eval_loader is not None:
+        teacher_eval = collect_logits(teacher.logits, eval_loader)
+
+    check_every_step = device.type == "cpu"  # a host sync per step is free on CPU, costly on GPU
+    epochs_bar = tqdm(range(first_epoch, s.epochs + 1), desc="epochs", initial=first_epoch - 1, total=s.epochs,
+                      disable=not (s.progress and is_main), dynamic_ncols=True)
+    for epoch in epochs_bar:
+        t0 = time.perf_counter()
+        lr = learning_rate(epoch, s.lr, s.epochs, s.schedule, s.milestones, s.gamma)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        method.train()
+        train_loader.set_epoch(epoch)
+        sums = _EpochSums(device)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        steps = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not (s.progress and is_main),
+                     dynamic_ncols=True)
+        for step, batch in enumerate(steps):
+            if batch_transform is not None:
+                batch = batch_transform(batch, epoch)
+            out = forward(batch, epoch)
+            if check_every_step:
+                _check_finite(out, epoch, step)
+            else:
+                nonfinite |= ~torch.isfinite(out.total.detach())
+            optimizer.zero_grad(set_to_none=True)
+            method.backward(out)
+            optimizer.step()
+            sums.add(out, batch.y)
+        if bool(nonfinite):
+            raise NonFiniteLossError(f"non-finite loss during epoch {epoch}; the last good checkpoint is kept")
+        record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train": sums.summary()}
+        if eval_loader is not None and (epoch % s.eval_every == 0 or epoch == s.epochs):
+            test = evaluate(method.eval_model(), eval_loader, num_classes, teacher_eval, s.kl_temperature)
+            record["test"] = test
+            if test["student_acc"] > best["acc"]:
+                best = {"acc": test["student_acc"], "epoch": epoch}
+                if s.out_dir is not None and is_main:
+                    save_model(s.out_dir / "best.safetensors", method.eval_model(), **s.model_meta)
+        record["epoch_time_s"] = time.perf_counter() - t0
+        history.append(record)
+        if is_main and log is not None:
+            log.append(record)  # log before checkpoint: a kill in between is undone by truncate() on resume
+            info = {"epoch": epoch, "best": best, "config_hash": s.config_hash}
+            save_training_state(ckpt_path, method, optimizer, rng_state(), info)
+        epochs_bar.set_postfix(loss=f"{record['train']['loss']:.3f}",
+                               acc=f"{record.get('test', {}).get('student_acc', float('nan')):.2f}")
+        dist.barrier()
+    if log is not None and is_main:
+        save_model(s.out_dir / "model.safetensors", method.eval_model(), **s.model_meta)
+        log.close()
+    last_test = next((r["test"] for r in reversed(history) if "test" in r), {})
+    return LoopResult(history=history, best=best, last=last_test, wall_time_s=time.perf_counter() - start,
+                      resumed_from=resumed_from)

@@ -1,0 +1,33 @@
+"""Evaluation: fidelity and calibration metrics, streaming accumulators and the fidelity report."""
+
+from kdlab.eval.accumulator import AccuracyAccumulator, FidelityAccumulator
+from kdlab.eval.fidelity import evaluate_accuracy, fidelity_report
+from kdlab.eval.metrics import (
+    accuracy,
+    agreement,
+    ece,
+    linear_cka,
+    logit_l2,
+    nll,
+    predictive_kl,
+    reliability_bins,
+    topk_agreement,
+)
+from kdlab.eval.summary import summarize_seeds
+
+__all__ = [
+    "AccuracyAccumulator",
+    "FidelityAccumulator",
+    "accuracy",
+    "agreement",
+    "ece",
+    "evaluate_accuracy",
+    "fidelity_report",
+    "linear_cka",
+    "logit_l2",
+    "nll",
+    "predictive_kl",
+    "reliability_bins",
+    "summarize_seeds",
+    "topk_agreement",
+]

@@ -1,0 +1,136 @@
+"""R2KD (Kim et al. 2023/2024, rank and value distillation with a pruned-ensemble teacher; methods.md §6).
+
+Three additions to a correlation loss: (1) the teacher signal ṽ = λ·v + (1−λ)·v_P mixes the teacher with a copy whose
+10% smallest weights per Conv/Linear layer are zeroed (:mod:`kdlab.teachers.pruned`); (2) an uncentred-cosine value
+distance on the probabilities plus a Spearman rank distance; (3) a second, augmented view of the batch that adds
+distillation terms only.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from kdlab.losses import r2kd_value_loss, spearman_loss
+from kdlab.methods.base import Method, Params, StepOutput
+from kdlab.methods.registry import register
+from kdlab.teachers.pruned import PrunedEnsembleTeacher
+
+
+class R2KDParams(Params):
+    """CIFAR-100 defaults: λ=0.7, 10% pruning, T=4, value weight 2, rank weight 2 (hard ranks: logged only), CutMix."""
+
+    lam: float = Field(0.7, ge=0, le=1)  # weight of the unpruned teacher in ṽ
+    prune_amount: float = Field(0.1, ge=0, lt=1)  # fraction of each Conv/Linear weight zeroed in the pruned copy
+    pruned_bn_mode: Literal["eval", "train"] = "eval"  # "train": the reference code's train-mode BN in the copy
+    temperature: float = Field(4.0, gt=0)
+    value_weight: float = Field(2.0, ge=0)
+    rank_weight: float = Field(2.0, ge=0)
+    soft_rank: bool = False  # True: differentiable student rank, the rank term joins the loss
+    rank_kappa: float = Field(0.01, gt=0)  # sharpness of the soft rank (only with soft_rank)
+    # second view: "none" drops it (L = CE + D(x)); "cutmixpick" keeps the highest-entropy samples of a larger pool
+    augment: Literal["none", "cutmix", "mixup", "cutout", "autoaugment", "cutmixpick"] = "cutmix"
+    cutmix_alpha: float = Field(1.0, gt=0)  # box area ratio ~ Beta(α, α)
+    mixup_alpha: float = Field(0.2, gt=0)  # mixing weight ~ Beta(α, α)
+    cutout_size: int = Field(8, ge=1)  # side of the erased square, pixels
+    pick_pool: int = Field(2, ge=2)  # cutmixpick: pool of pick_pool·N CutMix samples, the N most uncertain kept
+    # autoaugment works on pixel levels, so it must undo the loader's normalisation (defaults: CIFAR-100, §10)
+    input_mean: list[float] = Field(default_factory=lambda: [0.5071, 0.4867, 0.4408], min_length=1)
+    input_std: list[float] = Field(default_factory=lambda: [0.2675, 0.2565, 0.2761], min_length=1)
+    ce_weight: float = Field(1.0, ge=0)
+    logit_standardization: bool = False
+
+    @model_validator(mode="after")
+    def _stats(self):
+        if len(self.input_mean) != len(self.input_std) or any(s <= 0 for s in self.input_std):
+            raise ValueError("input_mean and input_std must have one entry per channel, with every std > 0")
+        return self
+
+
+@register("r2kd")
+class R2KD(Method):
+    """L = w_ce·CE(z, y) + D(x) + D(x̂), with ṽ = λ·v + (1−λ)·v_P and
+
+    D(u) = w_v·T²·(mean_i d(P^s_i, P̃^t_i) + mean_c d(P^s_:c, P̃^t_:c)) [+ w_r·(1 − mean_i ρ_S(P^s_i, P̃^t_i))],
+    d(a, b) = 1 − |⟨a,b⟩|/(‖a‖‖b‖ + 1e-8), P = softmax_T. The rank term is in ``losses`` only with ``soft_rank``;
+    with hard ranks (the reference) it has no gradient and is reported in ``logs`` (weighted by w_r).
+    No CE on the augmented view x̂ and no warm-up.
+    """
+
+    Params = R2KDParams
+
+    def __init__(self, student, teacher, num_classes, params):
+        super().__init__(student, teacher, num_classes, params)
+        # The pruned copy is built once, here, before training. ``self.teacher`` stays the unpruned teacher (what
+        # fidelity is measured against); ``signal`` gives ṽ. Kept outside nn.Module registration like the teacher.
+        self.__dict__["signal"] = PrunedEnsembleTeacher(
+            teacher, lam=params.lam, amount=params.prune_amount, pruned_bn_mode=params.pruned_bn_mode
+        )
+
+    signal: PrunedEnsembleTeacher
+
+    def to(self, *args, **kwargs):
+        self.signal.pruned.to(*args, **kwargs)
+        return super().to(*args, **kwargs)
+
+    def distill(self, z: torch.Tensor, v: torch.Tensor, suffix: str = ""):
+        """D(u) for student logits ``z`` and teacher signal ``v``: (loss terms, logged terms)."""
+        p = self.params
+        zs, vs = self.standardize(z, v)
+        losses = {f"value{suffix}": p.value_weight * r2kd_value_loss(zs, vs, temperature=p.temperature)}
+        logs = {}
+        if p.soft_rank:
+            losses[f"rank{suffix}"] = p.rank_weight * spearman_loss(
+                zs, vs, temperature=p.temperature, soft=True, kappa=p.rank_kappa
+            )
+        else:
+            # hard ranks: constant w.r.t. the student, so adding it to the loss would change nothing but the number
+            logs[f"rank{suffix}"] = p.rank_weight * spearman_loss(zs.detach(), vs, temperature=p.temperature)
+        return losses, logs
+
+    def second_view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂, ṽ(x̂)). Augmentations draw from torch's global RNG, so a checkpointed RNG state resumes exactly."""
+        from kdlab.data import augment
+
+        p = self.params
+        if p.augment == "cutmixpick":
+            # CutMixPick: a pool of pick_pool independent CutMix batches (each its own box and pairing); keep the N
+            # samples on which the teacher signal softmax(ṽ) has the highest entropy, reusing their teacher logits.
+            pool = torch.cat([augment.cutmix(x, None, alpha=p.cutmix_alpha)[0] for _ in range(p.pick_pool)])
+            v_pool = self.signal.logits(pool)
+            log_q = torch.log_softmax(v_pool.float(), dim=1)
+            entropy = -(log_q.exp() * log_q).sum(dim=1)
+            keep = entropy.topk(x.shape[0]).indices
+            return pool[keep], v_pool[keep]
+        if p.augment == "cutmix":
+            x_hat = augment.cutmix(x, None, alpha=p.cutmix_alpha)[0]
+        elif p.augment == "mixup":
+            x_hat = augment.mixup(x, None, alpha=p.mixup_alpha)[0]
+        elif p.augment == "cutout":
+            x_hat = augment.cutout(x, None, size=p.cutout_size)
+        else:
+            x_hat = augment.autoaugment_like(x, None, mean=p.input_mean, std=p.input_std)
+        return x_hat, self.signal.logits(x_hat)
+
+    def forward(self, batch, epoch: int) -> StepOutput:
+        p = self.params
+        z = self.student(batch.x)
+        v, v_pruned = self.signal.parts_for_batch(batch)
+        losses = {"ce": p.ce_weight * self.ce(z, batch.y)}
+        terms, logs = self.distill(z, self.signal.combine(v, v_pruned))
+        losses.update(terms)
+        if p.augment != "none":
+            x_hat, v_hat = self.second_view(batch.x)
+            # a separate student forward: the clean batch's BN statistics are not mixed with the augmented ones
+            terms, aug_logs = self.distill(self.student(x_hat), v_hat, suffix="_aug")
+            losses.update(terms)
+            logs.update(aug_logs)
+        return StepOutput(z, losses, v, logs)
+
+    def describe(self) -> dict:
+        p = self.params
+        return {"method": "r2kd", "teacher_signal": f"{p.lam}*v + {1 - p.lam:.3g}*v_pruned({p.prune_amount:.0%})",
+                "pruned_bn_mode": p.pruned_bn_mode, "rank": "soft (optimised)" if p.soft_rank else "hard (logged)",
+                "second_view": p.augment}

@@ -1,0 +1,44 @@
+"""Methods by name: ``@register("kd")`` on the class, ``build("kd", ...)`` in the engine."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from kdlab.methods.base import Method
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register(name: str):
+    def deco(cls: type[Method]) -> type[Method]:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def names() -> list[str]:
+    return sorted(_METHODS)
+
+
+def get(name: str) -> type[Method]:
+    try:
+        return _METHODS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _METHODS, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown method {name!r}{hint}; known: {', '.join(names())}") from None
+
+
+def validate_method_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``args`` against the method's Params; returns them with defaults filled in."""
+    return get(name).Params.model_validate(args or {}).model_dump()
+
+
+def build(name: str, student, teacher, num_classes: int, args: dict[str, Any] | None = None) -> Method:
+    cls = get(name)
+    return cls(student, teacher, num_classes, cls.Params.model_validate(args or {}))

@@ -1,0 +1,98 @@
+"""Shared base of the zoo networks: input checks, global pooling, the ``forward_features`` contract, init."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class ZooModel(nn.Module):
+    """A classifier whose ``forward`` returns logits and whose ``forward_features`` also returns its features.
+
+    Subclasses build their layers, set ``classifier`` (an ``nn.Linear``, registered *last* so that it is also the
+    last ``nn.Linear`` in ``modules()`` order, which the generic hook path relies on) and implement
+    ``_stages(x) -> list[Tensor]``, the stage outputs whose last entry is the map that is globally average-pooled
+    into ``pooled``.
+    """
+
+    #: 4 for image networks ([N, C, H, W]), 3 for 1-D networks ([N, C, L]).
+    input_ndim: int = 4
+    in_channels: int
+    feature_dim: int
+    classifier: nn.Linear
+
+    def _stages(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_input(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{type(self).__name__}: input x must be a torch.Tensor, got {type(x).__name__}")
+        if self.input_ndim == 3 and x.dim() == 2 and self.in_channels == 1:
+            x = x.unsqueeze(1)  # [N, L] -> [N, 1, L]
+        if x.dim() != self.input_ndim or x.shape[1] != self.in_channels:
+            want = "[N, C, H, W]" if self.input_ndim == 4 else "[N, C, L] (or [N, L] when C = 1)"
+            raise ValueError(
+                f"{type(self).__name__}: input x must have shape {want} with C = {self.in_channels}, "
+                f"got {tuple(x.shape)}"
+            )
+        return x
+
+    def forward_features(self, x: Tensor) -> tuple[Tensor, dict]:
+        """``(logits, {"stages": [stage outputs], "pooled": [N, feature_dim]})``; logits = ``classifier(pooled)``."""
+        stages = self._stages(self._check_input(x))
+        last = stages[-1]
+        # Global average pooling. On 32x32 CIFAR inputs this is exactly the fixed-size pooling of the benchmark
+        # code (AvgPool2d(8) / avg_pool2d(4) / AvgPool2d(2)), which all cover the whole final map; unlike those it
+        # also works for other input sizes.
+        pooled = last.mean(dim=tuple(range(2, last.dim())))
+        return self.classifier(pooled), {"stages": stages, "pooled": pooled}
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[N, num_classes]``."""
+        return self.forward_features(x)[0]
+
+
+def init_weights(model: nn.Module, linear: str = "default") -> None:
+    """Benchmark initialisation: conv ~ N(0, 2 / (k·k·C_out)) (He et al. 2015, fan-out), conv bias 0, BN γ=1 β=0.
+
+    ``linear``: "default" keeps PyTorch's Linear init; "zero_bias" also zeroes the bias (WRN code);
+    "normal" draws W ~ N(0, 0.01²) with bias 0 (VGG / MobileNetV2 code).
+    """
+    if linear not in ("default", "zero_bias", "normal"):
+        raise ValueError(f"init_weights: linear must be 'default', 'zero_bias' or 'normal', got {linear!r}")
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            # fan_out of a (grouped) conv weight [C_out, C_in/g, k, k] is C_out·k·k, matching the reference codes.
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear != "default":
+            if linear == "normal":
+                nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def check_positive_int(value, name: str, model: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{model}: {name} must be a positive integer, got {value!r}")
+    return value
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """ShuffleNet channel shuffle (Zhang et al. 2018): [N, g·c, H, W] -> view [N, g, c] -> transpose -> [N, c·g]."""
+    # reshape (not view) so that channels_last inputs work too.
+    return x.unflatten(1, (groups, x.shape[1] // groups)).transpose(1, 2).flatten(1, 2)
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    """[Conv2d (no bias, 'same' padding for odd kernels), BatchNorm2d]."""
+    return [
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+    ]
+
+
+__all__ = ["ZooModel", "init_weights", "channel_shuffle", "conv_bn", "check_positive_int"]

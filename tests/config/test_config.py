@@ -1,0 +1,69 @@
+import pytest
+
+from kdlab.config import ConfigError, apply_overrides, config_hash, load_config, validate
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_overrides(tmp_path):
+    p = _write(tmp_path, "out_dir: x\nmethod: {name: kd}\noptim: {epochs: 5}\n")
+    cfg = load_config(p, ["optim.lr=0.1", "optim.milestones=[2,4]", "method.args.temperature=2"])
+    assert cfg.optim.lr == 0.1 and cfg.optim.milestones == [2, 4] and cfg.optim.epochs == 5
+    assert cfg.method.args["temperature"] == 2.0
+    assert cfg.method.args["ce_weight"] == 0.1  # method defaults are filled in
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    p = _write(tmp_path, "optim: {epocs: 5}\n")
+    with pytest.raises(ConfigError, match=r"optim\.epocs: unknown key"):
+        load_config(p)
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    p = _write(tmp_path, "optim: {lr: fast}\n")
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        load_config(p)
+
+
+def test_unknown_method_arg_names_the_key():
+    with pytest.raises(ConfigError, match=r"(?s)method\.args.*temprature"):
+        load_config(None, ["method.name=kd", "method.args.temprature=3"])
+
+
+def test_unknown_method_is_an_error():
+    with pytest.raises(ConfigError, match="unknown method 'kdd'"):
+        load_config(None, ["method.name=kdd"])
+
+
+def test_bad_values_rejected():
+    with pytest.raises(ConfigError, match="milestones"):
+        load_config(None, ["optim.milestones=[5,3]"])
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        load_config(None, ["optim.lr=-1"])
+    with pytest.raises(ConfigError, match="not of the form"):
+        load_config(None, ["optim.lr"])
+
+
+def test_invalid_yaml_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "a: [1, 2\n"))
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(_write(tmp_path, "- 1\n- 2\n"))
+    with pytest.raises(ConfigError, match="neither a file nor a shipped recipe"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_override_into_non_section():
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides({"seed": 1}, ["seed.x=2"])
+
+
+def test_config_hash_ignores_display_options():
+    a = validate({"out_dir": "a", "run": {"progress": True}})
+    b = validate({"out_dir": "b", "run": {"progress": False}})
+    c = validate({"out_dir": "a", "seed": 1})
+    assert config_hash(a) == config_hash(b) != config_hash(c)

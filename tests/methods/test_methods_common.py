@@ -1,0 +1,86 @@
+"""Properties every distillation method must have: registration, validated params, trainable-only gradients."""
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+import kdlab.methods as methods
+from kdlab.losses import logit_standardize
+
+DISTILLERS = ["cakd", "cmkd", "dhkd", "dist", "dkd", "r2kd", "single_head_bkl", "ttm", "wttm"]
+# methods whose distillation terms are softmax-based and so take the logit-standardisation switch
+# (r2kd standardises the mixed signal ṽ, which its own test checks)
+SOFTMAX_BASED = ["cakd", "cmkd", "dist", "dkd", "ttm", "wttm", "kd"]
+
+
+def test_every_method_is_registered():
+    assert set(DISTILLERS) | {"ce", "kd"} <= set(methods.names())
+
+
+@pytest.mark.parametrize("name", DISTILLERS)
+def test_params_reject_unknown_keys_and_out_of_range_values(name):
+    cls = methods.get(name).Params
+    with pytest.raises(ValidationError, match="extra"):
+        cls.model_validate({"no_such_option": 1})
+    bounded = [k for k in ("temperature", "ce_weight") if k in cls.model_fields]
+    assert bounded, f"{name} has neither temperature nor ce_weight"
+    for key in bounded:
+        with pytest.raises(ValidationError, match=key):
+            cls.model_validate({key: -1.0})
+
+
+@pytest.mark.parametrize("name", DISTILLERS)
+def test_gradients_reach_only_trainable_parameters(name, make_method, make_batch):
+    args = {"augment": "cutmix"} if name == "r2kd" else None
+    method = make_method(name, args)
+    teacher = method.teacher.module
+    before = {k: t.clone() for k, t in teacher.state_dict().items()}
+    teacher_ids = {id(p) for p in teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in method.parameters()}, "teacher parameters must not be optimised"
+    opt = torch.optim.SGD(method.parameters(), lr=0.5)
+    method.train()
+    out = method(make_batch(), epoch=30)
+    assert set(out.losses) and all(t.dim() == 0 and torch.isfinite(t) for t in out.losses.values())
+    method.backward(out)
+    assert all(p.grad is None for p in teacher.parameters())
+    student_grads = [p.grad for p in method.student.parameters()]
+    assert all(g is not None for g in student_grads), "every student parameter is used by the loss"
+    assert sum(float(g.abs().sum()) for g in student_grads) > 0
+    opt.step()
+    for k, t in teacher.state_dict().items():
+        assert torch.equal(t, before[k]), f"teacher tensor {k} changed"
+    assert not teacher.training, "the teacher stays in eval mode"
+    assert method.eval_model() is method.student
+
+
+@pytest.mark.parametrize("name", SOFTMAX_BASED)
+def test_logit_standardization_switch_equals_standardised_inputs(name, make_method, make_batch):
+    """With the switch on, the distillation terms equal those of the same method fed standardised logits."""
+    batch = make_batch()
+    on = make_method(name, {"logit_standardization": True})
+    off = make_method(name)
+    off.load_state_dict(on.state_dict())
+
+    class Standardised(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return logit_standardize(self.net(x))
+
+    z = on.student(batch.x)
+    # feed the "off" method networks whose outputs are already standardised
+    off.student = Standardised(off.student)
+    off.teacher.module = Standardised(off.teacher.module).eval()
+    out_on, out_off = on(batch, 30), off(batch, 30)
+    assert torch.allclose(out_on.logits, z)
+    for key in out_on.losses:
+        if key == "ce":
+            continue  # CE always uses the raw logits
+        torch.testing.assert_close(out_on.losses[key], out_off.losses[key], rtol=1e-5, atol=1e-6)
+    changed = any(
+        not torch.allclose(out_on.losses[k], make_method(name)(batch, 30).losses[k])
+        for k in out_on.losses if k != "ce"
+    )
+    assert changed, "switching standardisation on must change the distillation terms"

@@ -1,0 +1,218 @@
+"""R2KD: the pruned copy, the pruned-ensemble teacher, the loss dict and the second (augmented) view."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+from torch import nn
+
+from kdlab.data import augment
+from kdlab.losses import logit_standardize, r2kd_value_loss, spearman_loss
+from kdlab.methods import get
+from kdlab.teachers import PrunedEnsembleTeacher, prune_copy
+from kdlab.teachers.frozen import FrozenTeacher
+
+
+def _net():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 5, 1, bias=False),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 7),
+    )
+    with torch.no_grad():  # non-trivial BN statistics, so "untouched" is a real check
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+        net[1].weight.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_prune_copy_zeroes_exactly_the_smallest_weights_per_layer():
+    net = _net()
+    before = {k: t.clone() for k, t in net.state_dict().items()}
+    pruned = prune_copy(net, 0.1)
+    layers = [(i, m) for i, m in enumerate(net) if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == 3
+    for i, m in layers:
+        w, wp = m.weight.detach(), pruned[i].weight.detach()
+        assert w.abs().unique().numel() == w.numel(), "the test needs distinct |w|"
+        k = round(0.1 * w.numel())
+        zeroed = wp == 0
+        assert int(zeroed.sum()) == k
+        # the zeroed entries are the k smallest |w|, the others are copied exactly
+        assert float(w[zeroed].abs().max()) < float(w[~zeroed].abs().min())
+        assert torch.equal(wp[~zeroed], w[~zeroed])
+        if m.bias is not None:
+            assert torch.equal(pruned[i].bias, m.bias)
+    for k, t in pruned[1].state_dict().items():  # BN untouched
+        assert torch.equal(t, before[f"1.{k}"])
+    for k, t in net.state_dict().items():  # the original is unchanged
+        assert torch.equal(t, before[k])
+    assert not any(p.requires_grad for p in pruned.parameters())
+    assert pruned is not net and pruned[0].weight.data_ptr() != net[0].weight.data_ptr()
+
+
+def test_prune_copy_rounds_per_layer_and_validates():
+    lin = nn.Linear(5, 5)  # 25 weights: round(2.5) = 2 (Python rounding, as torch's pruning utilities)
+    assert int((prune_copy(lin, 0.1).weight == 0).sum()) == 2
+    assert int((prune_copy(lin, 0.0).weight == 0).sum()) == 0
+    for bad in (-0.1, 1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="amount"):
+            prune_copy(lin, bad)
+    with pytest.raises(ValueError, match="nn.Module"):
+        prune_copy(lin.weight, 0.1)
+
+
+def test_pruned_ensemble_teacher_mixes_logits():
+    net = _net()
+    teacher = FrozenTeacher(net)
+    ens = PrunedEnsembleTeacher(teacher, lam=0.7, amount=0.1)
+    x = torch.randn(6, 3, 5, 5)
+    with torch.no_grad():
+        v, vp = net(x), prune_copy(net, 0.1).eval()(x)
+    assert not torch.allclose(v, vp), "pruning must change the logits for the test to mean something"
+    torch.testing.assert_close(ens.logits(x), 0.7 * v + 0.3 * vp)
+    batch = type("B", (), {"x": x})()
+    torch.testing.assert_close(ens.logits_for_batch(batch), 0.7 * v + 0.3 * vp)
+    assert ens.module is net and ens.describe()["lam"] == 0.7
+    assert 0.09 < ens.describe()["pruned_zero_fraction"] < 0.11
+    with pytest.raises(ValueError, match="lam"):
+        PrunedEnsembleTeacher(teacher, lam=1.5)
+    with pytest.raises(ValueError, match="FrozenTeacher"):
+        PrunedEnsembleTeacher(net)
+    with pytest.raises(ValueError, match="pruned_bn_mode"):
+        PrunedEnsembleTeacher(teacher, pruned_bn_mode="batch")
+
+
+def test_pruned_ensemble_features_are_the_unpruned_teachers():
+    from kdlab.models import create
+
+    torch.manual_seed(0)
+    net = create("mnist1d_cnn", 10).eval()
+    base = FrozenTeacher(net)
+    ens = PrunedEnsembleTeacher(base, lam=0.6)
+    x = torch.randn(4, 1, 40)
+    logits, feats = ens.features(x)
+    v, base_feats = base.features(x)
+    torch.testing.assert_close(logits, 0.6 * v + 0.4 * ens.pruned_logits(x))
+    torch.testing.assert_close(feats["pooled"], base_feats["pooled"])
+
+
+def test_pruned_bn_train_mode_uses_batch_statistics():
+    net = _net()
+    ens = PrunedEnsembleTeacher(FrozenTeacher(net), pruned_bn_mode="train")
+    reference = prune_copy(net, 0.1).train()
+    x = torch.randn(6, 3, 5, 5)
+    with torch.no_grad():
+        expected = reference(x)
+    torch.testing.assert_close(ens.pruned_logits(x), expected)
+    assert not ens.pruned_logits(x).requires_grad
+    assert not torch.allclose(expected, prune_copy(net, 0.1).eval()(x))
+    assert not net.training, "the unpruned teacher stays in eval mode"
+
+
+def test_defaults():
+    p = get("r2kd").Params()
+    assert (p.lam, p.prune_amount, p.temperature, p.value_weight, p.rank_weight) == (0.7, 0.1, 4.0, 2.0, 2.0)
+    assert (p.soft_rank, p.augment, p.pruned_bn_mode, p.ce_weight) == (False, "cutmix", "eval", 1.0)
+    with pytest.raises(ValidationError, match="lam"):
+        get("r2kd").Params(lam=1.2)
+
+
+def _signal(method, x):
+    with torch.no_grad():
+        v = method.teacher.logits(x)
+        vp = prune_copy(method.teacher.module, 0.1).eval()(x)
+    return 0.7 * v + 0.3 * vp, v
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_loss_dict_without_second_view(make_method, make_batch, standardize):
+    method = make_method("r2kd", {"augment": "none", "logit_standardization": standardize})
+    batch = make_batch()
+    out = method(batch, 1)
+    with torch.no_grad():
+        z = method.student(batch.x)
+    mixed, v = _signal(method, batch.x)
+    torch.testing.assert_close(out.teacher_logits, v)  # fidelity is measured against the unpruned teacher
+    assert set(out.losses) == {"ce", "value"} and set(out.logs) == {"rank"}
+    zs, vs = (logit_standardize(z), logit_standardize(mixed)) if standardize else (z, mixed)
+    torch.testing.assert_close(out.losses["ce"], F.cross_entropy(z, batch.y))
+    torch.testing.assert_close(out.losses["value"], 2.0 * r2kd_value_loss(zs, vs, temperature=4.0))
+    torch.testing.assert_close(out.logs["rank"], 2.0 * spearman_loss(zs, vs, temperature=4.0))
+    assert not out.logs["rank"].requires_grad
+
+
+def test_soft_rank_joins_the_loss(make_method, make_batch):
+    method = make_method("r2kd", {"augment": "none", "soft_rank": True, "rank_kappa": 0.05})
+    batch = make_batch()
+    out = method(batch, 1)
+    with torch.no_grad():
+        z = method.student(batch.x)
+    mixed, _ = _signal(method, batch.x)
+    assert set(out.losses) == {"ce", "value", "rank"} and not out.logs
+    expected = 2.0 * spearman_loss(z, mixed, temperature=4.0, soft=True, kappa=0.05)
+    torch.testing.assert_close(out.losses["rank"], expected)
+    assert out.losses["rank"].requires_grad
+
+
+def test_second_view_adds_only_distillation_terms(make_method, make_batch):
+    method = make_method("r2kd")  # default: CutMix second view
+    batch = make_batch()
+    torch.manual_seed(11)
+    out = method(batch, 1)
+    assert set(out.losses) == {"ce", "value", "value_aug"} and set(out.logs) == {"rank", "rank_aug"}
+    # replay the augmentation from the same global RNG state (the student MLP draws no random numbers)
+    torch.manual_seed(11)
+    x_hat = augment.cutmix(batch.x, None, alpha=1.0)[0]
+    assert not torch.equal(x_hat, batch.x)
+    with torch.no_grad():
+        z, z_hat = method.student(batch.x), method.student(x_hat)
+    mixed_hat, _ = _signal(method, x_hat)
+    torch.testing.assert_close(out.losses["ce"], F.cross_entropy(z, batch.y))  # CE on the clean view only
+    torch.testing.assert_close(out.losses["value_aug"], 2.0 * r2kd_value_loss(z_hat, mixed_hat, temperature=4.0))
+    clean = make_method("r2kd", {"augment": "none"})(batch, 1)
+    torch.testing.assert_close(out.losses["value"], clean.losses["value"])
+    torch.testing.assert_close(out.total, out.losses["ce"] + out.losses["value"] + out.losses["value_aug"])
+
+
+def test_cutmixpick_keeps_the_highest_entropy_samples(make_method, make_batch):
+    method = make_method("r2kd", {"augment": "cutmixpick", "pick_pool": 3})
+    x = make_batch(n=6).x
+    torch.manual_seed(5)
+    x_hat, v_hat = method.second_view(x)
+    torch.manual_seed(5)
+    pool = torch.cat([augment.cutmix(x, None, alpha=1.0)[0] for _ in range(3)])
+    v_pool = method.signal.logits(pool)
+    entropy = -(F.softmax(v_pool, 1) * F.log_softmax(v_pool, 1)).sum(1)
+    keep = entropy.topk(6).indices
+    assert x_hat.shape == x.shape
+    torch.testing.assert_close(x_hat, pool[keep])
+    torch.testing.assert_close(v_hat, method.signal.logits(x_hat))
+    dropped = torch.ones(18, dtype=torch.bool)
+    dropped[keep] = False
+    assert float(entropy[keep].min()) >= float(entropy[dropped].max())
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutout"])
+def test_other_second_views_on_signals(make_method, make_batch, kind):
+    method = make_method("r2kd", {"augment": kind, "cutout_size": 4})
+    x = make_batch().x
+    x_hat, v_hat = method.second_view(x)
+    assert x_hat.shape == x.shape and not torch.equal(x_hat, x)
+    torch.testing.assert_close(v_hat, method.signal.logits(x_hat))
+
+
+def test_autoaugment_second_view_on_images(make_method, make_batch):
+    method = make_method("r2kd", {"augment": "autoaugment"}, student="resnet8", teacher="resnet8")
+    batch = make_batch(n=4, shape=(3, 8, 8))
+    torch.manual_seed(0)
+    out = method(batch, 1)
+    assert set(out.losses) == {"ce", "value", "value_aug"} and torch.isfinite(out.total)
+
+
+def test_method_moves_the_pruned_copy(make_method):
+    method = make_method("r2kd")
+    method.to(torch.float64)
+    assert next(method.signal.pruned.parameters()).dtype == torch.float64
+    assert next(method.teacher.module.parameters()).dtype == torch.float64
+    assert method.describe()["second_view"] == "cutmix"
