@@ -9,7 +9,6 @@ Uses torch's default thread count (set OMP_NUM_THREADS / torch.set_num_threads o
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 import kdlab.losses as L
+from kdlab.engine.environment import describe_machine
 
 SHAPES = ((256, 100), (1024, 1000))
 
@@ -57,24 +57,13 @@ def _time(fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, warmup: i
     return 1000 * statistics.median(times)
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 warm-up and 3 repeats per case (default 2 and 10)")
     args = parser.parse_args(argv)
     warmup, repeats = (1, 3) if args.quick else (2, 10)
 
-    print(f"machine: {_cpu_model()}; torch {torch.__version__}; threads {torch.get_num_threads()}; float32; "
+    print(f"machine: {describe_machine()}; float32; "
           f"median of {repeats} after {warmup} warm-up\n")
     print("| loss | shape (N, C) | ms fwd+bwd |")
     print("|---|---|---:|")

@@ -68,11 +68,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def _format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
     lines = [f"{source}: invalid config"]
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key (check the spelling; see `kdlab config --show`)" if err["type"] == "extra_forbidden" else err["msg"]
+        where = prefix + ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = ("unknown key (check the spelling; `kdlab config` prints every valid key)"
+               if err["type"] == "extra_forbidden" else err["msg"])
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 
@@ -88,7 +89,7 @@ def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         cfg.method.args = validate_method_args(cfg.method.name, cfg.method.args)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, f"{source}: method.args")) from None
+        raise ConfigError(_format_validation_error(exc, source, prefix="method.args.")) from None
     except ValueError as exc:
         raise ConfigError(f"{source}: method: {exc}") from None
     return cfg

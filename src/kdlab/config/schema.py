@@ -29,6 +29,8 @@ class DataConfig(_Strict):
     name: Literal["mnist1d", "cifar100"] = "mnist1d"
     root: str | None = None  # None: $KDLAB_DATA or ~/.cache/kdlab
     download: bool = False
+    url: str | None = None  # CIFAR-100 mirror (default: the official archive)
+    md5: str | None = None  # expected md5 of a download from `url` (default: the official checksum)
     augment: Literal["default", "none"] = "default"
     train_subset: int | None = Field(default=None, ge=1)  # first n training samples (quick runs)
     test_subset: int | None = Field(default=None, ge=1)
@@ -45,11 +47,91 @@ class TeacherCacheConfig(_Strict):
     precompute: bool = False  # fill every (sample, view) up front instead of lazily
 
 
-class DistillDataConfig(_Strict):
-    """What the student is distilled on (Stanton et al. 2021 policies); see kdlab.fidelity.policies.
-    Defaults: the training split with its standard augmentation, nothing added."""
+class ExtraSourceConfig(_Strict):
+    """One extra, unlabelled input source mixed into every distillation batch (see kdlab.fidelity.policies).
 
-    policy: str = "none"
+    kind: ``holdout`` (the held-out part of the train split, needs ``holdout_fraction > 0``), ``shuffled`` (train
+    inputs with their positions permuted per sample: same values, no shape — out of domain), ``pool`` (inputs from
+    the file ``path``: .pt/.npy/.npz of model-ready, normalised inputs ``[N, *input_shape]``), ``generator``
+    (``path`` = "module:function", called as ``fn(n, like, generator) -> Tensor[n, *input_shape]``).
+    """
+
+    name: str = Field(min_length=1)  # the source's name, used as key of `temperatures`
+    kind: Literal["holdout", "shuffled", "pool", "generator"]
+    per_batch: float = Field(default=0.25, gt=0, le=4)  # samples added per batch, as a fraction of the batch size
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _path_needed(self):
+        if self.kind in ("pool", "generator") and not self.path:
+            raise ValueError(f"extra source {self.name!r} of kind {self.kind!r} needs `path`")
+        if self.kind in ("holdout", "shuffled") and self.path:
+            raise ValueError(f"extra source {self.name!r} of kind {self.kind!r} takes no `path`")
+        return self
+
+
+class DistillDataConfig(_Strict):
+    """What the student is distilled on (Stanton et al. 2021, §5 policies); see kdlab.fidelity.policies.
+
+    Defaults: the training split with its standard augmentation, nothing added (``policy == "none"``: the policy
+    is off and batches reach the method untouched). The teacher always sees exactly the student's input.
+    """
+
+    augment: str = "default"  # "default" (the loader's), "none", or a preset of kdlab.fidelity.policies.PRESETS
+    mixup_alpha: float | None = Field(default=None, gt=0)  # input-only MixUp, λ ~ Beta(α, α) per batch; None = off
+    mixup_fraction: float = Field(default=1.0, gt=0, le=1)  # share of each batch that is mixed
+    mixup_hard_labels: bool = False  # also train CE on mixed samples (label of the larger-weight component)
+    noise_prob: float = Field(default=0.0, ge=0, lt=1)  # replace each sample by N(0, noise_std²) noise w.p. p
+    noise_std: float = Field(default=1.0, gt=0)
+    extra: list[ExtraSourceConfig] = Field(default_factory=list)
+    # per-source distillation temperature, keys among "data", "mixup", "noise" and the extra sources' names;
+    # when given it must cover every active source (the method's own temperature is not used then)
+    temperatures: dict[str, float] = Field(default_factory=dict)
+    # split control: the last `holdout_fraction` of the train split is never seen by a teacher trained with this
+    # config; the student distils on the teacher's part ("teacher"), the held-out part, or both
+    holdout_fraction: float = Field(default=0.0, ge=0, lt=1)
+    split: Literal["teacher", "holdout", "both"] = "teacher"
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: t for k, t in v.items() if not t > 0}
+        if bad:
+            raise ValueError(f"temperatures must be > 0, got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [e.name for e in self.extra]
+        if len(set(names)) != len(names) or set(names) & {"data", "mixup", "noise"}:
+            raise ValueError(f"extra source names must be unique and not 'data'/'mixup'/'noise', got {names}")
+        if self.split != "teacher" and self.holdout_fraction == 0:
+            raise ValueError(f"distill_data.split={self.split!r} needs distill_data.holdout_fraction > 0")
+        if any(e.kind == "holdout" for e in self.extra) and self.holdout_fraction == 0:
+            raise ValueError("an extra source of kind 'holdout' needs distill_data.holdout_fraction > 0")
+        if self.mixup_hard_labels and self.mixup_alpha is None:
+            raise ValueError("distill_data.mixup_hard_labels is set but MixUp is off (set mixup_alpha)")
+        if self.temperatures:
+            missing = [s for s in self.sources() if s not in self.temperatures]
+            unknown = [s for s in self.temperatures if s not in self.sources()]
+            if missing or unknown:
+                raise ValueError(f"distill_data.temperatures must name exactly the active sources {self.sources()}; "
+                                 f"missing {missing}, unknown {unknown}")
+        return self
+
+    def sources(self) -> list[str]:
+        """The active input sources of a distillation batch."""
+        out = ["data"]
+        if self.mixup_alpha is not None:
+            out.append("mixup")
+        if self.noise_prob > 0:
+            out.append("noise")
+        return out + [e.name for e in self.extra]
+
+    @property
+    def policy(self) -> str:
+        """"none" when every option is at its default (batches pass untouched), else "custom"."""
+        return "none" if self == DistillDataConfig() else "custom"
 
 
 class ModelConfig(_Strict):

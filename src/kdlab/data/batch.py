@@ -18,22 +18,25 @@ class Batch:
             exact teacher-logit cache together with ``view``.
         view: int64 view ids ``[B]`` of the discrete augmentation that produced ``x``, or ``None``
             when the loader has no augmentation.
+        label_mask: bool ``[B]``, ``True`` where ``y`` is a real label; ``None`` means every sample is labelled.
+            Distillation-data policies (kdlab.fidelity.policies) set it for mixed and synthetic inputs, whose
+            hard-label loss is skipped (``Method.ce``).
+        temperature: float ``[B]`` per-sample distillation temperature (per-source temperatures), or ``None``
+            for the method's own.
     """
 
     x: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor
     view: torch.Tensor | None = None
+    label_mask: torch.Tensor | None = None
+    temperature: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy with every tensor on ``device``."""
-        view = None if self.view is None else self.view.to(device, non_blocking=non_blocking)
-        return Batch(
-            x=self.x.to(device, non_blocking=non_blocking),
-            y=self.y.to(device, non_blocking=non_blocking),
-            index=self.index.to(device, non_blocking=non_blocking),
-            view=view,
-        )
+        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Batch(x=move(self.x), y=move(self.y), index=move(self.index), view=move(self.view),
+                     label_mask=move(self.label_mask), temperature=move(self.temperature))

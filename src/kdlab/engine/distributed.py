@@ -55,6 +55,27 @@ def all_reduce_accumulator(acc):
     return acc
 
 
+def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
+    """Average same-shaped tensors across ranks in place, through one flat buffer (one collective)."""
+    if not is_initialized() or world_size() == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
+    flat /= world_size()
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (e.g. BatchNorm running stats) to every rank, as DDP(broadcast_buffers=True) does."""
+    if not is_initialized() or world_size() == 1:
+        return
+    for b in module.buffers():
+        tdist.broadcast(b, src=0)
+
+
 def barrier() -> None:
     if is_initialized():
         tdist.barrier()

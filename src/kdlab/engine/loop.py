@@ -10,7 +10,7 @@ checkpoint and reproduces the uninterrupted run exactly.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from kdlab.engine import distributed as dist
 from kdlab.engine.checkpoint import CheckpointError, load_training_state, save_model, save_training_state
 from kdlab.engine.metrics_log import MetricsLog
+from kdlab.engine.precision import DevicePath
 from kdlab.engine.schedule import learning_rate
 from kdlab.engine.seeding import rng_state, set_rng_state
 
@@ -46,6 +47,7 @@ class LoopSettings:
     config_hash: str = ""
     model_meta: dict[str, Any] = field(default_factory=dict)  # arch/num_classes for saved weights
     kl_temperature: float | None = None  # also report KL at the training temperature
+    device_path: DevicePath = field(default_factory=DevicePath)  # autocast / channels_last (engine.precision)
 
 
 @dataclass
@@ -150,7 +152,7 @@ class _EpochSums:
 def _check_finite(out, epoch: int, step: int) -> None:
     total = out.total.detach()
     if not torch.isfinite(total):
-        terms = {k: float(v) for k, v in out.losses.items()}
+        terms = {k: float(v.detach()) for k, v in out.losses.items()}
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch}, step {step}: {terms}. Training stopped; the last good checkpoint "
             "is kept. Lower the learning rate, check the inputs for NaN/inf, or check the teacher checkpoint.")
@@ -169,7 +171,11 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
     start = time.perf_counter()
     device = next(method.parameters()).device
     optimizer = make_optimizer(method, s)
-    forward = ddp_module if ddp_module is not None else method
+    # A method whose backward bypasses autograd hooks (DHKD's gradient alignment uses autograd.grad) all-reduces its
+    # own gradients; it is called directly and gets rank 0's buffers broadcast, as the DDP wrapper would do.
+    manual_sync = ddp_module is not None and bool(getattr(method, "syncs_own_gradients", False))
+    forward = ddp_module if ddp_module is not None and not manual_sync else method
+    dp = s.device_path
     is_main = dist.is_main()
     log = MetricsLog(s.out_dir, s.tensorboard if is_main else False) if s.out_dir is not None else None
     ckpt_path = s.out_dir / "checkpoint.safetensors" if s.out_dir is not None else None
@@ -209,7 +215,12 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
         for step, batch in enumerate(steps):
             if batch_transform is not None:
                 batch = batch_transform(batch, epoch)
-            out = forward(batch, epoch)
+            if dp.channels_last:
+                batch = replace(batch, x=dp.input(batch.x))
+            if manual_sync:
+                dist.broadcast_buffers(method)
+            with dp.autocast():
+                out = forward(batch, epoch)
             if check_every_step:
                 _check_finite(out, epoch, step)
             else:

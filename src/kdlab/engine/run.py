@@ -20,7 +20,12 @@ from kdlab.engine.seeding import seed_everything
 def load_data(cfg: RunConfig):
     from kdlab.data import load_dataset
 
-    kwargs = {"num_samples": cfg.data.num_samples} if cfg.data.num_samples and cfg.data.name == "mnist1d" else {}
+    kwargs: dict[str, Any] = {}
+    if cfg.data.name == "mnist1d" and cfg.data.num_samples:
+        kwargs["num_samples"] = cfg.data.num_samples
+    if cfg.data.name == "cifar100":
+        kwargs.update({k: v for k, v in (("url", cfg.data.url), ("md5", cfg.data.md5)) if v is not None})
+        kwargs["progress"] = cfg.run.progress
     splits = load_dataset(cfg.data.name, root=cfg.data.root, download=cfg.data.download, **kwargs)
     if cfg.data.train_subset or cfg.data.test_subset:
         splits = splits.subset(cfg.data.train_subset, cfg.data.test_subset)

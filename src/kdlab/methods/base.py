@@ -46,6 +46,11 @@ class Method(nn.Module):
 
     Params: ClassVar[type[Params]] = Params
     uses_teacher: ClassVar[bool] = True
+    # True when the method reads the teacher only through ``logits_for_batch`` of the clean view, so the exact
+    # (index, view) logit cache (kdlab.teachers.cache) can serve it; False (safe) for anything else
+    teacher_cacheable: ClassVar[bool] = False
+    # True when ``backward`` all-reduces its own gradients under DDP (the engine then bypasses the DDP wrapper)
+    syncs_own_gradients: ClassVar[bool] = False
     name: ClassVar[str] = "?"
 
     def __init__(self, student: nn.Module, teacher: FrozenTeacher | None, num_classes: int, params: Params):
@@ -63,6 +68,22 @@ class Method(nn.Module):
     def forward(self, batch, epoch: int) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # Which distillation-data extras (kdlab.fidelity.policies) a method honours: unlabelled samples need a method
+    # whose only use of the labels is `self.ce`; per-sample temperatures need the method to read batch.temperature.
+    labels_only_in_ce: ClassVar[bool] = False
+    per_sample_temperature: ClassVar[bool] = False
+
+    def __call__(self, batch, *args, **kwargs):
+        mask = getattr(batch, "label_mask", None)
+        if mask is not None and not self.labels_only_in_ce:
+            raise ValueError(f"method {self.name!r} uses the labels beyond cross-entropy, so it cannot train on the "
+                             "unlabelled inputs that distill_data adds (mixup, noise, extra sources); use method kd")
+        if getattr(batch, "temperature", None) is not None and not self.per_sample_temperature:
+            raise ValueError(f"method {self.name!r} does not support distill_data.temperatures (per-source "
+                             "temperature); use method kd or remove distill_data.temperatures")
+        self.__dict__["_label_mask"] = mask  # read by `ce` during this forward
+        return super().__call__(batch, *args, **kwargs)
+
     def backward(self, out: StepOutput) -> None:
         """Default: minimise the sum of the loss terms. DHKD overrides this (gradient alignment)."""
         out.total.backward()
@@ -78,7 +99,13 @@ class Method(nn.Module):
 
     # helpers shared by the softmax-based methods
     def ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target)
+        """Mean CE over the labelled samples of the current batch (``Batch.label_mask``); 0 when none is labelled."""
+        mask = self.__dict__.get("_label_mask")
+        if mask is None:
+            return F.cross_entropy(logits, target)
+        # Σ over labelled rows / their count, without boolean indexing (no host sync); unlabelled targets may be -1.
+        per = F.cross_entropy(logits, target.clamp(min=0), reduction="none")
+        return (per * mask).sum() / mask.sum().clamp(min=1)
 
     def standardize(self, *logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Logit standardisation (Sun et al. 2024) when the method's params switch it on."""

@@ -73,6 +73,10 @@ class CAKD(Method):
 
     Params = CAKDParams
 
+    @property
+    def teacher_cacheable(self) -> bool:  # the feature level reads the teacher's maps, which are not cached
+        return not self.params.feature
+
     def __init__(self, student, teacher, num_classes, params):
         super().__init__(student, teacher, num_classes, params)
         self.connector: nn.Module | None = None

@@ -13,6 +13,7 @@ class CEParams(Params):
 @register("ce")
 class CE(Method):
     Params = CEParams
+    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
     uses_teacher = False
 
     def forward(self, batch, epoch: int) -> StepOutput:

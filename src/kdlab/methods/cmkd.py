@@ -32,6 +32,7 @@ class CMKD(Method):
     """
 
     Params = CMKDParams
+    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def forward(self, batch, epoch: int) -> StepOutput:
         p = self.params

@@ -66,6 +66,7 @@ class DHKD(Method):
     """
 
     Params = DHKDParams
+    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def __init__(self, student, teacher, num_classes, params):
         super().__init__(student, teacher, num_classes, params)
@@ -81,6 +82,10 @@ class DHKD(Method):
     def aligns_gradients(self) -> bool:
         g = self.params.gradient_alignment
         return self.params.head == "nonlinear" if g is None else g
+
+    @property
+    def syncs_own_gradients(self) -> bool:  # autograd.grad bypasses DDP's hooks: backward all-reduces g1, g2 itself
+        return self.aligns_gradients
 
     def alpha_at(self, epoch: int) -> float:
         p = self.params
@@ -118,6 +123,11 @@ class DHKD(Method):
             return
         a = [g1[i] if g1[i] is not None else torch.zeros_like(params[i]) for i in used]
         b = [g2[i] if g2[i] is not None else torch.zeros_like(params[i]) for i in used]
+        # under DDP: g1, g2 of the global batch are the rank means (equal shards); project after averaging, so the
+        # update equals one process's on the global batch
+        from kdlab.engine import distributed as dist
+
+        dist.all_reduce_mean_(a + b)
         for i, g in zip(used, projected_sum(a, b)):
             q = params[i]
             q.grad = g if q.grad is None else q.grad + g
@@ -142,6 +152,7 @@ class SingleHeadBKL(Method):
     """L = w_ce·CE(z, y) + w_bkl·τ²·Σ_c KL_B(σ(v/τ) ‖ σ(z/τ))/N on the SAME single linear head z (DHKD failure case)."""
 
     Params = SingleHeadBKLParams
+    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def forward(self, batch, epoch: int) -> StepOutput:
         p = self.params

@@ -27,6 +27,7 @@ class DIST(Method):
     """
 
     Params = DISTParams
+    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def forward(self, batch, epoch: int) -> StepOutput:
         p = self.params

@@ -26,6 +26,7 @@ class DKD(Method):
     """L = w_ce·CE(z, y) + min(epoch/warmup, 1)·(α·TCKD + β·NCKD), both terms with T² (inside ``dkd_loss``)."""
 
     Params = DKDParams
+    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def forward(self, batch, epoch: int) -> StepOutput:
         p = self.params

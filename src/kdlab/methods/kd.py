@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from pydantic import Field
+from torch import Tensor
 
 from kdlab.losses import kd_loss
 from kdlab.methods.base import Method, Params, StepOutput
@@ -16,19 +18,32 @@ class KDParams(Params):
     logit_standardization: bool = False
 
 
+def kd_loss_per_sample_temperature(z: Tensor, v: Tensor, temperature: Tensor) -> Tensor:
+    """(1/N) Σ_i T_i² · KL(softmax(v_i/T_i) ‖ softmax(z_i/T_i)): Hinton's loss with a temperature per sample."""
+    t = temperature.to(z.dtype).unsqueeze(1)
+    log_p = F.log_softmax(v.detach() / t, dim=1)
+    per = (log_p.exp() * (log_p - F.log_softmax(z / t, dim=1))).sum(1)
+    return (t.squeeze(1) ** 2 * per).mean()
+
+
 @register("kd")
 class KD(Method):
     """L = w_ce·CE(z, y) + w_kd·T²·KL(softmax_T(v) ‖ softmax_T(z))."""
 
     Params = KDParams
+    labels_only_in_ce = True
+    per_sample_temperature = True
+    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def forward(self, batch, epoch: int) -> StepOutput:
         p = self.params
         z = self.student(batch.x)
         v = self.teacher.logits_for_batch(batch)
         zs, vs = self.standardize(z, v)
-        losses = {
-            "ce": p.ce_weight * self.ce(z, batch.y),
-            "kd": p.kd_weight * kd_loss(zs, vs, temperature=p.temperature),
-        }
+        tau = getattr(batch, "temperature", None)
+        if tau is None:
+            kd = kd_loss(zs, vs, temperature=p.temperature)
+        else:  # per-source temperature (kdlab.fidelity.policies): each sample at its own τ_i, T_i² scaling kept
+            kd = kd_loss_per_sample_temperature(zs, vs, tau)
+        losses = {"ce": p.ce_weight * self.ce(z, batch.y), "kd": p.kd_weight * kd}
         return StepOutput(z, losses, v)

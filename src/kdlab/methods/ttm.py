@@ -32,6 +32,7 @@ class TTM(Method):
     """L = w_ce·CE(z, y) + β·batch-mean KL(p̂_γ ‖ softmax(z)), p̂_γ = softmax(γ·v)."""
 
     Params = TTMParams
+    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def _term(self, z, v):
         return ttm_loss(z, v, gamma=self.params.gamma)

@@ -1,10 +1,283 @@
-"""Exact teacher-logit cache keyed on (sample index, augmentation view). (Being implemented: see issue 6.)"""
+"""Exact teacher-logit cache keyed on (sample index, augmentation view) — design.md, "Exact teacher-logit cache".
+
+With a discrete view augmentation the student's input is fully named by ``(dataset index, view id)`` (CIFAR
+crop(pad 4)+flip: 9·9·2 = 162 views per image; MNIST-1D shifts: 2·max_shift+1). The teacher's logits for such a pair
+are therefore a fixed table ``T[i, v] = f_teacher(normalize(augment(x_i, v)))`` which we fill once (lazily, only the
+rows a batch misses, or all up front) and then read back for every later step, seed and logit-only method. Nothing is
+approximated: a batch whose inputs are not a known view (``batch.view is None``: mixup, data policies, R2KD's second
+view through ``teacher.logits``) goes to the live teacher.
+
+Storage ``[num_samples, num_views, C]`` in float16/bfloat16/float32 plus a filled mask ``[num_samples, num_views]``,
+in memory or in a ``numpy.memmap`` file with a JSON sidecar holding the key (teacher weights hash, training-data hash,
+``augment.describe()``, normalisation, dtype, shape). Opening a file whose key differs is a :class:`StaleCacheError`
+naming the field, so a cache can never silently serve another teacher's logits.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
 
-def maybe_cache(teacher, cfg, method, train_loader, out_dir, batch_transform=None):
-    """Return ``teacher`` itself (no cache) — placeholder until the cache lands; only ``enabled: true`` errors."""
-    if cfg.enabled is True:
-        raise NotImplementedError("teacher.cache.enabled=true: the teacher-logit cache is not implemented yet")
-    return teacher
+import numpy as np
+import torch
+
+from kdlab.teachers.frozen import FrozenTeacher
+
+__all__ = ["CachedTeacher", "StaleCacheError", "maybe_cache", "tensor_digest", "module_digest"]
+
+_FORMAT = 1
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# numpy has no bfloat16: its bits are stored as uint16 and reinterpreted by torch
+_NP_DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
+
+
+class StaleCacheError(ValueError):
+    """An existing cache file was made for another teacher, data set, augmentation or layout."""
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and raw bytes (CPU, contiguous)."""
+    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """SHA-256 over a module's state dict (names, dtypes, shapes, bytes): the teacher's identity."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor_digest(t).encode())
+    return h.hexdigest()
+
+
+class CachedTeacher:
+    """A :class:`FrozenTeacher` whose :meth:`logits_for_batch` reads ``T[batch.index, batch.view]``.
+
+    Args:
+        teacher: the frozen teacher to cache.
+        loader: the training :class:`~kdlab.data.BatchLoader` (its data, augmentation, normalisation and
+            ``index_offset`` define the table). It must have a :class:`~kdlab.data.ViewAugmentation`.
+        dtype: storage precision, ``"float16"`` (default), ``"bfloat16"`` or ``"float32"`` (bit-exact).
+        path: ``None`` for an in-memory table, else a file (``numpy.memmap``) with sidecars ``<path>.json`` (key)
+            and ``<path>.mask`` (filled flags); an existing file with the same key is reused (across seeds and
+            methods), one with another key raises :class:`StaleCacheError`.
+        precompute: fill every (sample, view) pair now, with a progress bar.
+        tag: extra key entries (e.g. the autocast precision the teacher runs under).
+    """
+
+    def __init__(self, teacher: FrozenTeacher, loader, *, dtype: str = "float16", path: str | Path | None = None,
+                 precompute: bool = False, tag: dict[str, Any] | None = None, progress: bool = True,
+                 chunk_size: int = 1024):
+        if not isinstance(teacher, FrozenTeacher):
+            raise ValueError(f"teacher must be a kdlab FrozenTeacher; got {type(teacher).__name__}")
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}")
+        augment = getattr(loader, "augment", None)
+        if augment is None:
+            raise ValueError("the teacher cache needs a loader with a discrete view augmentation (loader.augment); "
+                             "without one there is no view to key on: set teacher.cache.enabled=false")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be an int >= 1; got {chunk_size!r}")
+        self.teacher = teacher
+        self.loader = loader
+        self.augment = augment
+        self.dtype_name = dtype
+        self.dtype = _DTYPES[dtype]
+        self.chunk_size = chunk_size
+        self.progress = progress
+        self.index_offset = int(loader.index_offset)
+        self.num_samples = int(loader.x.shape[0])
+        self.num_views = int(augment.num_views)
+        self.device = loader.device
+        probe = self._compute(torch.zeros(1, dtype=torch.long, device=self.device),
+                              torch.zeros(1, dtype=torch.long, device=self.device))
+        self.num_classes = int(probe.shape[1])
+        self.key = {
+            "format": _FORMAT,
+            "teacher": module_digest(teacher.module),
+            "data": tensor_digest(loader.x),
+            "data_shape": list(loader.x.shape),
+            "augment": augment.describe(),
+            "num_views": self.num_views,
+            "num_classes": self.num_classes,
+            "normalization": {"mean": loader.mean and list(loader.mean), "std": loader.std and list(loader.std)},
+            "dtype": dtype,
+            **({"tag": tag} if tag else {}),
+        }
+        self.path = None if path is None else Path(path)
+        shape = (self.num_samples, self.num_views, self.num_classes)
+        if self.path is None:
+            self.values = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            self.filled = torch.zeros(shape[:2], dtype=torch.bool, device=self.device)
+        else:
+            self.values, self.filled = self._open_file(shape)
+        self._complete = bool(self.filled.all())
+        if precompute and not self._complete:
+            self.precompute()
+
+    # --------------------------------------------------------------------------------------------------- storage
+    def _open_file(self, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        path, meta, mask = self.path, Path(f"{self.path}.json"), Path(f"{self.path}.mask")
+        exists = path.exists()
+        if exists:
+            if not meta.is_file() or not mask.is_file():
+                raise StaleCacheError(f"teacher cache {path} has no {meta.name}/{mask.name} sidecar (an interrupted "
+                                      "or foreign file): delete it or set teacher.cache.path to a new file")
+            try:
+                stored = json.loads(meta.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise StaleCacheError(f"teacher cache key {meta} is unreadable ({e}); delete {path} and its "
+                                      "sidecars to rebuild") from e
+            diff = sorted(k for k in set(stored) | set(self.key) if stored.get(k) != self.key.get(k))
+            if diff:
+                raise StaleCacheError(
+                    f"teacher cache {path} is stale: it was built for a different {', '.join(diff)} "
+                    f"(stored {({k: stored.get(k) for k in diff})}). Delete {path} (and {meta.name}, {mask.name}) "
+                    "or point teacher.cache.path at a new file")
+            expected = math.prod(shape) * np.dtype(_NP_DTYPES[self.dtype_name]).itemsize
+            if path.stat().st_size != expected or mask.stat().st_size != shape[0] * shape[1]:
+                raise StaleCacheError(f"teacher cache {path} has the wrong size (truncated?); delete it to rebuild")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        mode = "r+" if exists else "w+"
+        values = np.memmap(path, dtype=_NP_DTYPES[self.dtype_name], mode=mode, shape=shape)
+        filled = np.memmap(mask, dtype=np.bool_, mode=mode, shape=shape[:2])
+        if not exists:  # the key is written last: a file without it is never trusted
+            tmp = meta.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(self.key, indent=1))
+            os.replace(tmp, meta)
+        with warnings.catch_warnings():  # memmaps are writable; torch warns about numpy arrays it cannot own
+            warnings.simplefilter("ignore")
+            v = torch.from_numpy(values)
+            f = torch.from_numpy(filled)
+        if self.dtype_name == "bfloat16":
+            v = v.view(torch.bfloat16)
+        self._memmaps = (values, filled)
+        return v, f
+
+    def flush(self) -> None:
+        """Write a memory-mapped table to disk (no-op in memory)."""
+        for m in getattr(self, "_memmaps", ()):
+            m.flush()
+
+    # --------------------------------------------------------------------------------------------------- compute
+    def _inputs(self, rows: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """The exact student inputs for (row, view): the loader's own augmentation and normalisation."""
+        from kdlab.data.loader import _normalize
+
+        x = self.augment._apply(self.loader.x[rows], views)
+        return _normalize(x, self.loader._mean_t, self.loader._std_t)
+
+    def _compute(self, rows: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        return self.teacher.logits(self._inputs(rows, views))
+
+    def _store(self, rows: torch.Tensor, views: torch.Tensor, logits: torch.Tensor) -> None:
+        dev = self.values.device
+        rows, views = rows.to(dev), views.to(dev)
+        self.values[rows, views] = logits.detach().to(device=dev, dtype=self.dtype)
+        self.filled[rows, views] = True
+
+    def precompute(self) -> None:
+        """Fill every missing (sample, view) pair, ``chunk_size`` inputs per teacher call."""
+        from tqdm.auto import tqdm
+
+        missing = (~self.filled).nonzero()  # [M, 2] (row, view), row-major
+        bar = tqdm(total=missing.shape[0], desc="teacher cache", unit="view", disable=not self.progress,
+                   dynamic_ncols=True)
+        for start in range(0, missing.shape[0], self.chunk_size):
+            part = missing[start:start + self.chunk_size].to(self.device)
+            rows, views = part[:, 0], part[:, 1]
+            self._store(rows, views, self._compute(rows, views))
+            bar.update(part.shape[0])
+        bar.close()
+        self.flush()
+        self._complete = True
+
+    # ------------------------------------------------------------------------------------- FrozenTeacher interface
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.teacher.module
+
+    def to(self, device) -> "CachedTeacher":
+        self.teacher.to(device)
+        return self
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Live teacher logits for arbitrary inputs (no cache: ``x`` carries no view key)."""
+        return self.teacher.logits(x)
+
+    def features(self, x: torch.Tensor):
+        return self.teacher.features(x)
+
+    def logits_for_batch(self, batch) -> torch.Tensor:
+        """``T[index, view]`` as float32; missing entries are computed from ``batch.x`` (only those rows) and stored.
+
+        ``batch.view is None`` (inputs that are not a known view) bypasses the cache.
+        """
+        if batch.view is None:
+            return self.teacher.logits(batch.x)
+        dev = self.values.device
+        rows = batch.index.to(dev) - self.index_offset if self.index_offset else batch.index.to(dev)
+        views = batch.view.to(dev)
+        if not self._complete:
+            # the one host sync of the lazy path (a precomputed cache skips it)
+            miss = (~self.filled[rows, views]).nonzero().squeeze(1)
+            if miss.numel():
+                # rows of batch.x are exactly normalize(augment(x_i, v)): no need to rebuild them
+                m = miss.to(batch.x.device)
+                self._store(rows[miss], views[miss], self.teacher.logits(batch.x[m]))
+        return self.values[rows, views].to(device=batch.x.device, dtype=torch.float32)
+
+    def describe(self) -> dict:
+        out = dict(self.teacher.describe())
+        out["cache"] = {"dtype": self.dtype_name, "path": None if self.path is None else str(self.path),
+                        "num_views": self.num_views, "filled": float(self.filled.float().mean())}
+        return out
+
+
+def maybe_cache(teacher, cfg, method, train_loader, out_dir, batch_transform=None, precision: str = "fp32"):
+    """Wrap ``teacher`` in a :class:`CachedTeacher` per ``cfg`` (a ``TeacherCacheConfig``), or return it unchanged.
+
+    ``enabled="auto"`` caches only when it is exact and useful: the method reads the teacher solely through
+    ``logits_for_batch`` of the clean view (``method.teacher_cacheable``), no distillation-data policy rewrites the
+    batches, and the loader has a discrete view augmentation. ``enabled=true`` makes any of these an error.
+    """
+    if cfg.enabled is False or teacher is None:
+        return teacher
+    reasons = []
+    if not getattr(method, "teacher_cacheable", False):
+        reasons.append(f"method {getattr(method, 'name', '?')!r} reads the teacher beyond clean-view logits "
+                       "(features, a pruned ensemble, or extra views)")
+    if batch_transform is not None:
+        reasons.append("a distill_data policy rewrites the training batches")
+    if getattr(train_loader, "augment", None) is None:
+        reasons.append("the training loader has no discrete view augmentation (data.augment is not 'default')")
+    if reasons:
+        if cfg.enabled is True:
+            raise ValueError("teacher.cache.enabled=true but the cache cannot be exact here: " + "; ".join(reasons)
+                             + ". Set teacher.cache.enabled to auto or false.")
+        return teacher
+    path = None
+    if cfg.storage == "mmap":
+        path = Path(cfg.path) if cfg.path else Path(out_dir) / "teacher_cache.bin"
+    elif cfg.path:
+        raise ValueError("teacher.cache.path is set but teacher.cache.storage is 'memory'; set storage: mmap to use "
+                         "a file, or drop the path")
+    from kdlab.engine import distributed as dist
+
+    tag = {"precision": precision} if precision != "fp32" else None
+    kwargs = dict(dtype=cfg.dtype, precompute=cfg.precompute, tag=tag)
+    if path is not None and dist.world_size() > 1:
+        # rank 0 creates (and precomputes) the file; the others open it once it exists with its key
+        cached = CachedTeacher(teacher, train_loader, path=path, **kwargs) if dist.is_main() else None
+        dist.barrier()
+        if cached is None:
+            cached = CachedTeacher(teacher, train_loader, path=path, **kwargs)
+        return cached
+    return CachedTeacher(teacher, train_loader, path=path, **kwargs)
