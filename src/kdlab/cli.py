@@ -1,4 +1,4 @@
-"""The ``kdlab`` command line: ``demo | teacher | train | eval | recipes | config | methods``."""
+"""The ``kdlab`` command line: ``demo | teacher | train | eval | fidelity | experiment | recipes | config | methods``."""
 
 from __future__ import annotations
 
@@ -81,6 +81,87 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_fidelity(args) -> int:
+    """Fidelity of student checkpoints against teacher checkpoints on named sources (kdlab.fidelity.sources)."""
+    from kdlab.config import load_config
+    from kdlab.engine.checkpoint import load_model
+    from kdlab.engine.run import load_data
+    from kdlab.fidelity.policies import select_split
+    from kdlab.fidelity.sources import evaluate_sources, fidelity_with_control
+
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    cfg = None
+    if args.run:  # a training out_dir: its config (data, distill_data, teacher) and model
+        cfg_path = Path(args.run) / "config.yaml"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path} not found: --run must be the out_dir of `kdlab train`")
+        cfg = load_config(cfg_path, [])
+    else:
+        overrides = [f"data.name={args.data}"] + ([f"data.root={args.root}"] if args.root else [])
+        cfg = load_config(None, overrides)
+        if "distill_stream" in sources:
+            raise ValueError("the distill_stream source needs --run (the training out_dir with metrics.jsonl)")
+    splits = select_split(cfg.distill_data, load_data(cfg), "student")
+    student_path = args.student or (str(Path(args.run) / "model.safetensors") if args.run else None)
+    teacher_paths = args.teacher or (cfg.teacher.checkpoints or ([cfg.teacher.checkpoint] if cfg.teacher.checkpoint
+                                                                 else []))
+    if not student_path or not teacher_paths:
+        raise ValueError("give --student and --teacher (repeat for an ensemble), or --run DIR of a distillation run")
+    for path in [student_path, *teacher_paths, *([args.control] if args.control else [])]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint {path} not found")
+    n = splits.num_classes
+    student = load_model(student_path, num_classes=n)
+    members = [load_model(p, num_classes=n) for p in teacher_paths]
+    if len(members) > 1:
+        from kdlab.teachers import Ensemble
+
+        teacher = Ensemble(members, rule=args.ensemble_rule or cfg.teacher.ensemble_rule,
+                           temperature=cfg.teacher.ensemble_temperature)
+    else:
+        teacher = members[0]
+    temperature = args.temperature if args.temperature is not None else (
+        cfg.method.args.get("temperature") if args.run else None)
+    kwargs = dict(distill_data=cfg.distill_data, run_dir=args.run, temperature=temperature,
+                  batch_size=args.batch_size, seed=args.seed, cka=args.cka, augment=cfg.data.augment == "default",
+                  policy_batch_size=cfg.optim.batch_size if args.run else None)
+    if args.control:
+        report = fidelity_with_control(teacher, student, load_model(args.control, num_classes=n), splits, sources,
+                                       **kwargs)
+    else:
+        report = {"student": evaluate_sources(teacher, student, splits, sources, **kwargs)}
+    text = json.dumps(report, indent=2)
+    if args.json:
+        from kdlab.engine.checkpoint import atomic_write_text
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.json), text)
+    for src, r in report["student"].items():
+        line = f"{src:15s} agreement {r['agreement']:6.2f}%  KL {r['kl']:.4f}"
+        if "student_acc" in r and "teacher_acc" in r:
+            line += (f"  student acc {r['student_acc']:.2f}%  teacher acc {r['teacher_acc']:.2f}%  "
+                     f"ECE s/t {100 * r['student_ece']:.2f}/{100 * r['teacher_ece']:.2f}%")
+        if src in report.get("control", {}):
+            line += f"  | control agreement {report['control'][src]['agreement']:.2f}%"
+        print(line)
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_experiment(args) -> int:
+    from kdlab.fidelity.experiments import EXPERIMENTS, run_experiment
+
+    if args.list or not args.name:
+        for name, (_, title) in EXPERIMENTS.items():
+            print(f"{name:28s} {title}")
+        return 0
+    out = Path(args.out or f"experiments/{args.name}{'_quick' if args.quick else ''}")
+    run_experiment(args.name, out, quick=args.quick, seeds=args.seeds, progress=not args.no_progress,
+                   epochs=args.epochs)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation for image classifiers.")
     p.add_argument("--version", action="version", version=f"kdlab {__import__('kdlab').__version__}")
@@ -112,6 +193,36 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--root", default=None, help="dataset directory")
     e.add_argument("--temperature", type=float, default=None, help="also report KL at this temperature")
     e.set_defaults(func=_cmd_eval)
+
+    f = sub.add_parser("fidelity", help="fidelity report of checkpoints on named sources, with an optional "
+                                        "independent-student control")
+    f.add_argument("--student", help="student model.safetensors (default: --run DIR/model.safetensors)")
+    f.add_argument("--teacher", action="append", help="teacher model.safetensors (repeat for an ensemble)")
+    f.add_argument("--control", help="a student distilled the same way from an independent teacher")
+    f.add_argument("--run", help="training out_dir: its config.yaml gives data, distill_data, teacher and τ; "
+                                 "needed for the distill_stream source")
+    f.add_argument("--sources", default="test,train_clean,train_aug",
+                   help="comma-separated subset of test,train_clean,train_aug,distill_stream")
+    f.add_argument("--data", default="mnist1d", choices=["mnist1d", "cifar100"], help="dataset (without --run)")
+    f.add_argument("--root", default=None, help="dataset directory (without --run)")
+    f.add_argument("--temperature", type=float, default=None,
+                   help="also report KL at this (training) temperature; default: the run's method temperature")
+    f.add_argument("--ensemble-rule", choices=["prob", "tempered_prob", "logit"], default=None)
+    f.add_argument("--batch-size", type=int, default=512)
+    f.add_argument("--seed", type=int, default=0, help="seed of the train_aug pass")
+    f.add_argument("--cka", action="store_true", help="add linear CKA of pooled features (test, train_clean)")
+    f.add_argument("--json", default=None, help="write the report to this JSON file")
+    f.set_defaults(func=_cmd_fidelity)
+
+    x = sub.add_parser("experiment", help="run a fidelity experiment of Stanton et al. on MNIST-1D")
+    x.add_argument("name", nargs="?", help="experiment name (see --list)")
+    x.add_argument("--list", action="store_true", help="list the experiments")
+    x.add_argument("--quick", action="store_true", help="fewer variants, seeds and epochs (about a minute)")
+    x.add_argument("--seeds", type=int, default=None, help="seeds per variant (default 3, 2 with --quick; min 2)")
+    x.add_argument("--epochs", type=int, default=None, help="student epochs (default 30, 10 with --quick)")
+    x.add_argument("--out", default=None, help="output directory (default experiments/NAME[_quick])")
+    x.add_argument("--no-progress", action="store_true")
+    x.set_defaults(func=_cmd_experiment)
 
     sub.add_parser("recipes", help="list the shipped configs").set_defaults(func=_cmd_recipes)
     sub.add_parser("methods", help="list the registered methods").set_defaults(func=_cmd_methods)
