@@ -72,6 +72,24 @@ def _train_one(recipe: str, overrides: list[str], role: str, threads: int) -> di
     return execute(load_config(f"mnist1d/{recipe}", overrides), role=role)
 
 
+def _shared_cache(tdir: Path, progress: bool) -> list[str]:
+    """Overrides that point every run at one precomputed teacher-logit cache next to the teacher (built here)."""
+    from kdlab.config import load_config
+    from kdlab.teachers.cache import StaleCacheError, build_from_config
+
+    path = tdir / "logit_cache_float16.bin"
+    ov = [f"teacher.checkpoint={tdir / 'model.safetensors'}", "teacher.cache.storage=mmap",
+          f"teacher.cache.path={path}", "teacher.cache.dtype=float16", "run.progress=false"]
+    cfg = load_config("mnist1d/kd", ov)
+    try:
+        build_from_config(cfg, progress=progress)
+    except StaleCacheError:  # left by an earlier teacher in this directory: rebuild
+        for p in (path, Path(f"{path}.json"), Path(f"{path}.mask")):
+            p.unlink(missing_ok=True)
+        build_from_config(cfg, progress=progress)
+    return ov[1:4]
+
+
 def _summary(finals: list[dict[str, Any]]) -> dict[str, Any]:
     def stats(values):
         values = [v for v in values if v is not None]
@@ -145,7 +163,8 @@ def _plot(results: dict[str, Any], path: Path) -> None:
 
 
 def run_demo(out_dir: Path, quick: bool = False, seeds: int | None = None, progress: bool = True,
-             methods: tuple[str, ...] | None = None, workers: int | None = None) -> dict[str, Any]:
+             methods: tuple[str, ...] | None = None, workers: int | None = None,
+             shared_cache: bool = True) -> dict[str, Any]:
     from kdlab.engine.checkpoint import atomic_write_text
     from kdlab.engine.environment import environment
 
@@ -167,10 +186,14 @@ def run_demo(out_dir: Path, quick: bool = False, seeds: int | None = None, progr
                    "teacher", os.cpu_count() or 1)
     teacher_final = json.loads((tdir / "final.json").read_text())
 
+    # one teacher-logit table (4000 signals × 9 shifts) shared by every run: filled once here, then each run opens
+    # the complete file read-only instead of running the teacher (methods that cannot use it ignore it)
+    cache_ov = _shared_cache(tdir, progress) if shared_cache else []
+
     jobs = []
     for name in methods + checks:
         recipe = _recipe(name)
-        ov = [f"teacher.checkpoint={tdir / 'model.safetensors'}", "run.progress=false"]
+        ov = [f"teacher.checkpoint={tdir / 'model.safetensors'}", "run.progress=false", *cache_ov]
         if quick:
             ov += _scaled(recipe, QUICK_EPOCHS)
         for seed in range(seeds):

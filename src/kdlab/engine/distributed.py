@@ -95,4 +95,9 @@ def wrap_ddp(method: torch.nn.Module, device: torch.device):
 
     device_ids = [device.index] if device.type == "cuda" else None
     # find_unused_parameters: some methods leave parts unused in a step (e.g. a head only used at eval)
-    return DDP(method, device_ids=device_ids, find_unused_parameters=False, broadcast_buffers=True)
+    import inspect
+
+    # rank 0's buffers (BN running stats) are synced before every forward; the argument was renamed in newer torch
+    sync = ({"forward_sync_buffers": True} if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+            else {"broadcast_buffers": True})
+    return DDP(method, device_ids=device_ids, find_unused_parameters=False, **sync)

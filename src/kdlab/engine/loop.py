@@ -192,7 +192,12 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
         set_rng_state(rng)
         first_epoch = resumed_from = info["epoch"] + 1
         best = info["best"]
-        history = log.truncate(info["epoch"]) if log is not None and is_main else info.get("history", [])
+        if log is not None and is_main:
+            history = log.truncate(info["epoch"])
+        elif log is not None:  # other ranks read rank 0's log (atomically replaced by truncate) without writing it
+            history = [r for r in log.records() if r.get("epoch", 0) <= info["epoch"]]
+        else:
+            history = info.get("history", [])
 
     teacher_eval = None
     if teacher is not None and eval_loader is not None:

@@ -41,7 +41,8 @@ class DevicePath:
         return to_channels_last(x) if self.channels_last else x
 
     def model(self, module: nn.Module) -> nn.Module:
-        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+        # nn.Module.to itself: a Method's own .to also moves its FrozenTeacher, whose .to takes a device only
+        return nn.Module.to(module, memory_format=torch.channels_last) if self.channels_last else module
 
 
 def resolve(device: torch.device | str, precision: str = "fp32", channels_last: bool = False,

@@ -33,16 +33,24 @@ def load_data(cfg: RunConfig):
 
 
 def make_loaders(splits, batch_size: int, eval_batch_size: int, seed: int, device, augment: bool = True):
+    """Train/test loaders. ``batch_size`` is the *global* batch: under torchrun each of the W ranks takes
+    ``batch_size / W`` samples of every global batch, so W processes see exactly the batches of one process."""
     from kdlab.data import BatchLoader
 
+    world = dist.world_size()
+    if batch_size % world:
+        raise ValueError(f"optim.batch_size={batch_size} is the global batch and must be divisible by the number "
+                         f"of processes ({world}); use a multiple of {world}")
+    batch_size //= world
+    eval_batch_size = max(1, eval_batch_size // world)
     common = {"mean": splits.mean, "std": splits.std, "device": device}
     train = BatchLoader(splits.x_train, splits.y_train, batch_size, shuffle=True, drop_last=False,
                         augment=splits.train_augment if augment else None, seed=seed, **common)
     test = BatchLoader(splits.x_test, splits.y_test, eval_batch_size, shuffle=False, augment=None, seed=seed,
                        **common)
-    if dist.world_size() > 1:
-        train = train.sharded(dist.rank(), dist.world_size())
-        test = test.sharded(dist.rank(), dist.world_size())
+    if world > 1:
+        train = train.sharded(dist.rank(), world)
+        test = test.sharded(dist.rank(), world)
     return train, test
 
 
@@ -75,15 +83,40 @@ def check_classes(model: torch.nn.Module, x: torch.Tensor, num_classes: int, who
 
 
 def execute(cfg: RunConfig, role: str = "student") -> dict[str, Any]:
-    """Train per ``cfg``. ``role="teacher"`` trains ``cfg.teacher.arch`` with CE only."""
+    """Train per ``cfg``. ``role="teacher"`` trains ``cfg.teacher.arch`` with CE only.
+
+    Under torchrun the process group joined here is left here: a gloo group still alive at interpreter exit can
+    abort the process (std::terminate in its threads) after the run has finished.
+    """
+    joined = not dist.is_initialized()
+    ok = False
+    try:
+        final = _execute(cfg, role)
+        ok = True
+        return final
+    finally:
+        if joined and dist.is_initialized():
+            if ok:
+                dist.barrier()
+            dist.destroy()
+
+
+def _execute(cfg: RunConfig, role: str) -> dict[str, Any]:
     from kdlab import methods, models
     from kdlab.teachers.frozen import FrozenTeacher
 
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = dist.init_from_env(cfg.run.device)
+    from kdlab.engine.precision import resolve
+
+    device_path = resolve(device, cfg.run.precision, cfg.run.channels_last, cfg.run.compile)
     seed_everything(cfg.seed, cfg.run.deterministic)
     splits = load_data(cfg)
+    if cfg.distill_data.holdout_fraction:  # split control: teacher part / held-out part (kdlab.fidelity)
+        from kdlab.fidelity.policies import select_split
+
+        splits = select_split(cfg.distill_data, splits, role)
     num_classes = splits.num_classes
     train_loader, test_loader = make_loaders(splits, cfg.optim.batch_size, cfg.eval.batch_size, cfg.seed, device,
                                              augment=cfg.data.augment == "default")
@@ -103,7 +136,7 @@ def execute(cfg: RunConfig, role: str = "student") -> dict[str, Any]:
         if methods.get(cfg.method.name).uses_teacher or cfg.teacher.checkpoint or cfg.teacher.checkpoints:
             teacher_module = load_teacher_module(cfg.teacher, num_classes).to(device)
             check_classes(teacher_module, probe, num_classes, "teacher")
-            teacher = FrozenTeacher(teacher_module)
+            teacher = FrozenTeacher(device_path.model(teacher_module))
 
     torch.manual_seed(cfg.seed)  # the student's initialisation depends on the seed only
     student = models.create(arch, num_classes).to(device)
@@ -123,8 +156,13 @@ def execute(cfg: RunConfig, role: str = "student") -> dict[str, Any]:
     if teacher is not None:
         from kdlab.teachers.cache import maybe_cache
 
-        method.__dict__["teacher"] = teacher = maybe_cache(teacher, cfg.teacher.cache, method, train_loader,
-                                                             Path(cfg.out_dir), batch_transform)
+        with device_path.autocast():  # a cache filled up front sees the teacher as the steps would
+            method.__dict__["teacher"] = teacher = maybe_cache(teacher, cfg.teacher.cache, method, train_loader,
+                                                                 Path(cfg.out_dir), batch_transform,
+                                                                 precision=device_path.precision)
+    device_path.model(method)
+    if device_path.compile:
+        student.compile()  # in place: the state-dict keys (and so the checkpoints) stay those of the plain model
     ddp = dist.wrap_ddp(method, device)
 
     out_dir = Path(cfg.out_dir)
@@ -137,7 +175,7 @@ def execute(cfg: RunConfig, role: str = "student") -> dict[str, Any]:
         milestones=list(cfg.optim.milestones), gamma=cfg.optim.gamma, eval_every=cfg.eval.every, out_dir=out_dir,
         progress=cfg.run.progress, tensorboard=cfg.run.tensorboard, config_hash=config_hash(cfg),
         model_meta={"arch": arch, "num_classes": num_classes},
-        kl_temperature=cfg.method.args.get("temperature"),
+        kl_temperature=cfg.method.args.get("temperature"), device_path=device_path,
     )
     result = train_loop(method, train_loader, test_loader, num_classes, settings, teacher=teacher, ddp_module=ddp,
                         batch_transform=batch_transform)

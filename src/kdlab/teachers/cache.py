@@ -120,6 +120,10 @@ class CachedTeacher:
         self._complete = bool(self.filled.all())
         if precompute and not self._complete:
             self.precompute()
+        if self._complete and self.values.device != self.device:
+            # a complete file is only read from now on: serve it from the data's device (one copy, no host
+            # round trip per step on a GPU)
+            self.values, self.filled = self.values.to(self.device), self.filled.to(self.device)
 
     # --------------------------------------------------------------------------------------------------- storage
     def _open_file(self, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,3 +285,21 @@ def maybe_cache(teacher, cfg, method, train_loader, out_dir, batch_transform=Non
             cached = CachedTeacher(teacher, train_loader, path=path, **kwargs)
         return cached
     return CachedTeacher(teacher, train_loader, path=path, **kwargs)
+
+
+def build_from_config(cfg, progress: bool = True) -> CachedTeacher:
+    """Create (or reopen) and fill the cache file a run with ``cfg`` would use, without training anything.
+
+    For sharing one precomputed table across many runs (seeds, methods) started in parallel: call this once, then
+    every run with the same ``teacher.cache`` settings opens the complete file. Needs ``teacher.cache.storage=mmap``.
+    """
+    from kdlab.engine.run import load_data, load_teacher_module, make_loaders
+
+    if cfg.teacher.cache.storage != "mmap" or not cfg.teacher.cache.path:
+        raise ValueError("build_from_config needs teacher.cache.storage=mmap and teacher.cache.path (a shared file)")
+    splits = load_data(cfg)
+    train, _ = make_loaders(splits, cfg.optim.batch_size, cfg.eval.batch_size, cfg.seed, cfg.run.device,
+                            augment=cfg.data.augment == "default")
+    teacher = FrozenTeacher(load_teacher_module(cfg.teacher, splits.num_classes).to(cfg.run.device))
+    return CachedTeacher(teacher, train, dtype=cfg.teacher.cache.dtype, path=cfg.teacher.cache.path,
+                         precompute=True, progress=progress)
