@@ -48,17 +48,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _batches(shape, num_classes, augment, batch_size, num_batches, device):
+def synthetic_loader(shape, n, num_classes, augment, batch_size, device) -> BatchLoader:
+    """A loader over ``n`` random samples: uint8 pixels for images (as the CIFAR loader keeps them), floats else."""
     g = torch.Generator().manual_seed(0)
-    n = batch_size * num_batches
-    if len(shape) == 3:  # images: uint8 pixels, as the CIFAR loader keeps them
+    if len(shape) == 3:
         x = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g)
         mean, std = [0.507, 0.487, 0.441], [0.267, 0.256, 0.276]
     else:
         x = torch.randn(n, *shape, generator=g)
         mean = std = None
     y = torch.randint(0, num_classes, (n,), generator=g)
-    loader = BatchLoader(x, y, batch_size, augment=augment, mean=mean, std=std, seed=0, device=device)
+    return BatchLoader(x, y, batch_size, augment=augment, mean=mean, std=std, seed=0, device=device)
+
+
+def _batches(shape, num_classes, augment, batch_size, num_batches, device):
+    loader = synthetic_loader(shape, batch_size * num_batches, num_classes, augment, batch_size, device)
     loader.set_epoch(1)
     return loader, list(loader)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ def _cmd_train(args, role: str) -> int:
 
     cfg = load_config(args.config, args.overrides)
     final = execute(cfg, role=role)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     s = final["student"]
     if final.get("resumed_from_epoch"):
         print(f"resumed from epoch {final['resumed_from_epoch']}")

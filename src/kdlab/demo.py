@@ -142,16 +142,18 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for name, r in {**results["methods"], **results.get("checks", {})}.items():
-        if "agreement_mean" not in r:
-            ax.axvline(r["acc_mean"], color="grey", ls="--", lw=1)
-            ax.text(r["acc_mean"], ax.get_ylim()[0], f" {name}", rotation=90, va="bottom", color="grey")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = "osD^vP*Xhp<>"
+    checks = results.get("checks", {})
+    for i, (name, r) in enumerate({**results["methods"], **checks}.items()):
+        if "agreement_mean" not in r:  # no teacher in that run: accuracy only
+            ax.axvline(r["acc_mean"], color="grey", ls="--", lw=1, label=f"{name} (no teacher)")
             continue
-        ax.errorbar(r["acc_mean"], r["agreement_mean"], xerr=r["acc_std"], yerr=r["agreement_std"], fmt="o",
-                    capsize=3)
-        ax.annotate(name, (r["acc_mean"], r["agreement_mean"]), textcoords="offset points", xytext=(5, 4),
-                    fontsize=9)
+        # a legend instead of labels on the points: the methods sit close together
+        ax.errorbar(r["acc_mean"], r["agreement_mean"], xerr=r["acc_std"], yerr=r["agreement_std"],
+                    fmt=markers[i % len(markers)], capsize=3, label=name,
+                    mfc="none" if name in checks else None)
+    ax.legend(fontsize=8, loc="lower right", ncol=2)
     ax.set_xlabel("student test accuracy (%)")
     ax.set_ylabel("teacher–student test agreement (%)")
     ax.set_title(f"MNIST-1D: {results['teacher']['arch']} ({results['teacher']['acc']:.1f}%) → "

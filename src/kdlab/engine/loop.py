@@ -250,8 +250,10 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
             log.append(record)  # log before checkpoint: a kill in between is undone by truncate() on resume
             info = {"epoch": epoch, "best": best, "config_hash": s.config_hash}
             save_training_state(ckpt_path, method, optimizer, rng_state(), info)
-        epochs_bar.set_postfix(loss=f"{record['train']['loss']:.3f}",
-                               acc=f"{record.get('test', {}).get('student_acc', float('nan')):.2f}")
+        postfix = {"loss": f"{record['train']['loss']:.3f}"}
+        if "test" in record:
+            postfix["test_acc"] = f"{record['test']['student_acc']:.2f}"
+        epochs_bar.set_postfix(postfix)
         dist.barrier()
     if log is not None and is_main:
         save_model(s.out_dir / "model.safetensors", method.eval_model(), **s.model_meta)
