@@ -22,6 +22,7 @@ import time
 import torch
 
 from kdlab import methods, models
+from kdlab.losses import validation
 from kdlab.data import BatchLoader
 from kdlab.data.augment import CropFlip, Shift1D
 from kdlab.engine.environment import describe_machine
@@ -95,7 +96,7 @@ def bench_pair(key: str, rounds: int, steps: int, device: torch.device, precisio
         runs[name] = (m, opt)
 
     def step(m, opt, batch):
-        with dp.autocast():
+        with dp.autocast(), validation(False):  # as in the engine's step
             out = m(batch, 1)
         opt.zero_grad(set_to_none=True)
         m.backward(out)

@@ -23,6 +23,7 @@ from kdlab.engine.checkpoint import CheckpointError, load_training_state, save_m
 from kdlab.engine.metrics_log import MetricsLog
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.schedule import learning_rate
+from kdlab.losses import validation as loss_validation
 from kdlab.engine.seeding import rng_state, set_rng_state
 
 
@@ -224,7 +225,9 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
                 batch = replace(batch, x=dp.input(batch.x))
             if manual_sync:
                 dist.broadcast_buffers(method)
-            with dp.autocast():
+            # the data were validated where they entered and the loss is checked below, so the losses' own
+            # per-call finite/label checks (a host sync each on GPUs) are off inside the step
+            with dp.autocast(), loss_validation(False):
                 out = forward(batch, epoch)
             if check_every_step:
                 _check_finite(out, epoch, step)

@@ -14,6 +14,7 @@ from kdlab.engine import distributed as dist
 from kdlab.engine.checkpoint import atomic_write_text, load_model
 from kdlab.engine.environment import environment
 from kdlab.engine.loop import LoopSettings, evaluate, train_loop
+from kdlab.engine.precision import resolve
 from kdlab.engine.seeding import seed_everything
 
 
@@ -108,8 +109,6 @@ def _execute(cfg: RunConfig, role: str) -> dict[str, Any]:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = dist.init_from_env(cfg.run.device)
-    from kdlab.engine.precision import resolve
-
     device_path = resolve(device, cfg.run.precision, cfg.run.channels_last, cfg.run.compile)
     seed_everything(cfg.seed, cfg.run.deterministic)
     splits = load_data(cfg)
@@ -194,7 +193,7 @@ def _execute(cfg: RunConfig, role: str) -> dict[str, Any]:
     }
     if teacher is not None:
         t = evaluate(teacher.module, test_loader, num_classes)
-        final["teacher"] = {"arch": cfg.teacher.arch, "acc": t["student_acc"], "nll": t["student_nll"],
+        final["teacher"] = {"arch": cfg.teacher.arch or type(teacher.module).__name__, "acc": t["student_acc"], "nll": t["student_nll"],
                             "ece": t["student_ece"]}
     if dist.is_main():
         atomic_write_text(out_dir / "final.json", json.dumps(final, indent=2))
