@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from kdlab import methods, models
+from kdlab import models
 from kdlab.data.augment import CropFlip, Shift1D
 from kdlab.engine.loop import LoopSettings, train_loop
 from kdlab.engine.precision import resolve
@@ -26,9 +26,9 @@ from kdlab.teachers.cache import CachedTeacher
 from kdlab.teachers.frozen import FrozenTeacher
 
 try:  # run as a script from the repository root
-    from step_time import machine_line, synthetic_loader
+    from step_time import build_method, machine_line, synthetic_loader
 except ImportError:  # pragma: no cover - imported as benchmarks.epoch_throughput
-    from benchmarks.step_time import machine_line, synthetic_loader
+    from benchmarks.step_time import build_method, machine_line, synthetic_loader
 
 
 def bench(label, t_arch, s_arch, shape, c, augment, n, bs, device, dp, precompute: bool) -> dict:
@@ -49,11 +49,7 @@ def bench(label, t_arch, s_arch, shape, c, augment, n, bs, device, dp, precomput
     # the first epoch in a process pays one-off costs (allocator, kernel selection): an untimed CE epoch takes them
     for name, m_name, t in (("warm-up", "ce", None), ("CE only", "ce", None), ("KD, live teacher", "kd", teacher),
                             ("KD, cached teacher", "kd", cached)):
-        torch.manual_seed(0)
-        student = dp.model(models.create(s_arch, c).to(device))
-        if dp.compile:
-            student.compile()
-        method = methods.build(m_name, student, t, c, {"temperature": 4.0} if m_name == "kd" else {})
+        method = build_method(m_name, s_arch, c, t, dp, device)
         s = LoopSettings(epochs=1, lr=0.05, progress=False, device_path=dp)
         res = train_loop(method, loader, None, c, s)
         secs = res.history[0]["epoch_time_s"]

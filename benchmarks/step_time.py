@@ -62,6 +62,16 @@ def synthetic_loader(shape, n, num_classes, augment, batch_size, device) -> Batc
     return BatchLoader(x, y, batch_size, augment=augment, mean=mean, std=std, seed=0, device=device)
 
 
+def build_method(method_name: str, s_arch: str, num_classes: int, teacher, dp, device):
+    """The benchmarked student (seed 0, on the device path) wrapped in ``ce`` or ``kd`` (T = 4)."""
+    torch.manual_seed(0)
+    student = dp.model(models.create(s_arch, num_classes).to(device))
+    if dp.compile:
+        student.compile()
+    return methods.build(method_name, student, teacher, num_classes,
+                         {"temperature": 4.0} if method_name == "kd" else {})
+
+
 def _batches(shape, num_classes, augment, batch_size, num_batches, device):
     loader = synthetic_loader(shape, batch_size * num_batches, num_classes, augment, batch_size, device)
     loader.set_epoch(1)
@@ -87,11 +97,7 @@ def bench_pair(key: str, rounds: int, steps: int, device: torch.device, precisio
     runs = {}
     for name, method_name, t in (("CE only", "ce", None), ("KD, live teacher", "kd", teacher),
                                  ("KD, cached teacher", "kd", cached)):
-        torch.manual_seed(0)
-        student = dp.model(models.create(s_arch, c).to(device))
-        if dp.compile:
-            student.compile()
-        m = methods.build(method_name, student, t, c, {"temperature": 4.0} if method_name == "kd" else {})
+        m = build_method(method_name, s_arch, c, t, dp, device)
         opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
         runs[name] = (m, opt)
 

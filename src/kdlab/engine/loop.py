@@ -23,8 +23,8 @@ from kdlab.engine.checkpoint import CheckpointError, load_training_state, save_m
 from kdlab.engine.metrics_log import MetricsLog
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.schedule import learning_rate
-from kdlab.losses import validation as loss_validation
 from kdlab.engine.seeding import rng_state, set_rng_state
+from kdlab.losses import validation as loss_validation
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -193,12 +193,12 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
         set_rng_state(rng)
         first_epoch = resumed_from = info["epoch"] + 1
         best = info["best"]
-        if log is not None and is_main:
+        # a checkpoint exists only with an out_dir, so the log does too; other ranks read rank 0's log (atomically
+        # replaced by truncate) without writing it
+        if is_main:
             history = log.truncate(info["epoch"])
-        elif log is not None:  # other ranks read rank 0's log (atomically replaced by truncate) without writing it
-            history = [r for r in log.records() if r.get("epoch", 0) <= info["epoch"]]
         else:
-            history = info.get("history", [])
+            history = [r for r in log.records() if r.get("epoch", 0) <= info["epoch"]]
 
     teacher_eval = None
     if teacher is not None and eval_loader is not None:

@@ -193,8 +193,8 @@ def _execute(cfg: RunConfig, role: str) -> dict[str, Any]:
     }
     if teacher is not None:
         t = evaluate(teacher.module, test_loader, num_classes)
-        final["teacher"] = {"arch": cfg.teacher.arch or type(teacher.module).__name__, "acc": t["student_acc"], "nll": t["student_nll"],
-                            "ece": t["student_ece"]}
+        final["teacher"] = {"arch": cfg.teacher.arch or type(teacher.module).__name__, "acc": t["student_acc"],
+                            "nll": t["student_nll"], "ece": t["student_ece"]}
     if dist.is_main():
         atomic_write_text(out_dir / "final.json", json.dumps(final, indent=2))
     return final

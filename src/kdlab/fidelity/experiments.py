@@ -218,6 +218,18 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
 
     paths = []
     variants = results["variants"]
+
+    def finish(fig, ax, file: str, xlabel: str, ylabel: str, title: str, legend_size: int) -> None:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{results['name']}: {title}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+        fig.tight_layout()
+        fig.savefig(out / file, dpi=110)
+        plt.close(fig)
+        paths.append(file)
+
     # agreement vs accuracy (with the control)
     fig, ax = plt.subplots(figsize=(7, 5))
     for i, (name, r) in enumerate(variants.items()):
@@ -226,15 +238,8 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
                     yerr=s["test_agreement_std"], fmt="o", color=c, capsize=3, label=name)
         if "control_agreement_mean" in s:
             ax.errorbar(s["control_acc_mean"], s["control_agreement_mean"], fmt="o", mfc="none", color=c, capsize=3)
-    ax.set_xlabel("student test accuracy (%)")
-    ax.set_ylabel("teacher–student test agreement (%)")
-    ax.set_title(f"{results['name']}: agreement vs accuracy (hollow: independent control)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "agreement_vs_accuracy.png", dpi=110)
-    plt.close(fig)
-    paths.append("agreement_vs_accuracy.png")
+    finish(fig, ax, "agreement_vs_accuracy.png", "student test accuracy (%)", "teacher–student test agreement (%)",
+           "agreement vs accuracy (hollow: independent control)", 7)
     # train vs test agreement
     fig, ax = plt.subplots(figsize=(7, 5))
     for i, (name, r) in enumerate(variants.items()):
@@ -245,15 +250,9 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
                         label=f"{name} ({'clean' if marker == 'o' else 'distill data'})")
     lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
     ax.plot([lo, 100], [lo, 100], color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("train agreement (%)  ● clean train split  ■ one pass of the distillation data")
-    ax.set_ylabel("test agreement (%)")
-    ax.set_title(f"{results['name']}: train vs test agreement", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out / "train_vs_test_agreement.png", dpi=110)
-    plt.close(fig)
-    paths.append("train_vs_test_agreement.png")
+    finish(fig, ax, "train_vs_test_agreement.png",
+           "train agreement (%)  ● clean train split  ■ one pass of the distillation data", "test agreement (%)",
+           "train vs test agreement", 6)
     # reliability diagram
     fig, ax = plt.subplots(figsize=(6, 6))
     first = next(iter(variants.values()))["bins"]["teacher"]
@@ -262,15 +261,8 @@ def _plots(results: dict[str, Any], out: Path) -> list[str]:
         b = r["bins"]["student"]
         ax.plot(b["conf"], b["acc"], "-o", ms=3, color=f"C{i % 10}", label=f"{name} (ECE {100 * b['ece']:.1f}%)")
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
-    ax.set_xlabel("confidence (max softmax), bin mean")
-    ax.set_ylabel("accuracy in bin")
-    ax.set_title(f"{results['name']}: reliability (test, seed 0)", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "reliability.png", dpi=110)
-    plt.close(fig)
-    paths.append("reliability.png")
+    finish(fig, ax, "reliability.png", "confidence (max softmax), bin mean", "accuracy in bin",
+           "reliability (test, seed 0)", 7)
     return paths
 
 
