@@ -13,8 +13,10 @@ def _cmd_train(args, role: str) -> int:
     from kdlab.config import load_config
     from kdlab.engine.run import execute
 
+    from kdlab.engine.distributed import launched_by_torchrun
+
     cfg = load_config(args.config, args.overrides)
-    final = execute(cfg, role=role)
+    final = execute(cfg, role=role, leave_group=not launched_by_torchrun())
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     s = final["student"]
@@ -233,11 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code = _run(args)
+    from kdlab.engine.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        # Every file is written (atomically, fsynced) by now. Interpreter teardown with a gloo process group can
+        # abort in gloo's threads ("terminate called without an active exception"), so end without any teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(args) -> int:
     from kdlab.config import ConfigError
     from kdlab.engine.checkpoint import CheckpointError
     from kdlab.engine.loop import NonFiniteLossError
 
-    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except NonFiniteLossError as exc:

@@ -83,11 +83,12 @@ def check_classes(model: torch.nn.Module, x: torch.Tensor, num_classes: int, who
         raise ValueError(f"the {who} outputs shape {tuple(out.shape)} but the data has {num_classes} classes")
 
 
-def execute(cfg: RunConfig, role: str = "student") -> dict[str, Any]:
+def execute(cfg: RunConfig, role: str = "student", leave_group: bool = True) -> dict[str, Any]:
     """Train per ``cfg``. ``role="teacher"`` trains ``cfg.teacher.arch`` with CE only.
 
-    Under torchrun the process group joined here is left here: a gloo group still alive at interpreter exit can
-    abort the process (std::terminate in its threads) after the run has finished.
+    Under torchrun the process group joined here is left here (``leave_group``): a gloo group still alive at
+    interpreter exit can abort the process (std::terminate in its threads) after the run has finished. The CLI
+    passes ``leave_group=False`` and ends its processes with ``os._exit`` instead, which runs no teardown at all.
     """
     joined = not dist.is_initialized()
     ok = False
@@ -99,7 +100,8 @@ def execute(cfg: RunConfig, role: str = "student") -> dict[str, Any]:
         if joined and dist.is_initialized():
             if ok:
                 dist.barrier()
-            dist.destroy()
+            if leave_group:
+                dist.destroy()
 
 
 def _execute(cfg: RunConfig, role: str) -> dict[str, Any]:
