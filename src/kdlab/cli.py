@@ -13,7 +13,7 @@ def _cmd_train(args, role: str) -> int:
     from kdlab.config import load_config
     from kdlab.engine.run import execute
 
-    from kdlab.engine.distributed import launched_by_torchrun
+    from kdlab.distributed import launched_by_torchrun
 
     cfg = load_config(args.config, args.overrides)
     final = execute(cfg, role=role, leave_group=not launched_by_torchrun())
@@ -137,7 +137,7 @@ def _cmd_fidelity(args) -> int:
         report = {"student": evaluate_sources(teacher, student, splits, sources, **kwargs)}
     text = json.dumps(report, indent=2)
     if args.json:
-        from kdlab.engine.checkpoint import atomic_write_text
+        from kdlab._io import atomic_write_text
 
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.json), text)
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code = _run(args)
-    from kdlab.engine.distributed import launched_by_torchrun
+    from kdlab.distributed import launched_by_torchrun
 
     if launched_by_torchrun():
         # Every file is written (atomically, fsynced) by now. Interpreter teardown with a gloo process group can

@@ -167,7 +167,7 @@ def _plot(results: dict[str, Any], path: Path) -> None:
 def run_demo(out_dir: Path, quick: bool = False, seeds: int | None = None, progress: bool = True,
              methods: tuple[str, ...] | None = None, workers: int | None = None,
              shared_cache: bool = True) -> dict[str, Any]:
-    from kdlab.engine.checkpoint import atomic_write_text
+    from kdlab._io import atomic_write_text
     from kdlab.engine.environment import environment
 
     start = time.perf_counter()

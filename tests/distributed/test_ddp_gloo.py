@@ -93,7 +93,8 @@ def test_two_gloo_processes_match_one_process(tmp_path, teacher, method):
 
 def test_global_batch_must_split_evenly(monkeypatch):
     from kdlab.data.splits import DataSplits
-    from kdlab.engine import distributed, run
+    from kdlab import distributed
+    from kdlab.engine import run
 
     x, y = torch.zeros(8, 1, 4), torch.zeros(8, dtype=torch.long)
     splits = DataSplits(x_train=x, y_train=y, x_test=x, y_test=y, num_classes=2, name="toy")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from kdlab._io import atomic_write
 
 #: Environment variable that overrides the default data directory.
 DATA_ENV = "KDLAB_DATA"
@@ -36,14 +37,5 @@ def save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     The rename makes the write atomic, so a reader never sees half a cache, even if two
     processes (e.g. DDP ranks) build it at the same time.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # A file object (not a name) so numpy does not append a second ".npz".
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # a file object (not a name), so numpy does not append a second ".npz"
+    atomic_write(path, lambda f: np.savez(f, **arrays))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from kdlab.engine import distributed as dist
+from kdlab import distributed as dist
 from kdlab.engine.checkpoint import CheckpointError, load_training_state, save_model, save_training_state
 from kdlab.engine.metrics_log import MetricsLog
 from kdlab.engine.precision import DevicePath

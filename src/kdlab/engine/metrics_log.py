@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdlab.engine.checkpoint import atomic_write_text
+from kdlab._io import atomic_write_text
 
 
 def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

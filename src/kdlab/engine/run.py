@@ -10,8 +10,9 @@ import torch
 
 from kdlab.config import RunConfig, config_hash
 from kdlab.config.schema import ModelConfig
-from kdlab.engine import distributed as dist
-from kdlab.engine.checkpoint import atomic_write_text, load_model
+from kdlab import distributed as dist
+from kdlab._io import atomic_write_text
+from kdlab.engine.checkpoint import load_model
 from kdlab.engine.environment import environment
 from kdlab.engine.loop import LoopSettings, evaluate, train_loop
 from kdlab.engine.precision import resolve
@@ -143,7 +144,7 @@ def _execute(cfg: RunConfig, role: str) -> dict[str, Any]:
     student = models.create(arch, num_classes).to(device)
     check_classes(student, probe, num_classes, "student")
     if role != "teacher" and cfg.student.init_from_teacher is not None:
-        from kdlab.fidelity.init import init_from_teacher
+        from kdlab.models.init_from_teacher import init_from_teacher
 
         if teacher is None:
             raise ValueError("student.init_from_teacher needs a teacher checkpoint")

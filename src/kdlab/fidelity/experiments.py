@@ -339,7 +339,7 @@ def run_experiment(name: str, out_dir: Path | str, quick: bool = False, seeds: i
             "bins": per_seed[0]["bins"],
         }
     results["wall_time_s"] = time.perf_counter() - start
-    from kdlab.engine.checkpoint import atomic_write_text
+    from kdlab._io import atomic_write_text
     from kdlab.engine.environment import environment
 
     results["environment"] = environment("cpu")

@@ -125,7 +125,7 @@ class DHKD(Method):
         b = [g2[i] if g2[i] is not None else torch.zeros_like(params[i]) for i in used]
         # under DDP: g1, g2 of the global batch are the rank means (equal shards); project after averaging, so the
         # update equals one process's on the global batch
-        from kdlab.engine import distributed as dist
+        from kdlab import distributed as dist
 
         dist.all_reduce_mean_(a + b)
         for i, g in zip(used, projected_sum(a, b)):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdlab._io import atomic_write_text
 from kdlab.teachers.frozen import FrozenTeacher
 
 __all__ = ["CachedTeacher", "StaleCacheError", "maybe_cache", "tensor_digest", "module_digest"]
@@ -153,9 +153,7 @@ class CachedTeacher:
         values = np.memmap(path, dtype=_NP_DTYPES[self.dtype_name], mode=mode, shape=shape)
         filled = np.memmap(mask, dtype=np.bool_, mode=mode, shape=shape[:2])
         if not exists:  # the key is written last: a file without it is never trusted
-            tmp = meta.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(self.key, indent=1))
-            os.replace(tmp, meta)
+            atomic_write_text(meta, json.dumps(self.key, indent=1))
         with warnings.catch_warnings():  # memmaps are writable; torch warns about numpy arrays it cannot own
             warnings.simplefilter("ignore")
             v = torch.from_numpy(values)
@@ -273,7 +271,7 @@ def maybe_cache(teacher, cfg, method, train_loader, out_dir, batch_transform=Non
     elif cfg.path:
         raise ValueError("teacher.cache.path is set but teacher.cache.storage is 'memory'; set storage: mmap to use "
                          "a file, or drop the path")
-    from kdlab.engine import distributed as dist
+    from kdlab import distributed as dist
 
     tag = {"precision": precision} if precision != "fp32" else None
     kwargs = dict(dtype=cfg.dtype, precompute=cfg.precompute, tag=tag)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from kdlab.fidelity import init_from_teacher, recompute_bn_stats
+from kdlab.models.init_from_teacher import init_from_teacher, recompute_bn_stats
 from kdlab.models import create
 
 
