@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from kdlab import models
-from kdlab.engine.checkpoint import save_model
+from kdlab.models import save_model
 
 try:
     from step_time import machine_line

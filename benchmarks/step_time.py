@@ -68,7 +68,7 @@ def build_method(method_name: str, s_arch: str, num_classes: int, teacher, dp, d
     student = dp.model(models.create(s_arch, num_classes).to(device))
     if dp.compile:
         student.compile()
-    return methods.build(method_name, student, teacher, num_classes,
+    return methods.create(method_name, student, teacher, num_classes,
                          {"temperature": 4.0} if method_name == "kd" else {})
 
 

@@ -1,8 +1,8 @@
-"""The one atomic writer: temp file beside the target, fsync, rename.
+"""Files kdlab writes: the one atomic writer, and safetensors files (tensors + string metadata, no pickles).
 
-A reader (or a process killed mid-write) sees either the old file or the new one, never half of one. The new file
-gets the permissions an ordinary ``open(path, "w")`` would give (0666 minus the umask), not ``mkstemp``'s 0600, so
-colleagues on a shared cluster can read results.
+Atomic: temp file beside the target, fsync, rename. A reader (or a process killed mid-write) sees either the old
+file or the new one, never half of one. The new file gets the permissions an ordinary ``open(path, "w")`` would give
+(0666 minus the umask), not ``mkstemp``'s 0600, so colleagues on a shared cluster can read results.
 """
 
 from __future__ import annotations
@@ -13,7 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+__all__ = ["CheckpointError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "load_tensors",
+           "read_metadata", "save_tensors"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or weights file is missing, corrupt, or does not fit the model/run."""
 
 
 def _umask() -> int:
@@ -46,3 +56,36 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared or non-contiguous storage; copies are cheap next to a training epoch
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a safetensors file atomically."""
+    atomic_write_bytes(path, st_save(_plain(tensors), metadata=metadata))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (its header only; the tensors are not read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}") from None
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file; a missing, truncated or corrupt file is a CheckpointError naming it."""
+    path = Path(path)
+    metadata = read_metadata(path)
+    try:
+        tensors = st_load(path.read_bytes())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    return tensors, metadata

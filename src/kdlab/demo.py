@@ -8,16 +8,19 @@ directory (``$KDLAB_DATA`` or ``~/.cache/kdlab``), keyed by its config, so later
 from __future__ import annotations
 
 import json
-import math
 import os
-import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from kdlab import build
+from kdlab._io import atomic_write_text
+from kdlab.config import config_hash, read_yaml, resolve_config_path
+from kdlab.data import default_root
+from kdlab.engine.environment import environment
+from kdlab.eval import summarize_seeds
+from kdlab.sweep import pool_size, run_cells, train_cell
+from kdlab.teachers import StaleCacheError
 
 # every distillation method of the library, each from configs/mnist1d/<name>.yaml; "ce" is the baseline
 DEMO_METHODS = ("ce", "kd", "kd_ls", "dkd", "cakd", "ttm", "wttm", "dist", "r2kd", "cmkd", "dhkd")
@@ -40,89 +43,66 @@ def _scaled(cfg_data: dict[str, Any], epochs: int) -> list[str]:
 
 
 def _recipe(name: str) -> dict[str, Any]:
-    from kdlab.config import read_yaml, resolve_config_path
-
     return read_yaml(resolve_config_path(f"mnist1d/{name}"))
 
 
 def teacher_path(quick: bool) -> tuple[Path, list[str]]:
     """Cached teacher weights for the demo: the full recipe's if already trained, else the (quick) one to train."""
-    from kdlab.config import config_hash, load_config
-    from kdlab.data import default_root
-
     overrides_full: list[str] = []
     overrides_quick = _scaled(_recipe("teacher"), QUICK_TEACHER_EPOCHS)
     root = Path(default_root()) / "teachers"
     paths = {}
     for key, ov in (("full", overrides_full), ("quick", overrides_quick)):
-        cfg = load_config("mnist1d/teacher", ov)
+        cfg = build.load_config("mnist1d/teacher", ov)
         paths[key] = (root / f"mnist1d_cnn-{config_hash(cfg)}", ov)
     if (paths["full"][0] / "model.safetensors").is_file() or not quick:
         return paths["full"]
     return paths["quick"]
 
 
-def _train_one(recipe: str, overrides: list[str], role: str, threads: int) -> dict[str, Any]:
-    import torch
-
-    from kdlab.config import load_config
-    from kdlab.engine.run import execute
-
-    torch.set_num_threads(threads)
-    return execute(load_config(f"mnist1d/{recipe}", overrides), role=role)
-
-
 def _shared_cache(tdir: Path, progress: bool) -> list[str]:
     """Overrides that point every run at one precomputed teacher-logit cache next to the teacher (built here)."""
-    from kdlab.config import load_config
-    from kdlab.teachers.cache import StaleCacheError, build_from_config
-
     path = tdir / "logit_cache_float16.bin"
     ov = [f"teacher.checkpoint={tdir / 'model.safetensors'}", "teacher.cache.storage=mmap",
           f"teacher.cache.path={path}", "teacher.cache.dtype=float16", "run.progress=false"]
-    cfg = load_config("mnist1d/kd", ov)
+    cfg = build.load_config("mnist1d/kd", ov)
     try:
-        build_from_config(cfg, progress=progress)
+        build.teacher_cache_from_config(cfg, progress=progress)
     except StaleCacheError:  # left by an earlier teacher in this directory: rebuild
         for p in (path, Path(f"{path}.json"), Path(f"{path}.mask")):
             p.unlink(missing_ok=True)
-        build_from_config(cfg, progress=progress)
+        build.teacher_cache_from_config(cfg, progress=progress)
     return ov[1:4]
 
 
 def _summary(finals: list[dict[str, Any]]) -> dict[str, Any]:
-    def stats(values):
-        values = [v for v in values if v is not None]
-        mean = statistics.fmean(values)
-        return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-    acc_m, acc_s = stats([f["student"]["last_acc"] for f in finals])
-    best_m, best_s = stats([f["student"]["best_acc"] for f in finals])
-    out = {"acc_mean": acc_m, "acc_std": acc_s, "best_acc_mean": best_m, "best_acc_std": best_s,
-           "seeds": len(finals)}
-    for key, src in (("agreement", "agreement"), ("kl", "kl"), ("ece", "student_ece")):
-        vals = [f["fidelity"].get(src) for f in finals]
-        if all(v is not None for v in vals):
-            out[f"{key}_mean"], out[f"{key}_std"] = stats(vals)
-    out["wall_time_s_mean"] = statistics.fmean(f["wall_time_s"] for f in finals)
-    return out
+    """Mean ± std over seeds (``n_seeds`` of them; every seed must report every number, never fewer silently)."""
+    per_seed = []
+    for f in finals:
+        row = {"acc": f["student"]["last_acc"], "best_acc": f["student"]["best_acc"], "wall_time_s": f["wall_time_s"]}
+        row.update({k: f["fidelity"].get(src) for k, src in (("agreement", "agreement"), ("kl", "kl"),
+                                                                ("ece", "student_ece"))})
+        per_seed.append(row)
+    return summarize_seeds(per_seed)
 
 
 def _table(results: dict[str, Any]) -> str:
     t = results["teacher"]
     lines = [
         f"Teacher {t['arch']}: {t['acc']:.2f}% test accuracy. Student {results['student_arch']}, "
-        f"{results['epochs']} epochs, {results['seeds']} seed(s); mean ± std over seeds, last-epoch accuracy.",
+        f"{results['epochs']} epochs, {results['seeds']} seed(s); mean ± std over seeds (n per row), last-epoch "
+        "accuracy.",
         "",
-        "| method | accuracy % | best-epoch acc % | agreement % | KL(t‖s) | ECE % |",
-        "|---|---|---|---|---|---|",
+        "| method | n | accuracy % | best-epoch acc % | agreement % | KL(t‖s) | ECE % |",
+        "|---|---|---|---|---|---|---|",
     ]
 
     def row(name, r):
         fmt = lambda k, d=2: (f"{r[k + '_mean']:.{d}f} ± {r[k + '_std']:.{d}f}"  # noqa: E731
                               if k + "_mean" in r else "–")
         ece = (f"{100 * r['ece_mean']:.2f}" if "ece_mean" in r else "–")
-        return f"| {name} | {fmt('acc')} | {fmt('best_acc')} | {fmt('agreement')} | {fmt('kl', 3)} | {ece} |"
+        return (f"| {name} | {r['n_seeds']} | {fmt('acc')} | {fmt('best_acc')} | {fmt('agreement')} | "
+                f"{fmt('kl', 3)} | {ece} |")
 
     for name, r in results["methods"].items():
         lines.append(row(name, r))
@@ -167,9 +147,6 @@ def _plot(results: dict[str, Any], path: Path) -> None:
 def run_demo(out_dir: Path, quick: bool = False, seeds: int | None = None, progress: bool = True,
              methods: tuple[str, ...] | None = None, workers: int | None = None,
              shared_cache: bool = True) -> dict[str, Any]:
-    from kdlab._io import atomic_write_text
-    from kdlab.engine.environment import environment
-
     start = time.perf_counter()
     seeds = seeds if seeds is not None else (1 if quick else 3)
     if seeds < 1:
@@ -178,50 +155,42 @@ def run_demo(out_dir: Path, quick: bool = False, seeds: int | None = None, progr
     checks = CHECK_METHODS if methods == DEMO_METHODS else ()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    workers = workers or max(1, min(2, os.cpu_count() or 1))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    workers, threads = pool_size(workers)
 
     tdir, t_overrides = teacher_path(quick)
     if not (tdir / "model.safetensors").is_file():
         print(f"training the MNIST-1D teacher once (cached in {tdir}) ...", flush=True)
-        _train_one("teacher", t_overrides + [f"out_dir={tdir}", f"run.progress={str(progress).lower()}"],
-                   "teacher", os.cpu_count() or 1)
+        ov = t_overrides + [f"out_dir={tdir}", f"run.progress={str(progress).lower()}"]
+        train_cell("mnist1d/teacher", ov, True, os.cpu_count() or 1)
     teacher_final = json.loads((tdir / "final.json").read_text())
 
     # one teacher-logit table (4000 signals × 9 shifts) shared by every run: filled once here, then each run opens
     # the complete file read-only instead of running the teacher (methods that cannot use it ignore it)
     cache_ov = _shared_cache(tdir, progress) if shared_cache else []
 
-    jobs = []
+    cells = {}
     for name in methods + checks:
         recipe = _recipe(name)
         ov = [f"teacher.checkpoint={tdir / 'model.safetensors'}", "run.progress=false", *cache_ov]
         if quick:
             ov += _scaled(recipe, QUICK_EPOCHS)
         for seed in range(seeds):
-            jobs.append((name, seed, ov + [f"seed={seed}", f"out_dir={out_dir / 'runs' / name / f'seed{seed}'}"]))
+            run_ov = ov + [f"seed={seed}", f"out_dir={out_dir / 'runs' / name / f'seed{seed}'}"]
+            cells[(name, seed)] = (f"mnist1d/{name}", run_ov, False, threads)
+    finals = run_cells(train_cell, cells, workers, progress, "demo runs",
+                       postfix=lambda key, f: f"{key[0]} seed {key[1]}: {f['student']['last_acc']:.1f}%")
+    by_method = {name: [finals[(name, seed)] for seed in range(seeds)] for name in methods + checks}
 
-    finals: dict[str, list[dict[str, Any]]] = {}
-    ctx = get_context("spawn")  # a forked child of a process that has run torch's thread pool can hang
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(_train_one, name, ov, "student", threads): (name, seed) for name, seed, ov in jobs}
-        bar = tqdm(as_completed(futures), total=len(futures), desc="demo runs", disable=not progress)
-        for fut in bar:
-            name, seed = futures[fut]
-            final = fut.result()
-            finals.setdefault(name, []).append(final)
-            bar.set_postfix_str(f"{name} seed {seed}: {final['student']['last_acc']:.1f}%")
-
-    first = next(iter(finals.values()))[0]
+    first = by_method[methods[0]][0]
     results = {
-        "teacher": {"arch": teacher_final["student"]["arch"], "acc": teacher_final["student"]["last_acc"],
+        "teacher": {"arch": teacher_final["teacher"]["arch"], "acc": teacher_final["teacher"]["last_acc"],
                     "checkpoint": str(tdir / "model.safetensors")},
         "student_arch": first["student"]["arch"],
         "epochs": first["epochs"],
         "seeds": seeds,
         "quick": quick,
-        "methods": {name: _summary(finals[name]) for name in methods},
-        "checks": {name: _summary(finals[name]) for name in checks},
+        "methods": {name: _summary(by_method[name]) for name in methods},
+        "checks": {name: _summary(by_method[name]) for name in checks},
         "wall_time_s": time.perf_counter() - start,
         "environment": environment("cpu"),
     }

@@ -1,6 +1,7 @@
 import pytest
 
-from kdlab.config import ConfigError, apply_overrides, config_hash, load_config, validate
+from kdlab.build import load_config
+from kdlab.config import ConfigError, apply_overrides, config_hash, validate
 
 
 def _write(tmp_path, text):

@@ -8,7 +8,7 @@ import torch
 
 from kdlab import models
 from kdlab.cli import main
-from kdlab.engine.checkpoint import save_model
+from kdlab.models import save_model
 
 
 def test_cli_train_on_a_downloaded_cifar100_archive(tmp_path, cifar_tools, http_server):

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from kdlab import models
-from kdlab.engine.checkpoint import save_model
+from kdlab.models import save_model
 
 METHODS = {
     "kd": "{name: kd, args: {temperature: 4.0}}",
@@ -39,17 +39,16 @@ run: {{progress: false, threads: 1, tensorboard: false}}
 
 def _run(cfg, out, nproc):
     if nproc == 1:  # the reference runs in this process (same code path as `kdlab train`, no start-up cost)
-        from kdlab.config import load_config
-        from kdlab.engine.run import execute
+        from kdlab import build
 
-        execute(load_config(str(cfg), [f"out_dir={out}"]))
+        build.distil(build.load_config(str(cfg), [f"out_dir={out}"]))
         return json.loads((out / "final.json").read_text())
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd = [sys.executable, *launcher, "-m", "kdlab", "train", str(cfg), f"out_dir={out}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((out / "final.json").read_text())
+    return {**json.loads((out / "final.json").read_text()), "stdout": proc.stdout}
 
 
 def _train_rows(out):
@@ -85,23 +84,23 @@ def test_two_gloo_processes_match_one_process(tmp_path, teacher, method):
         assert two["fidelity"][k] == pytest.approx(one["fidelity"][k], rel=1e-4, abs=1e-6), k
     assert two["fidelity"]["n"] == 100  # both ranks' eval shards were summed
     if method == "kd":
-        # a restart on the finished out_dir resumes under DDP from the rank-0 checkpoint and changes nothing
+        # a restart of the finished run under DDP leaves it as it is (final.json untouched) and says so, once
+        before = (tmp_path / "two" / "final.json").read_bytes()
         again = _run(cfg, tmp_path / "two", 2)
-        assert again["resumed_from_epoch"] == 3
-        assert again["fidelity"] == pytest.approx(two["fidelity"])
+        assert (tmp_path / "two" / "final.json").read_bytes() == before
+        assert again["stdout"].count("holds a finished run") == 1
 
 
 def test_global_batch_must_split_evenly(monkeypatch):
     from kdlab.data.splits import DataSplits
-    from kdlab import distributed
-    from kdlab.engine import run
+    from kdlab import build, distributed
 
     x, y = torch.zeros(8, 1, 4), torch.zeros(8, dtype=torch.long)
     splits = DataSplits(x_train=x, y_train=y, x_test=x, y_test=y, num_classes=2, name="toy")
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     monkeypatch.setattr(distributed, "rank", lambda: 1)
     with pytest.raises(ValueError, match=r"optim.batch_size=33 .*divisible"):
-        run.make_loaders(splits, 33, 16, 0, "cpu")
-    train, test = run.make_loaders(splits, 4, 16, 0, "cpu")
+        build.make_loaders(splits, 33, 16, 0, "cpu")
+    train, test = build.make_loaders(splits, 4, 16, 0, "cpu")
     assert (train.batch_size, train.global_batch_size, train.rank) == (2, 4, 1)
     assert test.global_batch_size == 16

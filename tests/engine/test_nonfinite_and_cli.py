@@ -7,7 +7,7 @@ from torch import nn
 from kdlab import methods
 from kdlab.cli import main
 from kdlab.data import BatchLoader
-from kdlab.engine.checkpoint import load_tensors
+from kdlab._io import load_tensors
 from kdlab.engine.loop import LoopSettings, NonFiniteLossError, train_loop
 
 
@@ -15,7 +15,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     torch.manual_seed(0)
     x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
     student = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
-    method = methods.build("ce", student, None, 3)
+    method = methods.create("ce", student, None, 3)
     loader = BatchLoader(x, y, 16, seed=0)
 
     def poison_epoch_2(batch, epoch):
@@ -82,7 +82,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
 
 def test_cli_mismatched_teacher_classes(tmp_path, capsys):
     from kdlab import models
-    from kdlab.engine.checkpoint import save_model
+    from kdlab.models import save_model
 
     path = tmp_path / "t5.safetensors"
     save_model(path, models.create("mnist1d_cnn", 5), arch="mnist1d_cnn", num_classes=5)

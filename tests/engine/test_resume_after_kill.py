@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from kdlab import models
-from kdlab.engine.checkpoint import save_model
+from kdlab.models import save_model
 
 EPOCHS = 8
 

@@ -3,14 +3,9 @@ import json
 import pytest
 import torch
 
-from kdlab.engine.checkpoint import (
-    CheckpointError,
-    load_tensors,
-    load_training_state,
-    load_weights,
-    save_model,
-    save_training_state,
-)
+from kdlab._io import load_tensors
+from kdlab.engine.checkpoint import CheckpointError, load_training_state, save_training_state
+from kdlab.models import load_weights, save_model
 from kdlab.engine.metrics_log import MetricsLog, flatten
 from kdlab.engine.schedule import learning_rate
 

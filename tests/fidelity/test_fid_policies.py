@@ -11,7 +11,7 @@ from kdlab.data.batch import Batch
 from kdlab.data.splits import DataSplits
 from kdlab.fidelity.policies import augment_preset, build_policy, holdout_slices, select_split
 from kdlab.losses import kd_loss
-from kdlab.methods import build
+from kdlab.methods import create as build
 from kdlab.models import create
 from kdlab.teachers.frozen import FrozenTeacher
 

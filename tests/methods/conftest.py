@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kdlab.data.batch import Batch
-from kdlab.methods import build
+from kdlab.methods import create as build
 from kdlab.models import create
 from kdlab.teachers.frozen import FrozenTeacher
 

@@ -123,7 +123,7 @@ def test_feature_warmup_and_feature_only(make_method, make_batch):
 
 
 def test_dummy_forward_leaves_the_student_untouched(make_method):
-    from kdlab.methods import build
+    from kdlab.methods import create as build
     from kdlab.models import create
 
     teacher = make_method("cakd").teacher

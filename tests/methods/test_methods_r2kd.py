@@ -182,12 +182,12 @@ def test_cutmixpick_keeps_the_highest_entropy_samples(make_method, make_batch):
     x_hat, v_hat = method.second_view(x)
     torch.manual_seed(5)
     pool = torch.cat([augment.cutmix(x, None, alpha=1.0)[0] for _ in range(3)])
-    v_pool = method.signal.logits(pool)
+    v_pool = method.teacher_signal.logits(pool)
     entropy = -(F.softmax(v_pool, 1) * F.log_softmax(v_pool, 1)).sum(1)
     keep = entropy.topk(6).indices
     assert x_hat.shape == x.shape
     torch.testing.assert_close(x_hat, pool[keep])
-    torch.testing.assert_close(v_hat, method.signal.logits(x_hat))
+    torch.testing.assert_close(v_hat, method.teacher_signal.logits(x_hat))
     dropped = torch.ones(18, dtype=torch.bool)
     dropped[keep] = False
     assert float(entropy[keep].min()) >= float(entropy[dropped].max())
@@ -199,7 +199,7 @@ def test_other_second_views_on_signals(make_method, make_batch, kind):
     x = make_batch().x
     x_hat, v_hat = method.second_view(x)
     assert x_hat.shape == x.shape and not torch.equal(x_hat, x)
-    torch.testing.assert_close(v_hat, method.signal.logits(x_hat))
+    torch.testing.assert_close(v_hat, method.teacher_signal.logits(x_hat))
 
 
 def test_autoaugment_second_view_on_images(make_method, make_batch):
@@ -213,6 +213,6 @@ def test_autoaugment_second_view_on_images(make_method, make_batch):
 def test_method_moves_the_pruned_copy(make_method):
     method = make_method("r2kd")
     method.to(torch.float64)
-    assert next(method.signal.pruned.parameters()).dtype == torch.float64
+    assert next(method.teacher_signal.pruned.parameters()).dtype == torch.float64
     assert next(method.teacher.module.parameters()).dtype == torch.float64
     assert method.describe()["second_view"] == "cutmix"

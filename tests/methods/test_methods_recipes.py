@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from kdlab.config import RECIPES_DIR, load_config
+from kdlab.build import load_config
+from kdlab.config import RECIPES_DIR
 from kdlab.models import names as model_names
 
 CIFAR = RECIPES_DIR / "cifar100"

@@ -9,7 +9,8 @@ from kdlab import methods, models
 from kdlab.config.schema import TeacherCacheConfig
 from kdlab.data import BatchLoader
 from kdlab.data.augment import CropFlip, Shift1D
-from kdlab.teachers.cache import CachedTeacher, StaleCacheError, maybe_cache
+from kdlab.build import cached_teacher
+from kdlab.teachers.cache import CachedTeacher, StaleCacheError
 from kdlab.teachers.frozen import FrozenTeacher
 
 
@@ -30,7 +31,7 @@ def _loader(x, y, batch_size=32, seed=0):
 def _kd_losses(teacher, loader, epochs=3):
     """KD loss terms per step for a fixed student (no updates), over several epochs (new views each epoch)."""
     torch.manual_seed(0)
-    method = methods.build("kd", models.create("mnist1d_mlp", 10), teacher, 10, {"temperature": 4.0})
+    method = methods.create("kd", models.create("mnist1d_mlp", 10), teacher, 10, {"temperature": 4.0})
     out = []
     for epoch in range(1, epochs + 1):
         loader.set_epoch(epoch)
@@ -157,30 +158,30 @@ def test_image_views_are_keyed_by_cropflip():
         torch.testing.assert_close(cache.logits_for_batch(batch), teacher.logits(batch.x))
 
 
-def test_maybe_cache_auto_and_explicit_rules(tmp_path):
+def test_cached_teacher_auto_and_explicit_rules(tmp_path):
     x, y = _data(n=32)
     teacher = _teacher()
     loader = _loader(x, y)
-    kd = methods.build("kd", models.create("mnist1d_mlp", 10), teacher, 10, {})
-    assert isinstance(maybe_cache(teacher, TeacherCacheConfig(), kd, loader, tmp_path), CachedTeacher)
-    assert maybe_cache(teacher, TeacherCacheConfig(enabled=False), kd, loader, tmp_path) is teacher
+    kd, cakd, r2kd = methods.get("kd"), methods.get("cakd"), methods.get("r2kd")
+    kd_hp = kd.Params()
+    assert isinstance(cached_teacher(teacher, TeacherCacheConfig(), kd, kd_hp, loader, tmp_path), CachedTeacher)
+    assert cached_teacher(teacher, TeacherCacheConfig(enabled=False), kd, kd_hp, loader, tmp_path) is teacher
     # a data policy rewrites batches: auto keeps the live teacher, enabled=true is an error
-    policy = lambda b, e: b  # noqa: E731
-    assert maybe_cache(teacher, TeacherCacheConfig(), kd, loader, tmp_path, policy) is teacher
+    assert cached_teacher(teacher, TeacherCacheConfig(), kd, kd_hp, loader, tmp_path, policy=True) is teacher
     with pytest.raises(ValueError, match="policy"):
-        maybe_cache(teacher, TeacherCacheConfig(enabled=True), kd, loader, tmp_path, policy)
-    cakd_feat = methods.build("cakd", models.create("mnist1d_cnn_small", 10), teacher, 10, {"feature": True, "input_shape": [1, 40]})
-    assert not cakd_feat.teacher_cacheable
-    assert maybe_cache(teacher, TeacherCacheConfig(), cakd_feat, loader, tmp_path) is teacher
-    r2kd = methods.build("r2kd", models.create("mnist1d_mlp", 10), teacher, 10, {})
+        cached_teacher(teacher, TeacherCacheConfig(enabled=True), kd, kd_hp, loader, tmp_path, policy=True)
+    # asked of the class and its hyperparameters, before any method exists
+    feat = cakd.Params(feature=True, input_shape=[1, 40])
+    assert not cakd.cacheable(feat) and cakd.cacheable(cakd.Params())
+    assert cached_teacher(teacher, TeacherCacheConfig(), cakd, feat, loader, tmp_path) is teacher
     with pytest.raises(ValueError, match="r2kd"):
-        maybe_cache(teacher, TeacherCacheConfig(enabled=True), r2kd, loader, tmp_path)
+        cached_teacher(teacher, TeacherCacheConfig(enabled=True), r2kd, r2kd.Params(), loader, tmp_path)
     no_aug = BatchLoader(x, y, 32)
-    assert maybe_cache(teacher, TeacherCacheConfig(), kd, no_aug, tmp_path) is teacher
-    mm = maybe_cache(teacher, TeacherCacheConfig(storage="mmap"), kd, loader, tmp_path)
+    assert cached_teacher(teacher, TeacherCacheConfig(), kd, kd_hp, no_aug, tmp_path) is teacher
+    mm = cached_teacher(teacher, TeacherCacheConfig(storage="mmap"), kd, kd_hp, loader, tmp_path)
     assert mm.path == tmp_path / "teacher_cache.bin" and mm.path.exists()
     with pytest.raises(ValueError, match="storage"):
-        maybe_cache(teacher, TeacherCacheConfig(path=str(tmp_path / "x.bin")), kd, loader, tmp_path)
+        cached_teacher(teacher, TeacherCacheConfig(path=str(tmp_path / "x.bin")), kd, kd_hp, loader, tmp_path)
 
 
 def test_bad_arguments_name_the_fix():

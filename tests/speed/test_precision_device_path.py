@@ -52,7 +52,7 @@ def test_loop_runs_each_step_under_the_device_path():
     x, y = torch.randn(24, 3, 6, 6, generator=g), torch.randint(0, 5, (24,), generator=g)
     torch.manual_seed(0)
     student = _Probe()
-    method = methods.build("ce", student, None, 5, {})
+    method = methods.create("ce", student, None, 5, {})
     # forced on CPU (resolve() would switch both off here) to exercise the loop's wiring
     dp = DevicePath("cpu", bf16=True, channels_last=True)
     dp.model(method)

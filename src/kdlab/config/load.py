@@ -6,10 +6,10 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kdlab.config.schema import RunConfig
 
@@ -78,32 +78,39 @@ def _format_validation_error(exc: ValidationError, source: str, prefix: str = ""
     return "\n".join(lines)
 
 
-def validate(data: dict[str, Any], source: str = "config") -> RunConfig:
+#: ``method name -> its hyperparameter model`` (``kdlab.methods.get(name).Params``); the config layer sits below the
+#: methods, so whoever validates a whole run (the builder) passes it in.
+MethodSchema = Callable[[str], type[BaseModel]]
+
+
+def validate(data: dict[str, Any], source: str = "config", method_schema: MethodSchema | None = None) -> RunConfig:
+    """Validate ``data`` against :class:`RunConfig`; with ``method_schema`` also ``method.args`` against the method's
+    own model (defaults filled in), so a typo there is an error naming ``method.args.<key>`` like any other."""
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
-    # method arguments are checked against the method's own schema
-    from kdlab.methods import validate_method_args
-
-    try:
-        cfg.method.args = validate_method_args(cfg.method.name, cfg.method.args)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source, prefix="method.args.")) from None
-    except ValueError as exc:
-        raise ConfigError(f"{source}: method: {exc}") from None
+    if method_schema is not None:
+        try:
+            params = method_schema(cfg.method.name)
+            cfg.method.args = params.model_validate(cfg.method.args or {}).model_dump()
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc, source, prefix="method.args.")) from None
+        except ValueError as exc:
+            raise ConfigError(f"{source}: method: {exc}") from None
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read YAML (or start from defaults), apply overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                method_schema: MethodSchema | None = None) -> RunConfig:
+    """Read YAML (or start from defaults), apply overrides, validate (``method.args`` too with ``method_schema``)."""
     data: dict[str, Any] = {}
     source = "overrides"
     if path is not None:
         resolved = resolve_config_path(path)
         data = read_yaml(resolved)
         source = str(resolved)
-    return validate(apply_overrides(data, overrides or []), source)
+    return validate(apply_overrides(data, overrides or []), source, method_schema)
 
 
 def config_hash(cfg: RunConfig) -> str:

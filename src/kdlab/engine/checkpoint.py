@@ -1,100 +1,57 @@
-"""Checkpoints: safetensors only (no pickles), written atomically (temp file + fsync + rename).
+"""The training state: one safetensors file (``checkpoint.safetensors``), written atomically, no pickles.
 
-Two kinds of file:
-- model weights (``model.safetensors``, ``best.safetensors``): the network's state dict, with ``arch`` and
-  ``num_classes`` in the metadata so ``load_model`` can rebuild it;
-- the training state (``checkpoint.safetensors``): method state (student + trainable extras), optimizer state,
-  RNG states, and a JSON blob (epoch, history, best, config hash) in the metadata. One file, so one rename
-  makes it visible: a kill at any moment leaves either the previous or the new checkpoint, never a mix.
+It holds the method's state (student + trainable extras), the optimizer state, the RNG states, and a JSON blob in
+the metadata (epoch, best, the run's identity and its hash). One file, so one rename makes it visible: a kill at any
+moment leaves either the previous or the new checkpoint, never a mix.
+
+The run's *identity* is a flat ``{key: value}`` dict of everything that changes training (config values, the
+teacher's weights hash, the data). A rerun on the same directory resumes only when its identity hashes the same;
+otherwise :func:`check_same_run` refuses it and names the keys that differ.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
-from kdlab._io import atomic_write_bytes
+from kdlab._io import CheckpointError, load_tensors, read_metadata, save_tensors
 
+__all__ = ["CheckpointError", "check_same_run", "identity_hash", "load_training_state", "read_training_info",
+           "save_training_state"]
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, corrupt, or does not fit the model/run."""
+FORMAT = "kdlab-state-1"
 
 
-def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors refuses shared or non-contiguous storage; copies are cheap next to a training epoch
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+def identity_hash(identity: dict[str, Any]) -> str:
+    """16 hex digits of SHA-256 over the identity's canonical JSON."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    atomic_write_bytes(path, st_save(_plain(tensors), metadata=metadata))
+def check_same_run(info: dict[str, Any], config_hash: str, identity: dict[str, Any] | None, where: Path) -> None:
+    """Refuse to resume a checkpoint made by a run with another identity; the message names the differing keys."""
+    if info.get("config_hash") == config_hash:
+        return
+    stored = info.get("identity")
+    if isinstance(stored, dict) and identity is not None:
+        keys = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        shown = ", ".join(f"{k} ({_short(stored.get(k))} -> {_short(identity.get(k))})" for k in keys[:8])
+        more = f" and {len(keys) - 8} more" if len(keys) > 8 else ""
+        what = f"its {shown}{more} differ"
+    else:
+        what = f"its config hash differs ({info.get('config_hash')} vs {config_hash})"
+    raise CheckpointError(
+        f"{where} holds a run with other settings: {what}. Rerun with the original settings to resume it, or use a "
+        "new out_dir (or delete that directory) to start over")
 
 
-def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file; a missing, truncated or corrupt file is a CheckpointError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    data = path.read_bytes()
-    try:
-        tensors = st_load(data)
-        from safetensors import safe_open  # metadata lives in the header
+def _short(value: Any) -> str:
+    text = "unset" if value is None else str(value)
+    return text if len(text) <= 24 else text[:12] + "…"
 
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}") from None
-    return tensors, metadata
-
-
-# -- model weights -------------------------------------------------------------------------------------------
-
-def save_model(path: str | Path, model: torch.nn.Module, arch: str | None = None, num_classes: int | None = None,
-               extra: dict[str, Any] | None = None) -> None:
-    meta = {"format": "kdlab-model-1"}
-    if arch is not None:
-        meta["arch"] = arch
-    if num_classes is not None:
-        meta["num_classes"] = str(num_classes)
-    if extra:
-        meta["extra"] = json.dumps(extra)
-    save_tensors(path, model.state_dict(), meta)
-
-
-def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    tensors, _ = load_tensors(path)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit {type(model).__name__}: {exc}") from None
-    return model
-
-
-def load_model(path: str | Path, arch: str | None = None, num_classes: int | None = None) -> torch.nn.Module:
-    """Rebuild a zoo model from a kdlab weights file (arch and class count from its metadata)."""
-    from kdlab import models
-
-    _, meta = load_tensors(path)
-    file_arch = meta.get("arch")
-    if arch is not None and file_arch is not None and arch != file_arch:
-        raise CheckpointError(f"{path}: holds a {file_arch!r} model but the config says arch {arch!r}")
-    arch = arch or file_arch
-    if arch is None:
-        raise CheckpointError(f"{path}: no architecture recorded; give the arch in the config")
-    n = int(meta["num_classes"]) if "num_classes" in meta else num_classes
-    if n is None:
-        raise CheckpointError(f"{path}: no class count recorded; give num_classes")
-    if num_classes is not None and n != num_classes:
-        raise CheckpointError(f"{path}: model has {n} classes but the data has {num_classes}")
-    return load_weights(models.create(arch, n), path)
-
-
-# -- training state ------------------------------------------------------------------------------------------
 
 def _split_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, plain = {}, {"param_groups": state["param_groups"], "state": {}}
@@ -123,15 +80,23 @@ def save_training_state(path: str | Path, method: torch.nn.Module, optimizer: to
     opt_tensors, opt_plain = _split_optimizer_state(optimizer.state_dict())
     tensors.update(opt_tensors)
     tensors.update({f"rng.{k}": v for k, v in rng.items()})
-    meta = {"format": "kdlab-state-1", "info": json.dumps(info), "optimizer": json.dumps(opt_plain)}
+    meta = {"format": FORMAT, "info": json.dumps(info), "optimizer": json.dumps(opt_plain)}
     save_tensors(path, tensors, meta)
+
+
+def read_training_info(path: str | Path) -> dict[str, Any]:
+    """The JSON info of a training-state file (epoch, best, identity, config hash), without reading its tensors."""
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a kdlab training-state file")
+    return json.loads(meta["info"])
 
 
 def load_training_state(path: str | Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer
                         ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Restore method and optimizer in place; returns (rng states, info)."""
     tensors, meta = load_tensors(path)
-    if meta.get("format") != "kdlab-state-1":
+    if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a kdlab training-state file")
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:

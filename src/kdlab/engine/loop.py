@@ -1,5 +1,6 @@
-"""The training loop. It knows the method contract (``method(batch, epoch) -> StepOutput``, ``method.backward``)
-and nothing about which method runs.
+"""The training loop. It knows the method contract (``method.prepare_distributed``, ``forward(batch, epoch) ->
+StepOutput``, ``method.backward``, ``method.eval_model``, ``method.report_temperature``) and nothing about which
+method runs; the network being trained is the "student" of its reports (also when it is a teacher trained with CE).
 
 Per epoch: set the lr (a pure function of the epoch), iterate the loader (its order and augmentation are a pure
 function of (seed, epoch)), step, accumulate per-example sums on the device (no host sync per step on GPUs), then
@@ -19,12 +20,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kdlab import distributed as dist
-from kdlab.engine.checkpoint import CheckpointError, load_training_state, save_model, save_training_state
+from kdlab._io import save_tensors
+from kdlab.engine.checkpoint import check_same_run, load_training_state, save_training_state
 from kdlab.engine.metrics_log import MetricsLog
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.schedule import learning_rate
 from kdlab.engine.seeding import rng_state, set_rng_state
-from kdlab.losses import validation as loss_validation
+from kdlab.eval import AccuracyAccumulator, FidelityAccumulator
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -45,9 +47,9 @@ class LoopSettings:
     out_dir: Path | None = None
     progress: bool = True
     tensorboard: bool | str = "auto"
-    config_hash: str = ""
-    model_meta: dict[str, Any] = field(default_factory=dict)  # arch/num_classes for saved weights
-    kl_temperature: float | None = None  # also report KL at the training temperature
+    config_hash: str = ""  # identity_hash(identity): a checkpoint is resumed only by a run with the same hash
+    identity: dict[str, Any] | None = None  # what the hash covers, stored so a refusal can name what differs
+    weights_metadata: dict[str, str] = field(default_factory=dict)  # metadata of the saved weights files
     device_path: DevicePath = field(default_factory=DevicePath)  # autocast / channels_last (engine.precision)
 
 
@@ -84,21 +86,32 @@ def collect_logits(model_fn: Callable[[torch.Tensor], torch.Tensor], loader) -> 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader, num_classes: int, teacher_logits: torch.Tensor | None = None,
              temperature: float | None = None) -> dict[str, Any]:
-    """Test-set report: accuracy/NLL/ECE of the model and, with teacher logits, agreement and KL."""
-    from kdlab.eval import FidelityAccumulator
-
+    """Test-set report of ``model`` as the student: ``student_acc/nll/ece`` and, with the teacher's logits on the
+    same loader (placed by dataset index, :func:`collect_logits`), the teacher's and the fidelity keys."""
     was_training = model.training
     model.eval()
-    acc = FidelityAccumulator(num_classes, temperature=temperature)
+    acc = (FidelityAccumulator(num_classes, temperature=temperature) if teacher_logits is not None
+           else AccuracyAccumulator(num_classes))
     for batch in loader:
         s = model(batch.x).float()
-        t = teacher_logits[batch.index] if teacher_logits is not None else s
-        acc.update(t, s, batch.y)
+        if teacher_logits is not None:
+            acc.update(teacher_logits[batch.index], s, batch.y)
+        else:
+            acc.update(s, batch.y)
     model.train(was_training)
     report = dist.all_reduce_accumulator(acc).compute()
-    if teacher_logits is None:  # without a teacher only the model's own numbers mean anything
-        report = {k: v for k, v in report.items() if k.startswith("student_") or k == "n"}
+    if teacher_logits is None:
+        report = {"n": report["n"], **{f"student_{k}": v for k, v in report.items() if k != "n"}}
     return report
+
+
+@torch.inference_mode()
+def logits_report(logits: torch.Tensor, loader, num_classes: int) -> dict[str, Any]:
+    """``{"n", "acc", "nll", "ece"}`` of fixed logits (placed by dataset index) on ``loader``'s labels."""
+    acc = AccuracyAccumulator(num_classes)
+    for batch in loader:
+        acc.update(logits[batch.index], batch.y)
+    return dist.all_reduce_accumulator(acc).compute()
 
 
 class _EpochSums:
@@ -160,22 +173,18 @@ def _check_finite(out, epoch: int, step: int) -> None:
 
 
 def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: int, s: LoopSettings,
-               teacher=None, ddp_module: torch.nn.Module | None = None,
+               teacher_eval_logits: torch.Tensor | None = None,
                batch_transform: Callable[[Any, int], Any] | None = None) -> LoopResult:
     """Train ``method`` for ``s.epochs``; resumes from ``s.out_dir/checkpoint.safetensors`` when present.
 
-    ``ddp_module``: the DistributedDataParallel wrapper around ``method`` when running under torchrun; the
-    forward goes through it so gradients are all-reduced, everything else uses ``method`` itself.
-    ``batch_transform(batch, epoch) -> batch``: a distillation-data policy (kdlab.fidelity.policies) applied to
-    every training batch before the method sees it.
+    ``teacher_eval_logits``: the teacher's logits on ``eval_loader`` (:func:`collect_logits`, computed once per run
+    by the caller); with them every evaluation reports agreement and KL. ``batch_transform(batch, epoch) -> batch``:
+    a distillation-data policy (kdlab.data.policies) applied to every training batch before the method sees it.
     """
     start = time.perf_counter()
     device = next(method.parameters()).device
+    forward = method.prepare_distributed(device)  # DDP around the trainable part under torchrun, else the method
     optimizer = make_optimizer(method, s)
-    # A method whose backward bypasses autograd hooks (DHKD's gradient alignment uses autograd.grad) all-reduces its
-    # own gradients; it is called directly and gets rank 0's buffers broadcast, as the DDP wrapper would do.
-    manual_sync = ddp_module is not None and bool(getattr(method, "syncs_own_gradients", False))
-    forward = ddp_module if ddp_module is not None and not manual_sync else method
     dp = s.device_path
     is_main = dist.is_main()
     log = MetricsLog(s.out_dir, s.tensorboard if is_main else False) if s.out_dir is not None else None
@@ -186,10 +195,7 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
     first_epoch, resumed_from = 1, None
     if ckpt_path is not None and ckpt_path.exists():
         rng, info = load_training_state(ckpt_path, method, optimizer)
-        if info.get("config_hash") != s.config_hash:
-            raise CheckpointError(
-                f"{ckpt_path} belongs to a run with a different config (hash {info.get('config_hash')} vs "
-                f"{s.config_hash}); use a new out_dir or delete that directory to start over")
+        check_same_run(info, s.config_hash, s.identity, s.out_dir)
         set_rng_state(rng)
         first_epoch = resumed_from = info["epoch"] + 1
         best = info["best"]
@@ -199,10 +205,6 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
             history = log.truncate(info["epoch"])
         else:
             history = [r for r in log.records() if r.get("epoch", 0) <= info["epoch"]]
-
-    teacher_eval = None
-    if teacher is not None and eval_loader is not None:
-        teacher_eval = collect_logits(teacher.logits, eval_loader)
 
     check_every_step = device.type == "cpu"  # a host sync per step is free on CPU, costly on GPU
     epochs_bar = tqdm(range(first_epoch, s.epochs + 1), desc="epochs", initial=first_epoch - 1, total=s.epochs,
@@ -223,11 +225,7 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
                 batch = batch_transform(batch, epoch)
             if dp.channels_last:
                 batch = replace(batch, x=dp.input(batch.x))
-            if manual_sync:
-                dist.broadcast_buffers(method)
-            # the data were validated where they entered and the loss is checked below, so the losses' own
-            # per-call finite/label checks (a host sync each on GPUs) are off inside the step
-            with dp.autocast(), loss_validation(False):
+            with dp.autocast():
                 out = forward(batch, epoch)
             if check_every_step:
                 _check_finite(out, epoch, step)
@@ -241,17 +239,19 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
             raise NonFiniteLossError(f"non-finite loss during epoch {epoch}; the last good checkpoint is kept")
         record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train": sums.summary()}
         if eval_loader is not None and (epoch % s.eval_every == 0 or epoch == s.epochs):
-            test = evaluate(method.eval_model(), eval_loader, num_classes, teacher_eval, s.kl_temperature)
+            test = evaluate(method.eval_model(), eval_loader, num_classes, teacher_eval_logits,
+                            method.report_temperature)
             record["test"] = test
             if test["student_acc"] > best["acc"]:
                 best = {"acc": test["student_acc"], "epoch": epoch}
                 if s.out_dir is not None and is_main:
-                    save_model(s.out_dir / "best.safetensors", method.eval_model(), **s.model_meta)
+                    save_tensors(s.out_dir / "best.safetensors", method.eval_model().state_dict(),
+                                 s.weights_metadata)
         record["epoch_time_s"] = time.perf_counter() - t0
         history.append(record)
         if is_main and log is not None:
             log.append(record)  # log before checkpoint: a kill in between is undone by truncate() on resume
-            info = {"epoch": epoch, "best": best, "config_hash": s.config_hash}
+            info = {"epoch": epoch, "best": best, "config_hash": s.config_hash, "identity": s.identity}
             save_training_state(ckpt_path, method, optimizer, rng_state(), info)
         postfix = {"loss": f"{record['train']['loss']:.3f}"}
         if "test" in record:
@@ -259,7 +259,7 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
         epochs_bar.set_postfix(postfix)
         dist.barrier()
     if log is not None and is_main:
-        save_model(s.out_dir / "model.safetensors", method.eval_model(), **s.model_meta)
+        save_tensors(s.out_dir / "model.safetensors", method.eval_model().state_dict(), s.weights_metadata)
         log.close()
     last_test = next((r["test"] for r in reversed(history) if "test" in r), {})
     return LoopResult(history=history, best=best, last=last_test, wall_time_s=time.perf_counter() - start,

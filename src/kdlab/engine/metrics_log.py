@@ -11,12 +11,13 @@ from typing import Any
 from kdlab._io import atomic_write_text
 
 
-def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(record: dict[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a/b": 1}`` (``sep`` between the levels)."""
     flat: dict[str, Any] = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}/"))
+            flat.update(flatten(value, f"{name}{sep}", sep))
         else:
             flat[name] = value
     return flat

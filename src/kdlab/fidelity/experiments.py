@@ -15,15 +15,23 @@ Writes ``<out>/results.json`` (per variant: mean ± std over seeds of every metr
 from __future__ import annotations
 
 import json
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+import torch
+
+from kdlab import build
+from kdlab._io import atomic_write_text
+from kdlab.config import config_hash
+from kdlab.data import default_root, load_dataset
+from kdlab.engine.environment import environment
+from kdlab.eval import summarize_seeds
+from kdlab.eval.metrics import reliability_bins
+from kdlab.fidelity.sources import evaluate_sources
+from kdlab.models import load_model
+from kdlab.sweep import pool_size, run_cells, train_cell
 
 __all__ = ["EXPERIMENTS", "Variant", "experiment_names", "run_experiment"]
 
@@ -112,35 +120,12 @@ def experiment_names() -> list[str]:
 # --------------------------------------------------------------------------------------------------------------
 # worker side
 # --------------------------------------------------------------------------------------------------------------
-def _train_teacher(overrides: list[str], threads: int) -> str:
-    import torch
-
-    from kdlab.config import load_config
-    from kdlab.engine.run import execute
-
-    torch.set_num_threads(threads)
-    cfg = load_config(TEACHER_RECIPE, overrides)
-    execute(cfg, role="teacher")
-    return cfg.out_dir
-
-
 def _train_student(overrides: list[str], threads: int) -> dict[str, Any]:
     """Distil one student and evaluate it on every source; returns flat metrics + reliability bins."""
-    import torch
-
-    from kdlab.config import load_config
-    from kdlab.engine.checkpoint import load_model
-    from kdlab.engine.run import execute, load_data, load_teacher_module
-    from kdlab.eval.metrics import reliability_bins
-    from kdlab.fidelity.policies import select_split
-    from kdlab.fidelity.sources import evaluate_sources
-
-    torch.set_num_threads(threads)
-    cfg = load_config(STUDENT_RECIPE, overrides)
-    final = execute(cfg, role="student")
-    splits = load_data(cfg)
-    splits = select_split(cfg.distill_data, splits, "student")
-    teacher = load_teacher_module(cfg.teacher, splits.num_classes).eval()
+    final = train_cell(STUDENT_RECIPE, overrides, False, threads)
+    cfg = build.load_config(STUDENT_RECIPE, overrides)
+    splits = build.load_data(cfg)
+    teacher = build.load_teacher_module(cfg.teacher, splits.num_classes).eval()
     student = load_model(Path(cfg.out_dir) / "model.safetensors", num_classes=splits.num_classes).eval()
     tau = cfg.method.args.get("temperature")
     rep = evaluate_sources(teacher, student, splits, ("test", "train_clean", "train_aug", "distill_stream"),
@@ -167,10 +152,6 @@ def _train_student(overrides: list[str], threads: int) -> dict[str, Any]:
 
 def _control(teacher_paths: list[str], control_student: str) -> dict[str, float]:
     """The control student (distilled from an independent teacher set) against this seed's teacher, on test."""
-    from kdlab.data import load_dataset
-    from kdlab.engine.checkpoint import load_model
-    from kdlab.fidelity.sources import evaluate_sources
-
     splits = load_dataset("mnist1d")
     teachers = [load_model(p, num_classes=splits.num_classes) for p in teacher_paths]
     student = load_model(control_student, num_classes=splits.num_classes)
@@ -182,10 +163,7 @@ def _control(teacher_paths: list[str], control_student: str) -> dict[str, float]
 # driver
 # --------------------------------------------------------------------------------------------------------------
 def _teacher_dir(overrides: list[str]) -> tuple[Path, list[str]]:
-    from kdlab.config import config_hash, load_config
-    from kdlab.data import default_root
-
-    cfg = load_config(TEACHER_RECIPE, overrides)
+    cfg = build.load_config(TEACHER_RECIPE, overrides)
     return Path(default_root()) / "teachers" / "fidelity" / f"mnist1d_cnn-{config_hash(cfg)}", overrides
 
 
@@ -274,8 +252,6 @@ def run_experiment(name: str, out_dir: Path | str, quick: bool = False, seeds: i
     Defaults: 3 seeds, 30 student and 30 teacher epochs; ``quick``: 2 seeds, 10 student and 15 teacher epochs.
     ``seeds`` must be at least 2 (the control of seed s is the student of seed s+1).
     """
-    from kdlab.eval.summary import summarize_seeds
-
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {experiment_names()} (`kdlab experiment --list`)")
     seeds = seeds if seeds is not None else (2 if quick else 3)
@@ -286,10 +262,9 @@ def run_experiment(name: str, out_dir: Path | str, quick: bool = False, seeds: i
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    workers = workers or max(1, min(2, os.cpu_count() or 1))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    build, title = EXPERIMENTS[name]
-    variants = build(quick)
+    workers, threads = pool_size(workers)
+    make_variants, title = EXPERIMENTS[name]
+    variants = make_variants(quick)
 
     # teacher pools: seed s of a variant with M members uses teachers s·M … s·M+M−1 (disjoint across seeds)
     t_jobs: dict[Path, list[str]] = {}
@@ -302,31 +277,27 @@ def run_experiment(name: str, out_dir: Path | str, quick: bool = False, seeds: i
                 t_jobs[tdir] = ov + [f"out_dir={tdir}", "run.progress=false"]
                 paths.append(str(tdir / "model.safetensors"))
             plan.append((v, s, paths))
-    ctx = get_context("spawn")  # a forked child of a process that has run torch's thread pool can hang
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        todo = {pool.submit(_train_teacher, ov, threads): d for d, ov in t_jobs.items()
-                if not (d / "model.safetensors").is_file()}
-        for fut in tqdm(as_completed(todo), total=len(todo), desc="teachers", disable=not progress or not todo):
-            fut.result()
-        jobs = {}
-        for v, s, paths in plan:
-            teacher = ([f"teacher.checkpoints={json.dumps(paths)}", "teacher.checkpoint=null"] if len(paths) > 1
-                       else [f"teacher.checkpoint={paths[0]}"])
-            run_dir = out / "runs" / v.name.replace(" ", "_").replace("/", "_") / f"seed{s}"
-            ov = _epochs(epochs) + v.overrides + teacher + [f"seed={s}", f"out_dir={run_dir}", "run.progress=false",
-                                                            "run.tensorboard=false"]
-            jobs[pool.submit(_train_student, ov, threads)] = (v.name, s)
-        runs: dict[str, dict[int, dict]] = {}
-        for fut in tqdm(as_completed(jobs), total=len(jobs), desc=f"{name} runs", disable=not progress):
-            vname, s = jobs[fut]
-            runs.setdefault(vname, {})[s] = fut.result()
-        # independent-student control: seed s's teacher vs the student of seed s+1 (independent teachers)
-        ctl = {pool.submit(_control, runs[v.name][s]["teacher_paths"],
-                           runs[v.name][(s + 1) % seeds]["student_path"]): (v.name, s)
-               for v in variants for s in range(seeds)}
-        for fut in as_completed(ctl):
-            vname, s = ctl[fut]
-            runs[vname][s]["flat"].update(fut.result())
+    todo = {d: (TEACHER_RECIPE, ov, True, threads) for d, ov in t_jobs.items()
+            if not (d / "model.safetensors").is_file()}
+    run_cells(train_cell, todo, workers, progress and bool(todo), "teachers")
+    cells = {}
+    for v, s, paths in plan:
+        teacher = ([f"teacher.checkpoints={json.dumps(paths)}", "teacher.checkpoint=null"] if len(paths) > 1
+                   else [f"teacher.checkpoint={paths[0]}"])
+        run_dir = out / "runs" / v.name.replace(" ", "_").replace("/", "_") / f"seed{s}"
+        ov = _epochs(epochs) + v.overrides + teacher + [f"seed={s}", f"out_dir={run_dir}", "run.progress=false",
+                                                        "run.tensorboard=false"]
+        cells[(v.name, s)] = (ov, threads)
+    done = run_cells(_train_student, cells, workers, progress, f"{name} runs")
+    runs: dict[str, dict[int, dict]] = {}
+    for (vname, s), result in done.items():
+        runs.setdefault(vname, {})[s] = result
+    # independent-student control: seed s's teacher vs the student of seed s+1 (independent teachers)
+    controls = run_cells(_control, {(v.name, s): (runs[v.name][s]["teacher_paths"],
+                                                 runs[v.name][(s + 1) % seeds]["student_path"])
+                                    for v in variants for s in range(seeds)}, workers, False, "controls")
+    for (vname, s), result in controls.items():
+        runs[vname][s]["flat"].update(result)
 
     results: dict[str, Any] = {"name": name, "title": title, "quick": quick, "seeds": seeds, "epochs": epochs,
                                "teacher_epochs": teacher_epochs, "variants": {}}
@@ -339,16 +310,12 @@ def run_experiment(name: str, out_dir: Path | str, quick: bool = False, seeds: i
             "bins": per_seed[0]["bins"],
         }
     results["wall_time_s"] = time.perf_counter() - start
-    from kdlab._io import atomic_write_text
-    from kdlab.engine.environment import environment
-
     results["environment"] = environment("cpu")
     table = _table(results)
     results["pngs"] = _plots(results, out)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     atomic_write_text(out / "results.md", table + "\n")
-    if progress:
-        print(table)
-        print(f"\nwrote {out / 'results.json'}, {out / 'results.md'} and {', '.join(results['pngs'])} "
-              f"in {results['wall_time_s']:.0f} s")
+    print(table)  # the result is printed with or without progress bars
+    print(f"\nwrote {out / 'results.json'}, {out / 'results.md'} and {', '.join(results['pngs'])} "
+          f"in {results['wall_time_s']:.0f} s")
     return results

@@ -25,8 +25,10 @@ import torch
 from torch import nn
 
 from kdlab.data.loader import BatchLoader
+from kdlab.fidelity.policies import build_policy
 from kdlab.eval.fidelity import fidelity_report
 from kdlab.eval.metrics import linear_cka
+from kdlab.models import eval_mode, forward_features
 
 __all__ = ["SOURCES", "STREAM_LABEL", "evaluate_sources", "fidelity_with_control", "read_distill_stream"]
 
@@ -66,15 +68,11 @@ def _policy_batches(loader, policy):
 
 @torch.no_grad()
 def _cka(teacher: nn.Module, student: nn.Module, x: torch.Tensor, batch_size: int) -> float:
-    from kdlab.models.features import forward_features
-
     feats = {"t": [], "s": []}
     for model, key in ((teacher, "t"), (student, "s")):
-        was = model.training
-        model.eval()
-        for start in range(0, x.shape[0], batch_size):
-            feats[key].append(forward_features(model, x[start:start + batch_size])[1]["pooled"].float())
-        model.train(was)
+        with eval_mode(model):
+            for start in range(0, x.shape[0], batch_size):
+                feats[key].append(forward_features(model, x[start:start + batch_size])[1]["pooled"].float())
     return linear_cka(torch.cat(feats["t"]), torch.cat(feats["s"]))
 
 
@@ -110,8 +108,6 @@ def evaluate_sources(teacher: nn.Module | list[nn.Module], student: nn.Module, s
                                  augment=splits.train_augment if augment else None, **common)
             policy = None
             if distill_data is not None and distill_data.policy != "none":
-                from kdlab.fidelity.policies import build_policy
-
                 gen = torch.Generator(device=device).manual_seed(seed)
                 policy = build_policy(distill_data, splits, device, generator=gen)
             data = list(_policy_batches(loader, policy))

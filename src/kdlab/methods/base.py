@@ -1,21 +1,35 @@
-"""The method contract: what every distillation method gives the engine.
+"""The method contract: what every distillation method gives the engine, and what it owns.
 
 A ``Method`` owns the student, any trainable extras (auxiliary heads, connectors) and a reference to the frozen
-teacher. For each training batch it returns a ``StepOutput`` whose ``losses`` are summed and minimised. The engine
-never knows which method runs: it calls ``method(batch, epoch)``, then ``method.backward(out)``, then the optimizer.
+teacher (a :class:`~kdlab.teachers.Teacher`, given once at construction). For each training batch it returns a
+``StepOutput`` whose ``losses`` are summed and minimised. The engine never knows which method runs: it calls
+``forward = method.prepare_distributed(device)`` once, then per step ``forward(batch, epoch)``,
+``method.backward(out)`` and the optimizer. Everything method-specific the engine would otherwise branch on lives
+here (the pattern of timm's ``TrainingTask``):
+
+* class-level questions asked *before* the method is built, from its hyperparameters alone:
+  :meth:`needs_teacher` and :meth:`cacheable` (may an exact logit cache stand in for the teacher?);
+* :meth:`prepare_distributed` (DDP around the trainable part; DHKD syncs its own gradients instead);
+* :attr:`report_temperature` (the τ at which reports also give KL), :meth:`eval_model` (the network evaluated and
+  saved), :meth:`backward` (DHKD's gradient alignment);
+* which distillation-data extras it honours (:attr:`labels_only_in_ce`, :attr:`per_sample_temperature`), checked
+  on every batch by the method itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from kdlab.teachers.frozen import FrozenTeacher
+from kdlab import distributed as dist
+from kdlab.losses import logit_standardize
+from kdlab.losses import validation as loss_validation
+from kdlab.teachers import Teacher
 
 
 class Params(BaseModel):
@@ -42,47 +56,57 @@ def warmup_factor(epoch: int, warmup: int) -> float:
 
 
 class Method(nn.Module):
-    """Base class. Subclasses set ``Params`` and implement ``forward``."""
+    """Base class. Subclasses set ``Params`` and implement ``forward``; ``self.hp`` holds the validated values."""
 
     Params: ClassVar[type[Params]] = Params
-    uses_teacher: ClassVar[bool] = True
-    # True when the method reads the teacher only through ``logits_for_batch`` of the clean view, so the exact
-    # (index, view) logit cache (kdlab.teachers.cache) can serve it; False (safe) for anything else
-    teacher_cacheable: ClassVar[bool] = False
-    # True when ``backward`` all-reduces its own gradients under DDP (the engine then bypasses the DDP wrapper)
-    syncs_own_gradients: ClassVar[bool] = False
     name: ClassVar[str] = "?"
+    # Distillation-data extras (kdlab.data.policies) a method honours: unlabelled samples need a method whose only use
+    # of the labels is `masked_ce`; per-sample temperatures need the method to read batch.temperature.
+    labels_only_in_ce: ClassVar[bool] = False
+    per_sample_temperature: ClassVar[bool] = False
+    # The losses' host-synchronising input checks (finite values, label range) are off inside a training forward:
+    # the engine validates data where it enters and checks every step's total loss. True turns them back on.
+    sync_checks: bool = False
 
-    def __init__(self, student: nn.Module, teacher: FrozenTeacher | None, num_classes: int, params: Params):
+    @classmethod
+    def needs_teacher(cls, hp: Params) -> bool:
+        """Whether a run of this method with ``hp`` needs a teacher (asked before the method is built)."""
+        return True
+
+    @classmethod
+    def cacheable(cls, hp: Params) -> bool:
+        """Whether an exact (index, view) teacher-logit cache may stand in for the teacher: True only when the method
+        reads the teacher solely through ``teacher.logits_for_batch(batch)`` of the loader's own batch. Default
+        False (safe); :class:`LogitMethod` says True."""
+        return False
+
+    def __init__(self, student: nn.Module, teacher: Teacher | None, num_classes: int, hp: Params):
         super().__init__()
-        if self.uses_teacher and teacher is None:
+        if teacher is None and self.needs_teacher(hp):
             raise ValueError(f"method {self.name!r} needs a teacher (set teacher.checkpoint in the config)")
         self.student = student
         self.num_classes = num_classes
-        self.params = params
-        # stored outside nn.Module registration: never trained, saved with the student, or wrapped by DDP
-        self.__dict__["teacher"] = teacher
-
-    teacher: FrozenTeacher | None
+        self.hp = hp
+        # a plain attribute, not a submodule: never trained, saved with the student, or wrapped by DDP
+        self.teacher = teacher
 
     def forward(self, batch, epoch: int) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    # Which distillation-data extras (kdlab.fidelity.policies) a method honours: unlabelled samples need a method
-    # whose only use of the labels is `self.ce`; per-sample temperatures need the method to read batch.temperature.
-    labels_only_in_ce: ClassVar[bool] = False
-    per_sample_temperature: ClassVar[bool] = False
-
     def __call__(self, batch, *args, **kwargs):
-        mask = getattr(batch, "label_mask", None)
-        if mask is not None and not self.labels_only_in_ce:
+        if batch.label_mask is not None and not self.labels_only_in_ce:
             raise ValueError(f"method {self.name!r} uses the labels beyond cross-entropy, so it cannot train on the "
                              "unlabelled inputs that distill_data adds (mixup, noise, extra sources); use method kd")
-        if getattr(batch, "temperature", None) is not None and not self.per_sample_temperature:
+        if batch.temperature is not None and not self.per_sample_temperature:
             raise ValueError(f"method {self.name!r} does not support distill_data.temperatures (per-source "
                              "temperature); use method kd or remove distill_data.temperatures")
-        self.__dict__["_label_mask"] = mask  # read by `ce` during this forward
-        return super().__call__(batch, *args, **kwargs)
+        with loss_validation(self.sync_checks):
+            return super().__call__(batch, *args, **kwargs)
+
+    def prepare_distributed(self, device: torch.device) -> Callable:
+        """The callable the loop runs each step's forward through. Under torchrun: DistributedDataParallel around
+        this method's trainable part (the teacher is not a submodule, so it stays unwrapped); else the method."""
+        return dist.wrap_ddp(self, device) or self
 
     def backward(self, out: StepOutput) -> None:
         """Default: minimise the sum of the loss terms. DHKD overrides this (gradient alignment)."""
@@ -92,25 +116,38 @@ class Method(nn.Module):
         """The network used for evaluation and saved as the result (DHKD: the backbone with its CE head)."""
         return self.student
 
+    @property
+    def report_temperature(self) -> float | None:
+        """The distillation temperature τ at which reports also give KL(teacher ‖ student) (None: T = 1 only)."""
+        return getattr(self.hp, "temperature", None)
+
     def to(self, *args, **kwargs):
         if self.teacher is not None:
             self.teacher.to(*args, **kwargs)
         return super().to(*args, **kwargs)
 
     # helpers shared by the softmax-based methods
-    def ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean CE over the labelled samples of the current batch (``Batch.label_mask``); 0 when none is labelled."""
-        mask = self.__dict__.get("_label_mask")
+    @staticmethod
+    def masked_ce(logits: torch.Tensor, batch) -> torch.Tensor:
+        """Mean CE over the labelled samples of ``batch`` (``batch.label_mask``; None = all); 0 when none is."""
+        mask = batch.label_mask
         if mask is None:
-            return F.cross_entropy(logits, target)
+            return F.cross_entropy(logits, batch.y)
         # Σ over labelled rows / their count, without boolean indexing (no host sync); unlabelled targets may be -1.
-        per = F.cross_entropy(logits, target.clamp(min=0), reduction="none")
+        per = F.cross_entropy(logits, batch.y.clamp(min=0), reduction="none")
         return (per * mask).sum() / mask.sum().clamp(min=1)
 
     def standardize(self, *logits: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Logit standardisation (Sun et al. 2024) when the method's params switch it on."""
-        if getattr(self.params, "logit_standardization", False):
-            from kdlab.losses import logit_standardize
-
+        """Logit standardisation (Sun et al. 2024) when the method's hyperparameters switch it on."""
+        if getattr(self.hp, "logit_standardization", False):
             return tuple(logit_standardize(u) for u in logits)
         return logits
+
+
+class LogitMethod(Method):
+    """A method that reads the teacher only through ``teacher.logits_for_batch(batch)`` on the clean view, so the
+    exact teacher-logit cache (kdlab.teachers.cache) can serve it."""
+
+    @classmethod
+    def cacheable(cls, hp: Params) -> bool:
+        return True

@@ -18,6 +18,7 @@ from torch import nn
 from kdlab.losses import cakd_loss, kl_decomposition, strong_set_mass, strong_set_target, strong_set_topk
 from kdlab.methods.base import Method, Params, StepOutput, warmup_factor
 from kdlab.methods.registry import register
+from kdlab.models import eval_mode, forward_features
 
 
 class CAKDParams(Params):
@@ -73,9 +74,9 @@ class CAKD(Method):
 
     Params = CAKDParams
 
-    @property
-    def teacher_cacheable(self) -> bool:  # the feature level reads the teacher's maps, which are not cached
-        return not self.params.feature
+    @classmethod
+    def cacheable(cls, hp: CAKDParams) -> bool:  # the feature level reads the teacher's maps, which are not cached
+        return not hp.feature
 
     def __init__(self, student, teacher, num_classes, params):
         super().__init__(student, teacher, num_classes, params)
@@ -87,19 +88,15 @@ class CAKD(Method):
         # The connector must exist before the optimizer is built (a lazily created module would never be optimised),
         # so one dummy forward of two zero samples reads both networks' last-stage shapes now. The student runs in
         # eval mode under no_grad, so its BN statistics are untouched (its train/eval mode is restored afterwards).
-        from kdlab.models.features import forward_features
-
-        shape = tuple(self.params.input_shape)
+        shape = tuple(self.hp.input_shape)
         s_param = next(self.student.parameters(), None)
         t_param = next(self.teacher.module.parameters(), None)
         s_dev = s_param.device if s_param is not None else torch.device("cpu")
         s_dtype = s_param.dtype if s_param is not None else torch.get_default_dtype()
         t_dev = t_param.device if t_param is not None else torch.device("cpu")
         t_dtype = t_param.dtype if t_param is not None else torch.get_default_dtype()
-        was_training = self.student.training
         try:
-            self.student.eval()
-            with torch.no_grad():
+            with eval_mode(self.student), torch.no_grad():
                 s_feats = forward_features(self.student, torch.zeros((2, *shape), device=s_dev, dtype=s_dtype))[1]
             t_feats = self.teacher.features(torch.zeros((2, *shape), device=t_dev, dtype=t_dtype))[1]
             s_map, t_map = s_feats["stages"][-1], t_feats["stages"][-1]
@@ -108,8 +105,6 @@ class CAKD(Method):
                 f"cakd feature level: a dummy forward with input_shape={list(shape)} failed ({exc}); set "
                 "method.args.input_shape to the shape of one input sample, e.g. [3, 32, 32] for CIFAR"
             ) from None
-        finally:
-            self.student.train(was_training)
         if s_map.dim() not in (3, 4) or t_map.dim() != s_map.dim():
             raise ValueError(
                 "cakd feature level needs convolutional last-stage maps of the same kind ([N, C, L] or [N, C, H, W]) "
@@ -120,18 +115,18 @@ class CAKD(Method):
 
     def strong_mask(self, v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """S per sample from the teacher logits ``v`` (standardised when the switch is on), bool [N, C], no gradient."""
-        p = self.params
-        if p.strong_set == "target":
+        hp = self.hp
+        if hp.strong_set == "target":
             return strong_set_target(target, v.shape[1])
-        if p.strong_set == "topk":
-            if p.k > v.shape[1]:
-                raise ValueError(f"cakd: k={p.k} exceeds the number of classes {v.shape[1]}; lower method.args.k")
-            return strong_set_topk(v, k=p.k)
-        return strong_set_mass(v, threshold=p.mass, temperature=p.mass_temperature)
+        if hp.strong_set == "topk":
+            if hp.k > v.shape[1]:
+                raise ValueError(f"cakd: k={hp.k} exceeds the number of classes {v.shape[1]}; lower method.args.k")
+            return strong_set_topk(v, k=hp.k)
+        return strong_set_mass(v, threshold=hp.mass, temperature=hp.mass_temperature)
 
     def feature_loss(self, s_map: torch.Tensor, t_map: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """τ_f²·mean_(n,c)(γ_f·BCD + α_f·SCD + β_f·WCD) between connected student maps and teacher maps."""
-        p = self.params
+        hp = self.hp
         s = self.connector(s_map)
         if s.shape[2:] != t_map.shape[2:]:
             mode = "bilinear" if s.dim() == 4 else "linear"
@@ -144,21 +139,19 @@ class CAKD(Method):
                 f"cakd feature level needs maps with at least 2 spatial positions; the teacher's last stage has "
                 f"{tuple(t_map.shape[2:])}. Use a larger input or feature: false"
             )
-        k = min(positions, max(1, round(p.feature_top_fraction * positions)))
+        k = min(positions, max(1, round(hp.feature_top_fraction * positions)))
         mask = strong_set_topk(t_rows, k=k)
-        bcd, scd, wcd = kl_decomposition(s_rows, t_rows, mask, temperature=p.feature_temperature)
-        gamma = p.gamma if p.feature_gamma is None else p.feature_gamma
-        per_row = gamma * bcd + p.feature_alpha * scd + p.feature_beta * wcd
-        loss = p.feature_temperature**2 * per_row.mean()
+        bcd, scd, wcd = kl_decomposition(s_rows, t_rows, mask, temperature=hp.feature_temperature)
+        gamma = hp.gamma if hp.feature_gamma is None else hp.feature_gamma
+        per_row = gamma * bcd + hp.feature_alpha * scd + hp.feature_beta * wcd
+        loss = hp.feature_temperature**2 * per_row.mean()
         return loss, {"feat_bcd": bcd.mean().detach(), "feat_scd": scd.mean().detach(), "feat_wcd": wcd.mean().detach()}
 
     def forward(self, batch, epoch: int) -> StepOutput:
-        p = self.params
-        w = warmup_factor(epoch, p.warmup)
+        hp = self.hp
+        w = warmup_factor(epoch, hp.warmup)
         losses: dict[str, torch.Tensor] = {}
-        if p.feature:
-            from kdlab.models.features import forward_features
-
+        if hp.feature:
             z, s_feats = forward_features(self.student, batch.x)
             # one teacher pass gives both its logits and its maps
             v, t_feats = self.teacher.features(batch.x)
@@ -166,15 +159,15 @@ class CAKD(Method):
             z = self.student(batch.x)
             v = self.teacher.logits_for_batch(batch)
         logs: dict[str, torch.Tensor] = {"warmup": torch.tensor(w, device=z.device)}
-        losses["ce"] = p.ce_weight * self.ce(z, batch.y)
-        if p.logit:
+        losses["ce"] = hp.ce_weight * self.masked_ce(z, batch)
+        if hp.logit:
             zs, vs = self.standardize(z, v)
             mask = self.strong_mask(vs, batch.y)
             losses["cakd"] = w * cakd_loss(
-                zs, vs, mask, alpha=p.alpha, beta=p.beta, gamma=p.gamma, temperature=p.temperature
+                zs, vs, mask, alpha=hp.alpha, beta=hp.beta, gamma=hp.gamma, temperature=hp.temperature
             )
             logs["strong_set_size"] = mask.sum(dim=1).float().mean()
-        if p.feature:
+        if hp.feature:
             feat, feat_logs = self.feature_loss(s_feats["stages"][-1], t_feats["stages"][-1])
             losses["cakd_feat"] = w * feat
             logs.update(feat_logs)
@@ -182,14 +175,14 @@ class CAKD(Method):
 
     def describe(self) -> dict:
         """The configuration a report must state: which strong-set rule, and which levels."""
-        p = self.params
-        rule = {"target": "S = {y} (equals DKD)", "topk": f"S = teacher top-{p.k} classes",
-                "mass": f"S = smallest teacher set with softmax(v/{p.mass_temperature}) mass >= {p.mass}"}[p.strong_set]
-        out = {"method": "cakd", "strong_set": p.strong_set, "strong_set_rule": rule, "logit": p.logit,
-               "feature": p.feature}
-        if p.feature:
+        hp = self.hp
+        rule = {"target": "S = {y} (equals DKD)", "topk": f"S = teacher top-{hp.k} classes",
+                "mass": f"S = smallest teacher set with softmax(v/{hp.mass_temperature}) mass >= {hp.mass}"}[hp.strong_set]
+        out = {"method": "cakd", "strong_set": hp.strong_set, "strong_set_rule": rule, "logit": hp.logit,
+               "feature": hp.feature}
+        if hp.feature:
             out["feature_rule"] = (
-                f"last-stage maps, 1x1 conv+BN connector, spatial softmax at tau_f={p.feature_temperature}, "
-                f"S = teacher top {p.feature_top_fraction:.0%} positions per channel"
+                f"last-stage maps, 1x1 conv+BN connector, spatial softmax at tau_f={hp.feature_temperature}, "
+                f"S = teacher top {hp.feature_top_fraction:.0%} positions per channel"
             )
         return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kdlab.methods.base import Method, Params, StepOutput
+from kdlab.methods.base import LogitMethod, Params, StepOutput
 from kdlab.methods.registry import register
 
 
@@ -11,12 +11,14 @@ class CEParams(Params):
 
 
 @register("ce")
-class CE(Method):
+class CE(LogitMethod):
     Params = CEParams
-    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
-    uses_teacher = False
+
+    @classmethod
+    def needs_teacher(cls, hp: CEParams) -> bool:  # a teacher, when given, only feeds the fidelity metrics
+        return False
 
     def forward(self, batch, epoch: int) -> StepOutput:
         logits = self.student(batch.x)
         teacher_logits = self.teacher.logits_for_batch(batch) if self.teacher is not None else None
-        return StepOutput(logits, {"ce": self.ce(logits, batch.y)}, teacher_logits)
+        return StepOutput(logits, {"ce": self.masked_ce(logits, batch)}, teacher_logits)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from kdlab.losses import cmkd_loss
-from kdlab.methods.base import Method, Params, StepOutput
+from kdlab.methods.base import LogitMethod, Params, StepOutput
 from kdlab.methods.registry import register
 
 
@@ -24,7 +24,7 @@ class CMKDParams(Params):
 
 
 @register("cmkd")
-class CMKD(Method):
+class CMKD(LogitMethod):
     """L = w_ce·CE(z, y) + w·2·τ²·(mean_i[(1−w_i)·d_P,i + w_i·d_S,i] + L_intra),  w_i = H(Y^t_i)/log C.
 
     d_P: Pearson distance of the rows of Y = softmax_τ; d_S: Spearman distance with a differentiable student rank;
@@ -32,17 +32,16 @@ class CMKD(Method):
     """
 
     Params = CMKDParams
-    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def forward(self, batch, epoch: int) -> StepOutput:
-        p = self.params
+        hp = self.hp
         z = self.student(batch.x)
         v = self.teacher.logits_for_batch(batch)
         # standardisation is applied inside cmkd_loss (one of its arguments), not via self.standardize
         losses = {
-            "ce": p.ce_weight * self.ce(z, batch.y),
-            "cmkd": p.cmkd_weight * cmkd_loss(
-                z, v, temperature=p.temperature, kappa=p.kappa, logit_standardization=p.logit_standardization
+            "ce": hp.ce_weight * self.masked_ce(z, batch),
+            "cmkd": hp.cmkd_weight * cmkd_loss(
+                z, v, temperature=hp.temperature, kappa=hp.kappa, logit_standardization=hp.logit_standardization
             ),
         }
         return StepOutput(z, losses, v)

@@ -13,9 +13,11 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from kdlab import distributed as dist
 from kdlab.losses import binary_kl_loss, binary_kl_norm_loss
-from kdlab.methods.base import Method, Params, StepOutput
+from kdlab.methods.base import LogitMethod, Params, StepOutput
 from kdlab.methods.registry import register
+from kdlab.models.features import classifier_of, forward_features
 
 
 class DHKDParams(Params):
@@ -59,19 +61,16 @@ def _aux_head(kind: str, in_dim: int, hidden: int, dropout: float, num_classes: 
 
 
 @register("dhkd")
-class DHKD(Method):
+class DHKD(LogitMethod):
     """L = w_ce·CE(head1(h), y) + α·τ²·Σ_c KL_B(0.5 ‖ σ((head2(h) − v)/τ))/N, h = the student's pooled feature.
 
     With gradient alignment the update direction is g1 + g2' (see :func:`projected_sum`) instead of g1 + g2.
     """
 
     Params = DHKDParams
-    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def __init__(self, student, teacher, num_classes, params):
         super().__init__(student, teacher, num_classes, params)
-        from kdlab.models.features import classifier_of
-
         in_dim = classifier_of(student).in_features
         self.aux_head = _aux_head(params.head, in_dim, params.hidden, params.dropout, num_classes)
         param = next(student.parameters(), None)
@@ -80,32 +79,39 @@ class DHKD(Method):
 
     @property
     def aligns_gradients(self) -> bool:
-        g = self.params.gradient_alignment
-        return self.params.head == "nonlinear" if g is None else g
+        g = self.hp.gradient_alignment
+        return self.hp.head == "nonlinear" if g is None else g
 
-    @property
-    def syncs_own_gradients(self) -> bool:  # autograd.grad bypasses DDP's hooks: backward all-reduces g1, g2 itself
-        return self.aligns_gradients
+    def prepare_distributed(self, device):
+        """With gradient alignment the method is not wrapped in DDP: ``autograd.grad`` bypasses DDP's hooks, so
+        :meth:`backward` all-reduces g1 and g2 itself, and rank 0's buffers are broadcast before every forward, as
+        the wrapper would do."""
+        if not self.aligns_gradients:
+            return super().prepare_distributed(device)
+
+        def forward(batch, epoch: int) -> StepOutput:
+            dist.broadcast_buffers(self)
+            return self(batch, epoch)
+
+        return forward
 
     def alpha_at(self, epoch: int) -> float:
-        p = self.params
-        return 0.0 if p.alpha_zero_from_epoch is not None and epoch >= p.alpha_zero_from_epoch else p.alpha
+        hp = self.hp
+        return 0.0 if hp.alpha_zero_from_epoch is not None and epoch >= hp.alpha_zero_from_epoch else hp.alpha
 
     def forward(self, batch, epoch: int) -> StepOutput:
-        from kdlab.models.features import forward_features
-
-        p = self.params
+        hp = self.hp
         z, feats = forward_features(self.student, batch.x)
         aux = self.aux_head(feats["pooled"])
         v = self.teacher.logits_for_batch(batch)
         losses = {
-            "ce": p.ce_weight * self.ce(z, batch.y),
-            "bkln": self.alpha_at(epoch) * binary_kl_norm_loss(aux, v, temperature=p.temperature),
+            "ce": hp.ce_weight * self.masked_ce(z, batch),
+            "bkln": self.alpha_at(epoch) * binary_kl_norm_loss(aux, v, temperature=hp.temperature),
         }
         return StepOutput(z, losses, v, logs={"aux_acc": 100.0 * (aux.argmax(1) == batch.y).float().mean().detach()})
 
     def backward(self, out: StepOutput) -> None:
-        """Gradient alignment (when on): g1 = ∇ CE term, g2 = ∇ distillation terms, p.grad += g1 + g2'."""
+        """Gradient alignment (when on): g1 = ∇ CE term, g2 = ∇ distillation terms, hp.grad += g1 + g2'."""
         if not self.aligns_gradients:
             return super().backward(out)
         params = [q for q in self.parameters() if q.requires_grad]
@@ -125,8 +131,6 @@ class DHKD(Method):
         b = [g2[i] if g2[i] is not None else torch.zeros_like(params[i]) for i in used]
         # under DDP: g1, g2 of the global batch are the rank means (equal shards); project after averaging, so the
         # update equals one process's on the global batch
-        from kdlab import distributed as dist
-
         dist.all_reduce_mean_(a + b)
         for i, g in zip(used, projected_sum(a, b)):
             q = params[i]
@@ -148,18 +152,17 @@ class SingleHeadBKLParams(Params):
 
 
 @register("single_head_bkl")
-class SingleHeadBKL(Method):
+class SingleHeadBKL(LogitMethod):
     """L = w_ce·CE(z, y) + w_bkl·τ²·Σ_c KL_B(σ(v/τ) ‖ σ(z/τ))/N on the SAME single linear head z (DHKD failure case)."""
 
     Params = SingleHeadBKLParams
-    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def forward(self, batch, epoch: int) -> StepOutput:
-        p = self.params
+        hp = self.hp
         z = self.student(batch.x)
         v = self.teacher.logits_for_batch(batch)
         losses = {
-            "ce": p.ce_weight * self.ce(z, batch.y),
-            "bkl": p.bkl_weight * binary_kl_loss(z, v, temperature=p.temperature),
+            "ce": hp.ce_weight * self.masked_ce(z, batch),
+            "bkl": hp.bkl_weight * binary_kl_loss(z, v, temperature=hp.temperature),
         }
         return StepOutput(z, losses, v)

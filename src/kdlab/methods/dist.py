@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from kdlab.losses import dist_loss
-from kdlab.methods.base import Method, Params, StepOutput
+from kdlab.methods.base import LogitMethod, Params, StepOutput
 from kdlab.methods.registry import register
 
 
@@ -20,22 +20,21 @@ class DISTParams(Params):
 
 
 @register("dist")
-class DIST(Method):
+class DIST(LogitMethod):
     """L = w_ce·CE(z, y) + τ²·(β·(1 − mean_i ρ(Y^s_i, Y^t_i)) + γ·(1 − mean_c ρ(Y^s_:c, Y^t_:c))), Y = softmax_τ.
 
     The intra-class term is computed over this process's batch only (no cross-device gather), as in the reference.
     """
 
     Params = DISTParams
-    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def forward(self, batch, epoch: int) -> StepOutput:
-        p = self.params
+        hp = self.hp
         z = self.student(batch.x)
         v = self.teacher.logits_for_batch(batch)
         zs, vs = self.standardize(z, v)
         losses = {
-            "ce": p.ce_weight * self.ce(z, batch.y),
-            "dist": dist_loss(zs, vs, beta=p.beta, gamma=p.gamma, temperature=p.temperature),
+            "ce": hp.ce_weight * self.masked_ce(z, batch),
+            "dist": dist_loss(zs, vs, beta=hp.beta, gamma=hp.gamma, temperature=hp.temperature),
         }
         return StepOutput(z, losses, v)

@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 
 from kdlab.losses import dkd_loss
-from kdlab.methods.base import Method, Params, StepOutput, warmup_factor
+from kdlab.methods.base import LogitMethod, Params, StepOutput, warmup_factor
 from kdlab.methods.registry import register
 
 
@@ -22,20 +22,19 @@ class DKDParams(Params):
 
 
 @register("dkd")
-class DKD(Method):
+class DKD(LogitMethod):
     """L = w_ce·CE(z, y) + min(epoch/warmup, 1)·(α·TCKD + β·NCKD), both terms with T² (inside ``dkd_loss``)."""
 
     Params = DKDParams
-    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def forward(self, batch, epoch: int) -> StepOutput:
-        p = self.params
+        hp = self.hp
         z = self.student(batch.x)
         v = self.teacher.logits_for_batch(batch)
         zs, vs = self.standardize(z, v)
-        w = warmup_factor(epoch, p.warmup)
+        w = warmup_factor(epoch, hp.warmup)
         losses = {
-            "ce": p.ce_weight * self.ce(z, batch.y),
-            "dkd": w * dkd_loss(zs, vs, batch.y, alpha=p.alpha, beta=p.beta, temperature=p.temperature),
+            "ce": hp.ce_weight * self.masked_ce(z, batch),
+            "dkd": w * dkd_loss(zs, vs, batch.y, alpha=hp.alpha, beta=hp.beta, temperature=hp.temperature),
         }
         return StepOutput(z, losses, v, logs={"warmup": torch.tensor(w, device=z.device)})

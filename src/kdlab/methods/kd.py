@@ -7,7 +7,7 @@ from pydantic import Field
 from torch import Tensor
 
 from kdlab.losses import kd_loss
-from kdlab.methods.base import Method, Params, StepOutput
+from kdlab.methods.base import LogitMethod, Params, StepOutput
 from kdlab.methods.registry import register
 
 
@@ -27,23 +27,22 @@ def kd_loss_per_sample_temperature(z: Tensor, v: Tensor, temperature: Tensor) ->
 
 
 @register("kd")
-class KD(Method):
+class KD(LogitMethod):
     """L = w_ce·CE(z, y) + w_kd·T²·KL(softmax_T(v) ‖ softmax_T(z))."""
 
     Params = KDParams
     labels_only_in_ce = True
     per_sample_temperature = True
-    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def forward(self, batch, epoch: int) -> StepOutput:
-        p = self.params
+        hp = self.hp
         z = self.student(batch.x)
         v = self.teacher.logits_for_batch(batch)
         zs, vs = self.standardize(z, v)
         tau = getattr(batch, "temperature", None)
         if tau is None:
-            kd = kd_loss(zs, vs, temperature=p.temperature)
+            kd = kd_loss(zs, vs, temperature=hp.temperature)
         else:  # per-source temperature (kdlab.fidelity.policies): each sample at its own τ_i, T_i² scaling kept
             kd = kd_loss_per_sample_temperature(zs, vs, tau)
-        losses = {"ce": p.ce_weight * self.ce(z, batch.y), "kd": p.kd_weight * kd}
+        losses = {"ce": hp.ce_weight * self.masked_ce(z, batch), "kd": hp.kd_weight * kd}
         return StepOutput(z, losses, v)

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
+from kdlab.data import autoaugment_like, cutmix, cutout, mixup
 from kdlab.losses import r2kd_value_loss, spearman_loss
 from kdlab.methods.base import Method, Params, StepOutput
 from kdlab.methods.registry import register
@@ -64,64 +65,60 @@ class R2KD(Method):
     def __init__(self, student, teacher, num_classes, params):
         super().__init__(student, teacher, num_classes, params)
         # The pruned copy is built once, here, before training. ``self.teacher`` stays the unpruned teacher (what
-        # fidelity is measured against); ``signal`` gives ṽ. Kept outside nn.Module registration like the teacher.
-        self.__dict__["signal"] = PrunedEnsembleTeacher(
+        # fidelity is measured against); ``teacher_signal`` gives ṽ. A plain attribute like the teacher.
+        self.teacher_signal = PrunedEnsembleTeacher(
             teacher, lam=params.lam, amount=params.prune_amount, pruned_bn_mode=params.pruned_bn_mode
         )
 
-    signal: PrunedEnsembleTeacher
-
     def to(self, *args, **kwargs):
-        self.signal.pruned.to(*args, **kwargs)
+        self.teacher_signal.pruned.to(*args, **kwargs)
         return super().to(*args, **kwargs)
 
     def distill(self, z: torch.Tensor, v: torch.Tensor, suffix: str = ""):
         """D(u) for student logits ``z`` and teacher signal ``v``: (loss terms, logged terms)."""
-        p = self.params
+        hp = self.hp
         zs, vs = self.standardize(z, v)
-        losses = {f"value{suffix}": p.value_weight * r2kd_value_loss(zs, vs, temperature=p.temperature)}
+        losses = {f"value{suffix}": hp.value_weight * r2kd_value_loss(zs, vs, temperature=hp.temperature)}
         logs = {}
-        if p.soft_rank:
-            losses[f"rank{suffix}"] = p.rank_weight * spearman_loss(
-                zs, vs, temperature=p.temperature, soft=True, kappa=p.rank_kappa
+        if hp.soft_rank:
+            losses[f"rank{suffix}"] = hp.rank_weight * spearman_loss(
+                zs, vs, temperature=hp.temperature, soft=True, kappa=hp.rank_kappa
             )
         else:
             # hard ranks: constant w.r.t. the student, so adding it to the loss would change nothing but the number
-            logs[f"rank{suffix}"] = p.rank_weight * spearman_loss(zs.detach(), vs, temperature=p.temperature)
+            logs[f"rank{suffix}"] = hp.rank_weight * spearman_loss(zs.detach(), vs, temperature=hp.temperature)
         return losses, logs
 
     def second_view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x̂, ṽ(x̂)). Augmentations draw from torch's global RNG, so a checkpointed RNG state resumes exactly."""
-        from kdlab.data import augment
-
-        p = self.params
-        if p.augment == "cutmixpick":
+        hp = self.hp
+        if hp.augment == "cutmixpick":
             # CutMixPick: a pool of pick_pool independent CutMix batches (each its own box and pairing); keep the N
             # samples on which the teacher signal softmax(ṽ) has the highest entropy, reusing their teacher logits.
-            pool = torch.cat([augment.cutmix(x, None, alpha=p.cutmix_alpha)[0] for _ in range(p.pick_pool)])
-            v_pool = self.signal.logits(pool)
+            pool = torch.cat([cutmix(x, None, alpha=hp.cutmix_alpha)[0] for _ in range(hp.pick_pool)])
+            v_pool = self.teacher_signal.logits(pool)
             log_q = torch.log_softmax(v_pool.float(), dim=1)
             entropy = -(log_q.exp() * log_q).sum(dim=1)
             keep = entropy.topk(x.shape[0]).indices
             return pool[keep], v_pool[keep]
-        if p.augment == "cutmix":
-            x_hat = augment.cutmix(x, None, alpha=p.cutmix_alpha)[0]
-        elif p.augment == "mixup":
-            x_hat = augment.mixup(x, None, alpha=p.mixup_alpha)[0]
-        elif p.augment == "cutout":
-            x_hat = augment.cutout(x, None, size=p.cutout_size)
+        if hp.augment == "cutmix":
+            x_hat = cutmix(x, None, alpha=hp.cutmix_alpha)[0]
+        elif hp.augment == "mixup":
+            x_hat = mixup(x, None, alpha=hp.mixup_alpha)[0]
+        elif hp.augment == "cutout":
+            x_hat = cutout(x, None, size=hp.cutout_size)
         else:
-            x_hat = augment.autoaugment_like(x, None, mean=p.input_mean, std=p.input_std)
-        return x_hat, self.signal.logits(x_hat)
+            x_hat = autoaugment_like(x, None, mean=hp.input_mean, std=hp.input_std)
+        return x_hat, self.teacher_signal.logits(x_hat)
 
     def forward(self, batch, epoch: int) -> StepOutput:
-        p = self.params
+        hp = self.hp
         z = self.student(batch.x)
-        v, v_pruned = self.signal.parts_for_batch(batch)
-        losses = {"ce": p.ce_weight * self.ce(z, batch.y)}
-        terms, logs = self.distill(z, self.signal.combine(v, v_pruned))
+        v, v_pruned = self.teacher_signal.parts_for_batch(batch)
+        losses = {"ce": hp.ce_weight * self.masked_ce(z, batch)}
+        terms, logs = self.distill(z, self.teacher_signal.combine(v, v_pruned))
         losses.update(terms)
-        if p.augment != "none":
+        if hp.augment != "none":
             x_hat, v_hat = self.second_view(batch.x)
             # a separate student forward: the clean batch's BN statistics are not mixed with the augmented ones
             terms, aug_logs = self.distill(self.student(x_hat), v_hat, suffix="_aug")
@@ -130,7 +127,7 @@ class R2KD(Method):
         return StepOutput(z, losses, v, logs)
 
     def describe(self) -> dict:
-        p = self.params
-        return {"method": "r2kd", "teacher_signal": f"{p.lam}*v + {1 - p.lam:.3g}*v_pruned({p.prune_amount:.0%})",
-                "pruned_bn_mode": p.pruned_bn_mode, "rank": "soft (optimised)" if p.soft_rank else "hard (logged)",
-                "second_view": p.augment}
+        hp = self.hp
+        return {"method": "r2kd", "teacher_signal": f"{hp.lam}*v + {1 - hp.lam:.3g}*v_pruned({hp.prune_amount:.0%})",
+                "pruned_bn_mode": hp.pruned_bn_mode, "rank": "soft (optimised)" if hp.soft_rank else "hard (logged)",
+                "second_view": hp.augment}

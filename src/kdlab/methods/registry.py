@@ -1,4 +1,4 @@
-"""Methods by name: ``@register("kd")`` on the class, ``build("kd", ...)`` in the engine."""
+"""Methods by name: ``@register("kd")`` on the class, ``get("kd")`` for the class, ``create("kd", ...)`` for one."""
 
 from __future__ import annotations
 
@@ -34,11 +34,7 @@ def get(name: str) -> type[Method]:
         raise ValueError(f"unknown method {name!r}{hint}; known: {', '.join(names())}") from None
 
 
-def validate_method_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``args`` against the method's Params; returns them with defaults filled in."""
-    return get(name).Params.model_validate(args or {}).model_dump()
-
-
-def build(name: str, student, teacher, num_classes: int, args: dict[str, Any] | None = None) -> Method:
+def create(name: str, student, teacher, num_classes: int, args: dict[str, Any] | None = None) -> Method:
+    """The method ``name`` around ``student`` and ``teacher``, its hyperparameters validated from ``args``."""
     cls = get(name)
     return cls(student, teacher, num_classes, cls.Params.model_validate(args or {}))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from kdlab.losses import ttm_loss, wttm_loss
-from kdlab.methods.base import Method, Params, StepOutput
+from kdlab.methods.base import LogitMethod, Params, StepOutput
 from kdlab.methods.registry import register
 
 
@@ -28,21 +28,20 @@ class WTTMParams(TTMParams):
 
 
 @register("ttm")
-class TTM(Method):
+class TTM(LogitMethod):
     """L = w_ce·CE(z, y) + β·batch-mean KL(p̂_γ ‖ softmax(z)), p̂_γ = softmax(γ·v)."""
 
     Params = TTMParams
-    teacher_cacheable = True  # reads the teacher only via logits_for_batch (clean view)
 
     def _term(self, z, v):
-        return ttm_loss(z, v, gamma=self.params.gamma)
+        return ttm_loss(z, v, gamma=self.hp.gamma)
 
     def forward(self, batch, epoch: int) -> StepOutput:
-        p = self.params
+        hp = self.hp
         z = self.student(batch.x)
         v = self.teacher.logits_for_batch(batch)
         zs, vs = self.standardize(z, v)
-        losses = {"ce": p.ce_weight * self.ce(z, batch.y), self.name: p.beta * self._term(zs, vs)}
+        losses = {"ce": hp.ce_weight * self.masked_ce(z, batch), self.name: hp.beta * self._term(zs, vs)}
         return StepOutput(z, losses, v)
 
 
@@ -53,4 +52,4 @@ class WTTM(TTM):
     Params = WTTMParams
 
     def _term(self, z, v):
-        return wttm_loss(z, v, gamma=self.params.gamma)
+        return wttm_loss(z, v, gamma=self.hp.gamma)

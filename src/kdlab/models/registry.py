@@ -36,7 +36,6 @@ def register(name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[Builder],
 
 def names() -> list[str]:
     """Sorted canonical names of every registered architecture."""
-    _load_zoo()
     return sorted(_BUILDERS)
 
 
@@ -57,7 +56,6 @@ def _resolve(name: str) -> str:
 
 def create(name: str, num_classes: int, **kwargs) -> nn.Module:
     """Build the architecture ``name`` with a ``num_classes``-way classifier; ``kwargs`` go to its builder."""
-    _load_zoo()
     if not isinstance(name, str):
         raise ValueError(f"model name must be a string, got {type(name).__name__}")
     key = _resolve(name)
@@ -73,17 +71,3 @@ def create(name: str, num_classes: int, **kwargs) -> nn.Module:
             f"it accepts: {', '.join(accepted) or 'no extra arguments'}"
         )
     return builder(num_classes=num_classes, **kwargs)
-
-
-def _load_zoo() -> None:
-    # The families register themselves on import; importing here (not at module top) avoids an import cycle.
-    from kdlab.models import (  # noqa: F401
-        mnist1d,
-        mobilenetv2,
-        resnet,
-        resnet_bottleneck,
-        shufflenetv1,
-        shufflenetv2,
-        vgg,
-        wrn,
-    )

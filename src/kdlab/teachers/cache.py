@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from kdlab._io import atomic_write_text
 from kdlab.teachers.frozen import FrozenTeacher
 
-__all__ = ["CachedTeacher", "StaleCacheError", "maybe_cache", "tensor_digest", "module_digest"]
+__all__ = ["CachedTeacher", "StaleCacheError", "tensor_digest", "module_digest"]
 
 _FORMAT = 1
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -187,8 +188,6 @@ class CachedTeacher:
 
     def precompute(self) -> None:
         """Fill every missing (sample, view) pair, ``chunk_size`` inputs per teacher call."""
-        from tqdm.auto import tqdm
-
         missing = (~self.filled).nonzero()  # [M, 2] (row, view), row-major
         bar = tqdm(total=missing.shape[0], desc="teacher cache", unit="view", disable=not self.progress,
                    dynamic_ncols=True)
@@ -241,63 +240,3 @@ class CachedTeacher:
         out["cache"] = {"dtype": self.dtype_name, "path": None if self.path is None else str(self.path),
                         "num_views": self.num_views, "filled": float(self.filled.float().mean())}
         return out
-
-
-def maybe_cache(teacher, cfg, method, train_loader, out_dir, batch_transform=None, precision: str = "fp32"):
-    """Wrap ``teacher`` in a :class:`CachedTeacher` per ``cfg`` (a ``TeacherCacheConfig``), or return it unchanged.
-
-    ``enabled="auto"`` caches only when it is exact and useful: the method reads the teacher solely through
-    ``logits_for_batch`` of the clean view (``method.teacher_cacheable``), no distillation-data policy rewrites the
-    batches, and the loader has a discrete view augmentation. ``enabled=true`` makes any of these an error.
-    """
-    if cfg.enabled is False or teacher is None:
-        return teacher
-    reasons = []
-    if not getattr(method, "teacher_cacheable", False):
-        reasons.append(f"method {getattr(method, 'name', '?')!r} reads the teacher beyond clean-view logits "
-                       "(features, a pruned ensemble, or extra views)")
-    if batch_transform is not None:
-        reasons.append("a distill_data policy rewrites the training batches")
-    if getattr(train_loader, "augment", None) is None:
-        reasons.append("the training loader has no discrete view augmentation (data.augment is not 'default')")
-    if reasons:
-        if cfg.enabled is True:
-            raise ValueError("teacher.cache.enabled=true but the cache cannot be exact here: " + "; ".join(reasons)
-                             + ". Set teacher.cache.enabled to auto or false.")
-        return teacher
-    path = None
-    if cfg.storage == "mmap":
-        path = Path(cfg.path) if cfg.path else Path(out_dir) / "teacher_cache.bin"
-    elif cfg.path:
-        raise ValueError("teacher.cache.path is set but teacher.cache.storage is 'memory'; set storage: mmap to use "
-                         "a file, or drop the path")
-    from kdlab import distributed as dist
-
-    tag = {"precision": precision} if precision != "fp32" else None
-    kwargs = dict(dtype=cfg.dtype, precompute=cfg.precompute, tag=tag)
-    if path is not None and dist.world_size() > 1:
-        # rank 0 creates (and precomputes) the file; the others open it once it exists with its key
-        cached = CachedTeacher(teacher, train_loader, path=path, **kwargs) if dist.is_main() else None
-        dist.barrier()
-        if cached is None:
-            cached = CachedTeacher(teacher, train_loader, path=path, **kwargs)
-        return cached
-    return CachedTeacher(teacher, train_loader, path=path, **kwargs)
-
-
-def build_from_config(cfg, progress: bool = True) -> CachedTeacher:
-    """Create (or reopen) and fill the cache file a run with ``cfg`` would use, without training anything.
-
-    For sharing one precomputed table across many runs (seeds, methods) started in parallel: call this once, then
-    every run with the same ``teacher.cache`` settings opens the complete file. Needs ``teacher.cache.storage=mmap``.
-    """
-    from kdlab.engine.run import load_data, load_teacher_module, make_loaders
-
-    if cfg.teacher.cache.storage != "mmap" or not cfg.teacher.cache.path:
-        raise ValueError("build_from_config needs teacher.cache.storage=mmap and teacher.cache.path (a shared file)")
-    splits = load_data(cfg)
-    train, _ = make_loaders(splits, cfg.optim.batch_size, cfg.eval.batch_size, cfg.seed, cfg.run.device,
-                            augment=cfg.data.augment == "default")
-    teacher = FrozenTeacher(load_teacher_module(cfg.teacher, splits.num_classes).to(cfg.run.device))
-    return CachedTeacher(teacher, train, dtype=cfg.teacher.cache.dtype, path=cfg.teacher.cache.path,
-                         precompute=True, progress=progress)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdlab.models.features import forward_features
+
 
 class FrozenTeacher:
     """Wraps a teacher module so that it can only be used for inference.
@@ -35,8 +37,6 @@ class FrozenTeacher:
 
     def features(self, x: torch.Tensor):
         """``(logits, {"stages": [...], "pooled": ...})`` for feature-level methods."""
-        from kdlab.models.features import forward_features
-
         with torch.inference_mode():
             logits, feats = forward_features(self.module, x)
         clone = lambda t: t.clone()  # noqa: E731

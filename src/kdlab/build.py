@@ -1,0 +1,461 @@
+"""The composition root: a run config (or a user's own objects) → data, models, teacher, method → the engine's loop.
+
+Three entry points assemble through the same code, so the CLI and the Python API cannot drift apart:
+
+* :func:`train_teacher` (``kdlab teacher CONFIG``): ``cfg.teacher.arch`` trained with CE on the teacher's data;
+* :func:`distil` (``kdlab train CONFIG``): a student distilled from ``cfg.teacher`` by ``cfg.method``;
+* :func:`distil_objects` (``kdlab.fit``): the same for a user's modules and tensors or Datasets.
+
+Each builds a :class:`RunParts` and hands it to :func:`_train`, the one place that checks the run directory (a rerun
+whose *identity* differs from the checkpoint's is refused before anything is written, naming the keys that differ),
+wraps the teacher (frozen, or the exact logit cache when the method allows it), builds the method, writes
+``config.yaml``, computes the teacher's test logits once, runs :func:`kdlab.engine.loop.train_loop` and reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+from torch import nn
+
+from kdlab import distributed as dist
+from kdlab import methods, models
+from kdlab._io import atomic_write_text
+from kdlab.config import RunConfig
+from kdlab.config import load_config as _load_config
+from kdlab.config.schema import ModelConfig, TeacherCacheConfig
+from kdlab.data import BatchLoader, DataSplits, ViewAugmentation, as_tensors, load_dataset
+from kdlab.fidelity.policies import build_policy, select_split  # TODO(merge): kdlab.data.policies/splits
+from kdlab.engine.checkpoint import check_same_run, identity_hash, read_training_info
+from kdlab.engine.environment import environment
+from kdlab.engine.loop import LoopResult, LoopSettings, collect_logits, logits_report, train_loop
+from kdlab.engine.metrics_log import flatten
+from kdlab.engine.precision import DevicePath, resolve
+from kdlab.engine.seeding import seed_everything
+from kdlab.methods import Method
+from kdlab.models import eval_mode
+from kdlab.models.weights import weights_metadata
+from kdlab.teachers import CachedTeacher, Ensemble, FrozenTeacher, module_digest, tensor_digest
+
+__all__ = ["RunParts", "distil", "distil_objects", "load_config", "load_data", "load_teacher_module",
+           "make_loaders", "cached_teacher", "teacher_cache_from_config", "train_teacher"]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read and validate a run config, ``method.args`` included (against the method's own ``Params``)."""
+    return _load_config(path, overrides, method_schema=lambda name: methods.get(name).Params)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data, teacher and checks from a config
+# ---------------------------------------------------------------------------------------------------------------
+def load_data(cfg: RunConfig, part: str | None = None) -> DataSplits:
+    """The data set of ``cfg`` (subsets applied). Under split control (``distill_data.holdout_fraction``) only
+    ``part`` of the train split is kept: ``"teacher"``, or by default the student's ``distill_data.split``."""
+    kwargs: dict[str, Any] = {}
+    if cfg.data.name == "mnist1d" and cfg.data.num_samples:
+        kwargs["num_samples"] = cfg.data.num_samples
+    if cfg.data.name == "cifar100":
+        kwargs.update({k: v for k, v in (("url", cfg.data.url), ("md5", cfg.data.md5)) if v is not None})
+        kwargs["progress"] = cfg.run.progress
+    splits = load_dataset(cfg.data.name, root=cfg.data.root, download=cfg.data.download, **kwargs)
+    if cfg.data.train_subset or cfg.data.test_subset:
+        splits = splits.subset(cfg.data.train_subset, cfg.data.test_subset)
+    if cfg.distill_data.holdout_fraction:
+        splits = select_split(cfg.distill_data, splits, part or cfg.distill_data.split)
+    return splits
+
+
+def make_loaders(splits: DataSplits, global_batch_size: int, eval_batch_size: int, seed: int, device,
+                 augment: bool = True) -> tuple[BatchLoader, BatchLoader]:
+    """Train/test loaders. Under torchrun each of the W ranks takes ``global_batch_size / W`` samples of every
+    global batch, so W processes see exactly the batches of one process."""
+    world = dist.world_size()
+    if global_batch_size % world:
+        raise ValueError(f"optim.batch_size={global_batch_size} is the global batch and must be divisible by the "
+                         f"number of processes ({world}); use a multiple of {world}")
+    common = {"mean": splits.mean, "std": splits.std, "device": device}
+    train = BatchLoader(splits.x_train, splits.y_train, global_batch_size // world, shuffle=True, drop_last=False,
+                        augment=splits.train_augment if augment else None, seed=seed, **common)
+    test = BatchLoader(splits.x_test, splits.y_test, max(1, eval_batch_size // world), shuffle=False, augment=None,
+                       seed=seed, **common)
+    if world > 1:
+        train = train.sharded(dist.rank(), world)
+        test = test.sharded(dist.rank(), world)
+    return train, test
+
+
+def _loaders(cfg: RunConfig, splits: DataSplits, device) -> tuple[BatchLoader, BatchLoader]:
+    return make_loaders(splits, cfg.optim.batch_size, cfg.eval.batch_size, cfg.seed, device,
+                        augment=cfg.data.augment == "default")
+
+
+def load_teacher_module(mc: ModelConfig, num_classes: int) -> nn.Module:
+    """One checkpoint → its model; several → an Ensemble teacher (probability averaging by default)."""
+    paths = mc.checkpoints or ([mc.checkpoint] if mc.checkpoint else [])
+    if not paths:
+        raise ValueError("teacher.checkpoint is not set: train a teacher first (`kdlab teacher CONFIG`) and point "
+                         "teacher.checkpoint at its model.safetensors")
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"teacher checkpoint {p} not found: train it with `kdlab teacher CONFIG` "
+                                    "or fix teacher.checkpoint")
+    members = [models.load_model(p, mc.arch, num_classes) for p in paths]
+    if len(members) == 1:
+        return members[0]
+    return Ensemble(members, rule=mc.ensemble_rule, temperature=mc.ensemble_temperature)
+
+
+def check_classes(model: nn.Module, x: torch.Tensor, num_classes: int, who: str) -> None:
+    """The model maps a probe batch to ``[N, num_classes]`` logits, or a ValueError names ``who``."""
+    with eval_mode(model), torch.inference_mode():
+        out = model(x[:2])
+    if out.ndim != 2 or out.shape[1] != num_classes:
+        raise ValueError(f"the {who} outputs shape {tuple(out.shape)} but the data has {num_classes} classes")
+
+
+def _method_class(cfg: RunConfig) -> tuple[type[Method], Any]:
+    cls = methods.get(cfg.method.name)
+    return cls, cls.Params.model_validate(cfg.method.args or {})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the teacher-logit cache
+# ---------------------------------------------------------------------------------------------------------------
+def _cache_path(cache: TeacherCacheConfig, out_dir: Path | None) -> Path | None:
+    if cache.storage != "mmap":
+        if cache.path:
+            raise ValueError("teacher.cache.path is set but teacher.cache.storage is 'memory'; set storage: mmap to "
+                             "use a file, or drop the path")
+        return None
+    if cache.path:
+        return Path(cache.path)
+    if out_dir is None:
+        raise ValueError("teacher.cache.storage=mmap needs teacher.cache.path or an out_dir")
+    return out_dir / "teacher_cache.bin"
+
+
+def cached_teacher(teacher: FrozenTeacher, cache: TeacherCacheConfig, method: type[Method], hp, train: BatchLoader,
+                   out_dir: Path | None, policy: bool = False, precision: str = "fp32") -> FrozenTeacher | CachedTeacher:
+    """``teacher`` wrapped in the exact (index, view) logit cache per ``cache``, or ``teacher`` itself.
+
+    ``enabled="auto"`` caches only where it is exact and useful: the method reads the teacher solely through
+    ``logits_for_batch`` of the clean view (``method.cacheable(hp)``), no distillation-data ``policy`` rewrites the
+    batches, and ``train`` has a discrete view augmentation. ``enabled=true`` makes any of these an error.
+    """
+    if cache.enabled is False:
+        return teacher
+    reasons = []
+    if not method.cacheable(hp):
+        reasons.append(f"method {method.name!r} reads the teacher beyond clean-view logits (features, a pruned "
+                       "ensemble, or extra views)")
+    if policy:
+        reasons.append("a distill_data policy rewrites the training batches")
+    if train.augment is None:
+        reasons.append("the training loader has no discrete view augmentation (data.augment is not 'default')")
+    if reasons:
+        if cache.enabled is True:
+            raise ValueError("teacher.cache.enabled=true but the cache cannot be exact here: " + "; ".join(reasons)
+                             + ". Set teacher.cache.enabled to auto or false.")
+        return teacher
+    path = _cache_path(cache, out_dir)
+    tag = {"precision": precision} if precision != "fp32" else None
+
+    def open_cache() -> CachedTeacher:
+        return CachedTeacher(teacher, train, path=path, dtype=cache.dtype, precompute=cache.precompute, tag=tag)
+
+    if path is not None and dist.world_size() > 1:
+        # rank 0 creates (and precomputes) the file; the others open it once it exists with its key
+        cached = open_cache() if dist.is_main() else None
+        dist.barrier()
+        return cached or open_cache()
+    return open_cache()
+
+
+def teacher_cache_from_config(cfg: RunConfig, progress: bool = True) -> CachedTeacher:
+    """Create (or reopen) and fill the cache file a run with ``cfg`` would use, without training anything.
+
+    For sharing one precomputed table across many runs (seeds, methods) started in parallel: call this once, then
+    every run with the same ``teacher.cache`` settings opens the complete file. Needs ``teacher.cache.storage=mmap``.
+    """
+    if cfg.teacher.cache.storage != "mmap" or not cfg.teacher.cache.path:
+        raise ValueError("a shared teacher cache needs teacher.cache.storage=mmap and teacher.cache.path")
+    splits = load_data(cfg)
+    train, _ = _loaders(cfg, splits, cfg.run.device)
+    teacher = FrozenTeacher(load_teacher_module(cfg.teacher, splits.num_classes).to(cfg.run.device))
+    return CachedTeacher(teacher, train, dtype=cfg.teacher.cache.dtype, path=cfg.teacher.cache.path,
+                         precompute=True, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the one assembler
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class RunParts:
+    """Everything a run is assembled from, whoever gathered it (a config or ``kdlab.fit``)."""
+
+    cfg: RunConfig  # hyperparameters: method, optim, eval, run, teacher.cache, seed
+    out_dir: Path | None
+    device: torch.device
+    device_path: DevicePath
+    train: BatchLoader
+    test: BatchLoader | None
+    num_classes: int
+    student: nn.Module  # on the device, initialised
+    arch: str | None  # recorded in the saved weights
+    teacher_module: nn.Module | None  # on the device
+    identity: dict[str, Any]  # everything that changes training; a resume must match it
+    record: dict[str, Any]  # written to config.yaml
+    batch_transform: Callable | None = None  # a distillation-data policy
+
+
+@dataclass
+class Outcome:
+    method: Method
+    result: LoopResult
+    teacher: dict[str, Any] | None  # acc/nll/ece of the teacher on the test set (from its logits, computed once)
+
+
+def _identity(section: dict[str, Any], teacher_module: nn.Module | None, **extra: Any) -> dict[str, Any]:
+    identity = flatten(section, sep=".")
+    if teacher_module is not None:
+        identity["teacher.weights_sha256"] = module_digest(teacher_module)
+    identity.update(extra)
+    return identity
+
+
+def _config_section(cfg: RunConfig) -> dict[str, Any]:
+    """Everything in ``cfg`` that changes training (out_dir and display options excluded)."""
+    return cfg.model_dump(mode="json", exclude={"out_dir": True, "run": {"progress", "tensorboard"}})
+
+
+def _finished(out_dir: Path | None, parts_identity: dict[str, Any], epochs: int) -> dict | None:
+    """Refuse a checkpoint of another run before anything is written; the stored final.json of a finished one."""
+    if out_dir is None or not (out_dir / "checkpoint.safetensors").is_file():
+        return None
+    info = read_training_info(out_dir / "checkpoint.safetensors")
+    check_same_run(info, identity_hash(parts_identity), parts_identity, out_dir)
+    final = out_dir / "final.json"
+    if info.get("epoch", 0) >= epochs and final.is_file():
+        return json.loads(final.read_text(encoding="utf-8"))
+    return None
+
+
+def _train(parts: RunParts) -> Outcome:
+    cfg, out_dir, dp = parts.cfg, parts.out_dir, parts.device_path
+    ihash = identity_hash(parts.identity)
+    cls, hp = _method_class(cfg)
+    teacher = None
+    if parts.teacher_module is not None:
+        with dp.autocast():  # a cache filled up front sees the teacher as the steps would
+            teacher = cached_teacher(FrozenTeacher(parts.teacher_module), cfg.teacher.cache, cls, hp, parts.train,
+                                     out_dir, policy=parts.batch_transform is not None, precision=dp.precision)
+    method = cls(parts.student, teacher, parts.num_classes, hp).to(parts.device)
+    dp.model(method)
+    if dp.compile:
+        parts.student.compile()  # in place: the state-dict keys (and so the checkpoints) stay those of the model
+    if out_dir is not None and dist.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(parts.record, sort_keys=False))
+    teacher_logits = collect_logits(teacher.logits, parts.test) if teacher is not None and parts.test else None
+    o = cfg.optim
+    settings = LoopSettings(
+        epochs=o.epochs, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
+        schedule=o.schedule, milestones=list(o.milestones), gamma=o.gamma, eval_every=cfg.eval.every,
+        out_dir=out_dir, progress=cfg.run.progress, tensorboard=cfg.run.tensorboard, config_hash=ihash,
+        identity=parts.identity, weights_metadata=weights_metadata(parts.arch, parts.num_classes), device_path=dp,
+    )
+    result = train_loop(method, parts.train, parts.test, parts.num_classes, settings, teacher_logits,
+                        parts.batch_transform)
+    report = logits_report(teacher_logits, parts.test, parts.num_classes) if teacher_logits is not None else None
+    return Outcome(method, result, report)
+
+
+def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | None = None) -> dict[str, Any]:
+    """``final.json``: the trained network under ``role`` ("teacher" or "student"), its last test report ("test" for
+    a teacher, "fidelity" for a student), the teacher's numbers, config, environment. A run that was already
+    finished when it was started again keeps the file it has."""
+    r = outcome.result
+    final: dict[str, Any] = {
+        "role": role,
+        "method": parts.cfg.method.name,
+        role: {"arch": parts.arch, "best_acc": r.best["acc"], "best_epoch": r.best["epoch"],
+               "last_acc": r.last.get("student_acc")},
+        "test" if role == "teacher" else "fidelity": r.last,
+        "epochs": parts.cfg.optim.epochs,
+        "resumed_from_epoch": r.resumed_from,
+        "wall_time_s": r.wall_time_s,
+        "config": parts.record,
+        "environment": environment(parts.device, parts.cfg.seed),
+    }
+    if outcome.teacher is not None:
+        t = outcome.teacher
+        final["teacher"] = {"arch": teacher_arch or type(parts.teacher_module).__name__, "acc": t["acc"],
+                            "nll": t["nll"], "ece": t["ece"]}
+    finished_before = r.resumed_from is not None and r.resumed_from > parts.cfg.optim.epochs
+    if parts.out_dir is not None and dist.is_main() and not finished_before:
+        atomic_write_text(parts.out_dir / "final.json", json.dumps(final, indent=2))
+    return final
+
+
+@contextmanager
+def _process_group(leave_group: bool):
+    """Under torchrun: the process group joined inside is left on the way out (``leave_group``).
+
+    A gloo group still alive at interpreter exit can abort the process (std::terminate in its threads) after the
+    run has finished. The CLI passes ``leave_group=False`` and ends its processes with ``os._exit`` instead, which
+    runs no teardown at all.
+    """
+    joined = not dist.is_initialized()
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        if joined and dist.is_initialized():
+            if ok:
+                dist.barrier()
+            if leave_group:
+                dist.destroy()
+
+
+def _setup(cfg: RunConfig) -> tuple[torch.device, DevicePath]:
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    device = dist.init_from_env(cfg.run.device)
+    device_path = resolve(device, cfg.run.precision, cfg.run.channels_last, cfg.run.compile)
+    seed_everything(cfg.seed, cfg.run.deterministic)
+    return device, device_path
+
+
+def _create(arch: str | None, num_classes: int, seed: int, device, probe: torch.Tensor, who: str) -> nn.Module:
+    if not arch:
+        raise ValueError(f"{who}.arch is not set")
+    torch.manual_seed(seed)  # the initialisation depends on the seed only
+    model = models.create(arch, num_classes).to(device)
+    check_classes(model, probe, num_classes, who)
+    return model
+
+
+def train_teacher(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
+    """Train ``cfg.teacher.arch`` with CE (on the teacher's part of the data under split control); ``final.json``
+    holds it under ``"teacher"``. A finished run is left as it is (its ``final.json`` is returned)."""
+    if cfg.method.name != "ce":
+        raise ValueError(f"`kdlab teacher` trains with CE only; the config says method {cfg.method.name!r}")
+    with _process_group(leave_group):
+        out_dir = Path(cfg.out_dir)
+        identity = _identity(_config_section(cfg), None)
+        done = _finished(out_dir, identity, cfg.optim.epochs)
+        if done is not None:
+            return {**done, "already_finished": True}
+        device, dp = _setup(cfg)
+        splits = load_data(cfg, part="teacher")
+        train, test = _loaders(cfg, splits, device)
+        net = _create(cfg.teacher.arch, splits.num_classes, cfg.seed, device, next(iter(test)).x, "teacher")
+        parts = RunParts(cfg, out_dir, device, dp, train, test, splits.num_classes, net, cfg.teacher.arch, None,
+                         identity, cfg.model_dump(mode="json"))
+        return _final(parts, _train(parts), "teacher")
+
+
+def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
+    """Distil ``cfg.student.arch`` from ``cfg.teacher`` by ``cfg.method``; resumes in ``cfg.out_dir``. A finished
+    run is left as it is (its ``final.json`` is returned)."""
+    with _process_group(leave_group):
+        device, dp = _setup(cfg)
+        cls, hp = _method_class(cfg)
+        splits = load_data(cfg)
+        nc = splits.num_classes
+        train, test = _loaders(cfg, splits, device)
+        probe = next(iter(test)).x
+        teacher_module = None
+        if cls.needs_teacher(hp) or cfg.teacher.checkpoint or cfg.teacher.checkpoints:
+            teacher_module = load_teacher_module(cfg.teacher, nc).to(device)
+            check_classes(teacher_module, probe, nc, "teacher")
+            dp.model(teacher_module)
+        out_dir = Path(cfg.out_dir)
+        identity = _identity(_config_section(cfg), teacher_module)
+        done = _finished(out_dir, identity, cfg.optim.epochs)
+        if done is not None:
+            return {**done, "already_finished": True}
+        student = _create(cfg.student.arch, nc, cfg.seed, device, probe, "student")
+        if cfg.student.init_from_teacher is not None:
+            if teacher_module is None:
+                raise ValueError("student.init_from_teacher needs a teacher checkpoint")
+            models.init_from_teacher(student, teacher_module, cfg.student.init_from_teacher, train)
+        policy = build_policy(cfg.distill_data, splits, device) if cfg.distill_data.policy != "none" else None
+        parts = RunParts(cfg, out_dir, device, dp, train, test, nc, student, cfg.student.arch, teacher_module,
+                         identity, cfg.model_dump(mode="json"), policy)
+        return _final(parts, _train(parts), "student", cfg.teacher.arch)
+
+
+def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, train, eval, cfg: RunConfig,
+                   out_dir: Path | None, augment: ViewAugmentation | None = None
+                   ) -> tuple[Outcome, dict[str, Any], tuple[torch.Tensor, torch.Tensor]]:
+    """``kdlab.fit``'s assembly: the user's modules and data (tensor pairs or Datasets), hyperparameters in ``cfg``.
+    Returns the outcome, the final report (``final.json``) and the data to report on (``eval``, else ``train``, as
+    tensors).
+
+    The run's identity covers every hyperparameter, the data (hashes of the tensors), the augmentation, the
+    student's structure and the teacher's weights, so a rerun on ``out_dir`` with any of them changed is refused.
+    """
+    device = torch.device(cfg.run.device)
+    seed_everything(cfg.seed)
+    x, y = as_tensors(train)
+    eval_xy = as_tensors(eval) if eval is not None else None
+    teacher_module = None
+    if teacher is not None:
+        teacher_module = Ensemble(list(teacher)) if isinstance(teacher, (list, tuple)) else teacher
+        teacher_module = teacher_module.to(device)
+    student = student.to(device)
+    max_label = int(max(y.max(), eval_xy[1].max() if eval_xy is not None else 0))
+    num_classes = _check_outputs(student, teacher_module, x[:2].to(device), max_label)
+    bs, seed = cfg.optim.batch_size, cfg.seed
+    train_loader = BatchLoader(x, y, bs, shuffle=True, augment=augment, seed=seed, device=device)
+    eval_loader = (BatchLoader(*eval_xy, max(bs, 256), shuffle=False, seed=seed, device=device)
+                   if eval_xy is not None else None)
+    section = cfg.model_dump(mode="json", include={"seed", "method", "optim", "eval"})
+    identity = _identity(section, teacher_module, **{
+        "data.train_sha256": _digest(x, y),
+        "data.eval_sha256": _digest(*eval_xy) if eval_xy is not None else None,
+        "data.augment": json.dumps(augment.describe()) if augment is not None else None,
+        "student.structure": _structure(student),
+    })
+    _finished(out_dir, identity, cfg.optim.epochs)  # refuses a directory of another run before anything is written
+    parts = RunParts(cfg, out_dir, device, DevicePath(device.type), train_loader, eval_loader, num_classes, student,
+                     None, teacher_module, identity, {"kdlab.fit": identity})
+    outcome = _train(parts)
+    return outcome, _final(parts, outcome, "student"), (eval_xy if eval_xy is not None else (x, y))
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    return hashlib.sha256("".join(tensor_digest(t) for t in tensors).encode()).hexdigest()
+
+
+def _structure(model: nn.Module) -> str:
+    """The student's architecture as its state dict's names, shapes and dtypes (not its initial values)."""
+    return json.dumps([[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()])
+
+
+def _check_outputs(student: nn.Module, teacher: nn.Module | None, x: torch.Tensor, max_label: int) -> int:
+    """Class count of the student; errors when the teacher or the labels do not fit it."""
+    with torch.no_grad():
+        with eval_mode(student):
+            s = student(x)
+        if s.ndim != 2:
+            raise ValueError(f"the student must return logits [N, C]; it returned shape {tuple(s.shape)}")
+        if teacher is not None:
+            with eval_mode(teacher):
+                t = teacher(x)
+            if t.ndim != 2 or t.shape[1] != s.shape[1]:
+                raise ValueError(f"teacher has {t.shape[-1]} classes but the student has {s.shape[1]}")
+    if max_label >= s.shape[1]:
+        raise ValueError(f"labels go up to {max_label} but the student has only {s.shape[1]} outputs")
+    return s.shape[1]

@@ -1,0 +1,113 @@
+"""``kdlab eval | fidelity``: accuracy and teacher–student fidelity of saved checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kdlab import build
+from kdlab._io import atomic_write_text
+from kdlab.config.schema import ModelConfig
+from kdlab.data import DATASETS, load_dataset
+from kdlab.eval.fidelity import evaluate_accuracy, fidelity_report
+from kdlab.fidelity.sources import SOURCES, evaluate_sources, fidelity_with_control
+from kdlab.models import load_model
+
+
+def _eval(args) -> int:
+    splits = load_dataset(args.data, root=args.root)
+    _, test_loader = build.make_loaders(splits, 256, 512, 0, "cpu", augment=False)
+    student = load_model(args.student, num_classes=splits.num_classes)
+    if args.teacher:
+        teacher = build.load_teacher_module(_teacher_config(args.teacher), splits.num_classes)
+        report = fidelity_report(teacher, student, test_loader, temperature=args.temperature)
+    else:
+        report = evaluate_accuracy(student, test_loader)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _teacher_config(paths: list[str], rule: str = "prob", temperature: float | None = None) -> ModelConfig:
+    if len(paths) == 1:
+        return ModelConfig(checkpoint=paths[0])
+    return ModelConfig(checkpoints=paths, ensemble_rule=rule, ensemble_temperature=temperature)
+
+
+def _fidelity(args) -> int:
+    """Fidelity of student checkpoints against teacher checkpoints on named sources (kdlab.fidelity.sources)."""
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    if args.run:  # a training out_dir: its config (data, distill_data, teacher) and model
+        cfg_path = Path(args.run) / "config.yaml"
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"{cfg_path} not found: --run must be the out_dir of `kdlab train`")
+        cfg = build.load_config(cfg_path, [])
+    else:
+        cfg = build.load_config(None, [f"data.name={args.data}"] + ([f"data.root={args.root}"] if args.root else []))
+        if "distill_stream" in sources:
+            raise ValueError("the distill_stream source needs --run (the training out_dir with metrics.jsonl)")
+    splits = build.load_data(cfg)
+    student_path = args.student or (str(Path(args.run) / "model.safetensors") if args.run else None)
+    teacher_paths = args.teacher or (cfg.teacher.checkpoints or ([cfg.teacher.checkpoint] if cfg.teacher.checkpoint
+                                                                 else []))
+    if not student_path or not teacher_paths:
+        raise ValueError("give --student and --teacher (repeat for an ensemble), or --run DIR of a distillation run")
+    for path in [student_path, *([args.control] if args.control else [])]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"checkpoint {path} not found")
+    n = splits.num_classes
+    student = load_model(student_path, num_classes=n)
+    teacher = build.load_teacher_module(_teacher_config(teacher_paths, args.ensemble_rule or cfg.teacher.ensemble_rule,
+                                                        cfg.teacher.ensemble_temperature), n)
+    temperature = args.temperature if args.temperature is not None else (
+        cfg.method.args.get("temperature") if args.run else None)
+    kwargs = dict(distill_data=cfg.distill_data, run_dir=args.run, temperature=temperature,
+                  batch_size=args.batch_size, seed=args.seed, cka=args.cka, augment=cfg.data.augment == "default",
+                  policy_batch_size=cfg.optim.batch_size if args.run else None)
+    if args.control:
+        report = fidelity_with_control(teacher, student, load_model(args.control, num_classes=n), splits, sources,
+                                       **kwargs)
+    else:
+        report = {"student": evaluate_sources(teacher, student, splits, sources, **kwargs)}
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(report, indent=2))
+    for src, r in report["student"].items():
+        line = f"{src:15s} agreement {r['agreement']:6.2f}%  KL {r['kl']:.4f}"
+        if "student_acc" in r and "teacher_acc" in r:
+            line += (f"  student acc {r['student_acc']:.2f}%  teacher acc {r['teacher_acc']:.2f}%  "
+                     f"ECE s/t {100 * r['student_ece']:.2f}/{100 * r['teacher_ece']:.2f}%")
+        if src in report.get("control", {}):
+            line += f"  | control agreement {report['control'][src]['agreement']:.2f}%"
+        print(line)
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
+def register(sub) -> None:
+    e = sub.add_parser("eval", help="accuracy and teacher–student fidelity of checkpoints on a test set")
+    e.add_argument("--student", required=True, help="student model.safetensors")
+    e.add_argument("--teacher", action="append", help="teacher model.safetensors (repeat for an ensemble)")
+    e.add_argument("--data", default="mnist1d", choices=list(DATASETS))
+    e.add_argument("--root", default=None, help="dataset directory")
+    e.add_argument("--temperature", type=float, default=None, help="also report KL at this temperature")
+    e.set_defaults(func=_eval)
+
+    f = sub.add_parser("fidelity", help="fidelity report of checkpoints on named sources, with an optional "
+                                        "independent-student control")
+    f.add_argument("--student", help="student model.safetensors (default: --run DIR/model.safetensors)")
+    f.add_argument("--teacher", action="append", help="teacher model.safetensors (repeat for an ensemble)")
+    f.add_argument("--control", help="a student distilled the same way from an independent teacher")
+    f.add_argument("--run", help="training out_dir: its config.yaml gives data, distill_data, teacher and τ; "
+                                 "needed for the distill_stream source")
+    f.add_argument("--sources", default="test,train_clean,train_aug",
+                   help=f"comma-separated subset of {','.join(SOURCES)}")
+    f.add_argument("--data", default="mnist1d", choices=list(DATASETS), help="dataset (without --run)")
+    f.add_argument("--root", default=None, help="dataset directory (without --run)")
+    f.add_argument("--temperature", type=float, default=None,
+                   help="also report KL at this (training) temperature; default: the run's method temperature")
+    f.add_argument("--ensemble-rule", choices=["prob", "tempered_prob", "logit"], default=None)
+    f.add_argument("--batch-size", type=int, default=512)
+    f.add_argument("--seed", type=int, default=0, help="seed of the train_aug pass")
+    f.add_argument("--cka", action="store_true", help="add linear CKA of pooled features (test, train_clean)")
+    f.add_argument("--json", default=None, help="write the report to this JSON file")
+    f.set_defaults(func=_fidelity)
