@@ -1,5 +1,5 @@
 """Exact values: every loss against an independent naive float64 computation of its formula, and the identities
-of methods.md (KL decompositions, power transform, log cosh form, TTM gradient)."""
+of docs/reference/methods.md (KL decompositions, power transform, log cosh form, TTM gradient)."""
 
 import math
 

@@ -1,5 +1,7 @@
-"""Every shipped CIFAR-100 recipe loads and validates; per-pair hyperparameters match methods.md §3, §5, §9, §10."""
+"""Every shipped CIFAR-100 recipe loads and validates; per-pair hyperparameters match docs/reference/methods.md §3, §5,
+§9, §10."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,14 +13,14 @@ from kdlab.models import names as model_names
 CIFAR = RECIPES_DIR / "cifar100"
 PAIRS = [
     "resnet56-resnet20", "resnet110-resnet32", "resnet32x4-resnet8x4", "wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1",
-    "vgg13-vgg8", "resnet32x4-ShuffleV2", "vgg13-MobileNetV2", "ResNet50-MobileNetV2",  # methods.md §11
+    "vgg13-vgg8", "resnet32x4-ShuffleV2", "vgg13-MobileNetV2", "ResNet50-MobileNetV2",  # docs/reference/methods.md §11
     "resnet110-resnet20", "ResNet50-vgg8", "resnet32x4-ShuffleV1", "wrn_40_2-ShuffleV1",  # extra TTM/WTTM pairs (§5)
 ]
 METHODS = ["kd", "kd_ls", "dkd", "dist", "ttm", "wttm", "r2kd", "cakd", "cmkd", "dhkd"]
-# methods.md §3: β = 2 / 6 for these pairs, 8 otherwise
+# docs/reference/methods.md §3: β = 2 / 6 for these pairs, 8 otherwise
 DKD_BETA = {"resnet56-resnet20": 2, "resnet110-resnet32": 2, "vgg13-vgg8": 6, "vgg13-MobileNetV2": 6,
             "wrn_40_2-wrn_16_2": 6, "wrn_40_2-wrn_40_1": 6}
-# methods.md §5: pair -> (TTM (γ, β), WTTM (γ, β))
+# docs/reference/methods.md §5: pair -> (TTM (γ, β), WTTM (γ, β))
 TTM = {
     "wrn_40_2-wrn_16_2": ((0.1, 101), (0.1, 4)), "wrn_40_2-wrn_40_1": ((0.1, 76), (0.1, 3)),
     "resnet56-resnet20": ((0.3, 7), (0.3, 1.5)), "resnet110-resnet20": ((0.2, 8), (0.2, 2)),
@@ -31,6 +33,9 @@ TTM = {
 MOBILE = {"MobileNetV2", "ShuffleV1", "ShuffleV2"}
 TEACHERS = sorted({p.split("-")[0] for p in PAIRS})
 STUDENTS = sorted({p.split("-")[1] for p in PAIRS})
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = "docs/reference/methods.md"
+SECTIONS = {int(n) for n in re.findall(r"^## (\d+)\. ", (REPO / REFERENCE).read_text(encoding="utf-8"), re.M)}
 
 
 def _all_files():
@@ -46,8 +51,11 @@ def test_the_expected_recipe_set_is_shipped():
 
 @pytest.mark.parametrize("path", _all_files(), ids=lambda p: str(p.relative_to(CIFAR)))
 def test_recipe_loads_validates_and_follows_the_shared_recipe(path: Path):
-    first = path.read_text(encoding="utf-8").splitlines()[0]
-    assert first.startswith("# ") and "methods.md" in path.read_text(encoding="utf-8"), "source comment first"
+    text = path.read_text(encoding="utf-8")
+    assert text.splitlines()[0].startswith("# "), "source comment first"
+    cited = re.findall(r"([\w./-]*methods\.md) §(\d+)", text)
+    assert cited and all(f == REFERENCE for f, _ in cited), f"cite the shipped {REFERENCE} §N, got {cited}"
+    assert {int(n) for _, n in cited} <= SECTIONS, f"cited sections {cited} not all in {REFERENCE}"
     cfg = load_config(path)  # validates the method args against the method's Params too
     known = set(model_names())
     assert cfg.data.name == "cifar100" and cfg.student.arch in known

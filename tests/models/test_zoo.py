@@ -1,4 +1,4 @@
-"""The model zoo: parameter counts vs methods.md §12, the forward / forward_features contract, the registry."""
+"""The model zoo: parameter counts vs docs/reference/methods.md §12, the forward / forward_features contract, the registry."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 from kdlab.models import count_parameters, create, forward_features, names, register
 from kdlab.models import registry as registry_module
 
-# methods.md §12, parameter counts in millions with C = 100.
+# docs/reference/methods.md §12, parameter counts in millions with C = 100.
 PARAMS_M = {
     "resnet8": 0.084, "resnet14": 0.181, "resnet20": 0.278, "resnet32": 0.473, "resnet44": 0.667,
     "resnet56": 0.862, "resnet110": 1.737, "resnet8x4": 1.234, "resnet32x4": 7.434,

@@ -3,7 +3,7 @@
 Fidelity (does the student reproduce the teacher?) follows Stanton et al., "Does Knowledge Distillation Really
 Work?" (NeurIPS 2021, §3): top-1 agreement and the predictive KL(teacher ‖ student). Calibration (ECE) follows
 Guo et al., "On Calibration of Modern Neural Networks" (ICML 2017, §2) with the bin convention of
-``specs/fidelity.md``. Linear CKA follows Kornblith et al., "Similarity of Neural Network Representations
+``docs/reference/fidelity.md``. Linear CKA follows Kornblith et al., "Similarity of Neural Network Representations
 Revisited" (ICML 2019, §3).
 
 Conventions shared by every function here:
@@ -61,7 +61,7 @@ def _check_logits(x: Tensor, name: str) -> Tensor:
         )
     if x.shape[1] < 1:
         raise ValueError(f"{name} has no classes (shape {tuple(x.shape)}); logits need at least one column")
-    # Half precision loses too much in log-softmax/KL: compute in float32 (the spec's "float32 or wider").
+    # Half precision loses too much in log-softmax/KL: compute in float32 ("float32 or wider", docs/reference/methods.md §1).
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 

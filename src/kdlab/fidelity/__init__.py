@@ -1,4 +1,4 @@
-"""Fidelity: does the student really match the teacher? (Stanton et al., NeurIPS 2021; specs/fidelity.md)
+"""Fidelity: does the student really match the teacher? (Stanton et al., NeurIPS 2021; docs/reference/fidelity.md)
 
 ``sources`` — the fidelity report on named sources and the independent-student control; ``policies`` — the
 distillation-data policies applied to training batches;

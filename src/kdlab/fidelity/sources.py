@@ -1,6 +1,6 @@
 """The fidelity report on named data sources, with the independent-student control (Stanton et al., NeurIPS 2021).
 
-Sources (specs/fidelity.md):
+Sources (docs/reference/fidelity.md):
 
 * ``test`` — the held-out split, no augmentation, both models in eval mode;
 * ``train_clean`` — the (distillation) training split, no augmentation, eval mode;

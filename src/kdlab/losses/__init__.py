@@ -1,4 +1,4 @@
-"""Pure functional logit-distillation losses (contract: specs/methods.md §1).
+"""Pure functional logit-distillation losses (contract: docs/reference/methods.md §1).
 
 Every loss takes student logits ``z`` and teacher logits ``v`` of shape [N, C], detaches the teacher, computes in
 float32 (float64 for float64 inputs) in log space, and returns the batch-mean (sum over classes, divided by N) unless
@@ -33,7 +33,7 @@ from kdlab.losses.strong_sets import (
 from kdlab.losses.ttm import power_transform, ttm_loss, wttm_loss
 
 __all__ = [
-    # losses (methods.md §1)
+    # losses (docs/reference/methods.md §1)
     "kd_loss",
     "dkd_loss",
     "kl_decomposition",

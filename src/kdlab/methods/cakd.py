@@ -1,4 +1,4 @@
-"""CAKD (Zhang et al. 2024, correlation-aware decoupled KL; methods.md §4) at the logit and feature level.
+"""CAKD (Zhang et al. 2024, correlation-aware decoupled KL; docs/reference/methods.md §4) at the logit and feature level.
 
 The exact decomposition KL(p^t‖p^s) = BCD + p^t_S·SCD + p^t_W·WCD (S: classes strongly correlated with the sample,
 chosen from the teacher; W: the rest) is turned into a loss by replacing the teacher-dependent coefficients with
@@ -22,7 +22,7 @@ from kdlab.models import eval_mode, forward_features
 
 
 class CAKDParams(Params):
-    """Logit level: DKD's recipe (CE 1, T=4, 20-epoch warm-up, β per pair). Feature level: chosen defaults (§4)."""
+    """Logit level: DKD's recipe (CE 1, T=4, 20-epoch warm-up, β per pair). Feature level: chosen defaults (docs/reference/methods.md §4)."""
 
     # logit level
     logit: bool = True

@@ -1,4 +1,4 @@
-"""DIST (Huang et al., NeurIPS 2022, "Knowledge Distillation from A Stronger Teacher"; methods.md §6)."""
+"""DIST (Huang et al., NeurIPS 2022, "Knowledge Distillation from A Stronger Teacher"; docs/reference/methods.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DKD (Zhao et al., CVPR 2022, "Decoupled Knowledge Distillation"; methods.md §3)."""
+"""DKD (Zhao et al., CVPR 2022, "Decoupled Knowledge Distillation"; docs/reference/methods.md §3)."""
 
 from __future__ import annotations
 

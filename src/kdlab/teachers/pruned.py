@@ -1,4 +1,4 @@
-"""R2KD's pruned-ensemble teacher (Kim et al. 2023/2024; methods.md §6).
+"""R2KD's pruned-ensemble teacher (Kim et al. 2023/2024; docs/reference/methods.md §6).
 
 The teacher signal is ṽ = λ·v + (1−λ)·v_P, where v_P are the logits of a copy of the teacher whose Conv and Linear
 weights have their smallest-magnitude fraction set to zero (per layer, once, before training, no fine-tuning).
@@ -50,7 +50,7 @@ def prune_copy(module: nn.Module, amount: float = 0.1) -> nn.Module:
 
 
 class PrunedEnsembleTeacher:
-    """Frozen teacher whose logits are ṽ = λ·v + (1−λ)·v_P (R2KD, methods.md §6).
+    """Frozen teacher whose logits are ṽ = λ·v + (1−λ)·v_P (R2KD, docs/reference/methods.md §6).
 
     Same interface as :class:`FrozenTeacher` (``logits``, ``logits_for_batch``, ``features``, ``to``,
     ``describe``), so any logit method can take it as its teacher. ``v`` comes from the wrapped teacher (through
