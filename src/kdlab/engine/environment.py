@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 
 import torch
 
+from kdlab import __version__
+
 
 def _cpu_model() -> str:
     try:
@@ -32,11 +34,9 @@ def _git_commit() -> str | None:
 
 
 def environment(device: str | torch.device = "cpu", seed: int | None = None) -> dict:
-    import kdlab
-
     device = torch.device(device)
     env = {
-        "kdlab": kdlab.__version__,
+        "kdlab": __version__,
         "git_commit": _git_commit(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
