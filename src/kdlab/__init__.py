@@ -1,7 +1,8 @@
 """kdlab: knowledge distillation for image classifiers.
 
-Layers, top to bottom: ``losses`` (pure tensor functions) → ``methods`` (one module per paper) →
-``engine`` (training loop) → ``cli``. ``fit`` and ``fidelity_report`` are the Python entry points.
+Layers, bottom up (docs/architecture.md): ``losses``, ``models``, ``data``, ``config`` → ``teachers`` → ``methods``,
+``eval`` → ``engine`` → ``build`` (the composition root) → ``api`` (``fit``), ``sweep`` → ``fidelity``, ``demo`` →
+``cli``. ``fit`` and ``fidelity_report`` are the Python entry points.
 """
 
 __version__ = "0.1.0"

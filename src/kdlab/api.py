@@ -22,7 +22,7 @@ from kdlab.eval.fidelity import evaluate_accuracy, fidelity_report
 class Result:
     student: nn.Module  # the trained student (eval network of the method), on `device`
     history: list[dict[str, Any]]  # one record per epoch: lr, train loss terms/accuracy, test report
-    report: dict[str, Any]  # final fidelity report (on `eval` when given, else on `train`)
+    report: dict[str, Any]  # final report on `eval` (else `train`): student_acc/nll/ece, + teacher and fidelity keys
     best: dict[str, Any]  # best test accuracy and its epoch
 
 
@@ -55,6 +55,7 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
     teacher_module = outcome.method.teacher.module if outcome.method.teacher is not None else None
     if teacher_module is not None:
         report = fidelity_report(teacher_module, final_net, data, batch_size=bs, device=dev)
-    else:
-        report = evaluate_accuracy(final_net, data, batch_size=bs, device=dev)
+    else:  # the same student_* keys as with a teacher, so code reading a report need not know which it got
+        acc = evaluate_accuracy(final_net, data, batch_size=bs, device=dev)
+        report = {"n": acc["n"], **{f"student_{k}": v for k, v in acc.items() if k != "n"}}
     return Result(student=final_net, history=outcome.result.history, report=report, best=outcome.result.best)

@@ -1,11 +1,14 @@
-"""torchrun / DistributedDataParallel helpers. Every function is a no-op in a single process."""
+"""torchrun / DistributedDataParallel helpers: a leaf that methods, teachers, the engine and the builder may all use.
+Every function is a no-op in a single process."""
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
 import torch.distributed as tdist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 def is_initialized() -> bool:
@@ -91,13 +94,10 @@ def wrap_ddp(method: torch.nn.Module, device: torch.device):
     unwrapped and replicated. Returns None in a single process."""
     if not is_initialized() or world_size() == 1:
         return None
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     device_ids = [device.index] if device.type == "cuda" else None
-    # find_unused_parameters: some methods leave parts unused in a step (e.g. a head only used at eval)
-    import inspect
-
     # rank 0's buffers (BN running stats) are synced before every forward; the argument was renamed in newer torch
     sync = ({"forward_sync_buffers": True} if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
             else {"broadcast_buffers": True})
+    # every trainable parameter takes part in every step (a method's eval-only parts are not trainable), so DDP need
+    # not search the graph for unused ones
     return DDP(method, device_ids=device_ids, find_unused_parameters=False, **sync)

@@ -63,6 +63,7 @@ def teacher(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_two_gloo_processes_match_one_process(tmp_path, teacher, method):
     cfg = _config(tmp_path, teacher, method)

@@ -16,6 +16,7 @@ def tiny(tmp_path_factory):
     return out, res
 
 
+@pytest.mark.slow
 def test_experiment_writes_json_md_png(tiny):
     out, res = tiny
     saved = json.loads((out / "results.json").read_text())
@@ -31,6 +32,7 @@ def test_experiment_writes_json_md_png(tiny):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_fidelity_cli_on_a_run_with_control(tiny, tmp_path, capsys):
     out, _ = tiny
     run, other = out / "runs" / "lambda=0.5" / "seed0", out / "runs" / "lambda=0.5" / "seed1"

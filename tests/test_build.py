@@ -1,0 +1,102 @@
+"""kdlab.build: the one assembler behind `kdlab teacher`, `kdlab train` and `kdlab.fit`."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import kdlab
+from kdlab import build, models
+from kdlab.cli import main
+from kdlab.config import ConfigError
+from kdlab.data import load_dataset
+from kdlab.engine.checkpoint import CheckpointError
+from kdlab.models import save_model
+
+RUN = ["data.train_subset=256", "data.test_subset=64", "optim.epochs=2", "optim.milestones=[]", "run.progress=false",
+       "run.tensorboard=false", "student.arch=mnist1d_mlp", "teacher.arch=mnist1d_cnn_small", "method.args.warmup=1"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    path = tmp_path_factory.mktemp("teacher") / "model.safetensors"
+    torch.manual_seed(0)
+    save_model(path, models.create("mnist1d_cnn_small", 10), arch="mnist1d_cnn_small", num_classes=10)
+    return path
+
+
+def test_cli_and_fit_train_the_same_student(tmp_path, teacher):
+    """The CLI and the Python API assemble through the same code: same data, seed, method and hyperparameters give
+    bit-identical weights."""
+    # the CLI serves the teacher from its exact logit cache (float32 storage), fit runs the live teacher
+    assert main(["train", "mnist1d/dkd", *RUN, f"teacher.checkpoint={teacher}", "teacher.cache.dtype=float32",
+                 f"out_dir={tmp_path / 'cli'}"]) == 0
+    cli = load_file(tmp_path / "cli" / "model.safetensors")
+    cfg = build.load_config("mnist1d/dkd", [*RUN, f"teacher.checkpoint={teacher}"])
+    splits = load_dataset("mnist1d").subset(256, 64)
+    torch.manual_seed(cfg.seed)  # the CLI initialises the student from the seed alone
+    student = models.create("mnist1d_mlp", 10)
+    o = cfg.optim
+    res = kdlab.fit(student, models.load_model(teacher), (splits.x_train, splits.y_train),
+                    eval=(splits.x_test, splits.y_test), method="dkd", method_args=cfg.method.args, epochs=o.epochs,
+                    batch_size=o.batch_size, lr=o.lr, seed=cfg.seed, momentum=o.momentum,
+                    weight_decay=o.weight_decay, milestones=o.milestones, gamma=o.gamma,
+                    augment=splits.train_augment)
+    api = res.student.state_dict()
+    assert cli.keys() == api.keys()
+    for k in cli:
+        assert torch.equal(cli[k], api[k]), k
+
+
+def test_train_refuses_a_changed_config_before_writing_anything(tmp_path, teacher, capsys):
+    out = tmp_path / "run"
+    args = ["train", "mnist1d/dkd", *RUN, f"teacher.checkpoint={teacher}", f"out_dir={out}"]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert main(args + ["method.args.beta=2.0"]) == 2
+    err = capsys.readouterr().err
+    assert "method.args.beta (8.0 -> 2.0)" in err and err.count("\n") == 1  # one line, names the key
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # config.yaml kept
+
+
+def test_a_replaced_teacher_is_refused_on_resume(tmp_path, teacher):
+    """Same config, same teacher path, other weights in the file (replaced between a kill and the rerun)."""
+    out, path = tmp_path / "run", tmp_path / "teacher.safetensors"
+    path.write_bytes(teacher.read_bytes())
+    cfg = build.load_config("mnist1d/dkd", [*RUN, f"teacher.checkpoint={path}", f"out_dir={out}"])
+    build.distil(cfg)
+    torch.manual_seed(1)
+    save_model(path, models.create("mnist1d_cnn_small", 10), arch="mnist1d_cnn_small", num_classes=10)
+    with pytest.raises(CheckpointError, match="teacher.weights_sha256"):
+        build.distil(cfg)
+
+
+def test_a_finished_run_is_left_as_it_is(tmp_path, teacher, capsys):
+    out = tmp_path / "run"
+    args = ["train", "mnist1d/dkd", *RUN, f"teacher.checkpoint={teacher}", f"out_dir={out}"]
+    assert main(args) == 0
+    final = (out / "final.json").read_bytes()
+    assert main(args) == 0
+    assert "holds a finished run" in capsys.readouterr().out
+    assert (out / "final.json").read_bytes() == final
+    assert json.loads(final)["resumed_from_epoch"] is None
+
+
+def test_method_args_are_validated_by_the_builder_not_the_config_layer():
+    with pytest.raises(ConfigError, match=r"method\.args\.temprature"):
+        build.load_config(None, ["method.name=kd", "method.args.temprature=3"])
+    cfg = build.load_config(None, ["method.name=kd"])
+    assert cfg.method.args["temperature"] == 4.0  # defaults filled in
+    from kdlab.config import load_config
+
+    assert load_config(None, ["method.name=kd"]).method.args == {}  # the config layer knows no methods
+
+
+def test_teacher_run_final_json_names_the_trained_network_teacher(tmp_path):
+    out = tmp_path / "t"
+    assert main(["teacher", "mnist1d/teacher", "data.train_subset=128", "data.test_subset=64", "optim.epochs=1",
+                 "run.progress=false", "run.tensorboard=false", f"out_dir={out}"]) == 0
+    final = json.loads((out / "final.json").read_text())
+    assert final["role"] == "teacher" and "student" not in final
+    assert final["teacher"]["arch"] == "mnist1d_cnn" and final["test"]["student_acc"] == final["teacher"]["last_acc"]
