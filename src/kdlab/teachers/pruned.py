@@ -1,4 +1,4 @@
-"""R2KD's pruned-ensemble teacher (Kim et al. 2023/2024; methods.md §6).
+"""R2KD's pruned-ensemble teacher (Kim et al. 2023/2024).
 
 The teacher signal is ṽ = λ·v + (1−λ)·v_P, where v_P are the logits of a copy of the teacher whose Conv and Linear
 weights have their smallest-magnitude fraction set to zero (per layer, once, before training, no fine-tuning).
@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from kdlab._checks import is_real
 from kdlab.teachers.frozen import FrozenTeacher
 
 __all__ = ["prune_copy", "PrunedEnsembleTeacher"]
@@ -31,7 +32,7 @@ def prune_copy(module: nn.Module, amount: float = 0.1) -> nn.Module:
     """
     if not isinstance(module, nn.Module):
         raise ValueError(f"prune_copy: module must be an nn.Module, got {type(module).__name__}")
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
+    if not is_real(amount) or not math.isfinite(amount):
         raise ValueError(f"prune_copy: amount must be a fraction in [0, 1), got {amount!r}")
     if not 0.0 <= amount < 1.0:
         raise ValueError(f"prune_copy: amount must be a fraction in [0, 1) (0.1 zeroes 10% per layer), got {amount}")
@@ -50,7 +51,7 @@ def prune_copy(module: nn.Module, amount: float = 0.1) -> nn.Module:
 
 
 class PrunedEnsembleTeacher:
-    """Frozen teacher whose logits are ṽ = λ·v + (1−λ)·v_P (R2KD, methods.md §6).
+    """Frozen teacher whose logits are ṽ = λ·v + (1−λ)·v_P (R2KD, Kim et al. 2023/2024).
 
     Same interface as :class:`FrozenTeacher` (``logits``, ``logits_for_batch``, ``features``, ``to``,
     ``describe``), so any logit method can take it as its teacher. ``v`` comes from the wrapped teacher (through
@@ -74,7 +75,7 @@ class PrunedEnsembleTeacher:
                 f"PrunedEnsembleTeacher: teacher must be a FrozenTeacher (wrap your module with "
                 f"kdlab.teachers.frozen.FrozenTeacher), got {type(teacher).__name__}"
             )
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
+        if not is_real(lam) or not 0.0 <= lam <= 1.0:
             raise ValueError(f"PrunedEnsembleTeacher: lam must be a weight in [0, 1] (R2KD uses 0.7), got {lam!r}")
         if pruned_bn_mode not in ("eval", "train"):
             raise ValueError(f"PrunedEnsembleTeacher: pruned_bn_mode must be 'eval' or 'train', got {pruned_bn_mode!r}")
