@@ -89,9 +89,9 @@ def _cmd_demo(args) -> int:
 def _cmd_fidelity(args) -> int:
     """Fidelity of student checkpoints against teacher checkpoints on named sources (kdlab.fidelity.sources)."""
     from kdlab.config import load_config
+    from kdlab.data.splits import select_split
     from kdlab.engine.checkpoint import load_model
     from kdlab.engine.run import load_data
-    from kdlab.fidelity.policies import select_split
     from kdlab.fidelity.sources import evaluate_sources, fidelity_with_control
 
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
@@ -106,7 +106,7 @@ def _cmd_fidelity(args) -> int:
         cfg = load_config(None, overrides)
         if "distill_stream" in sources:
             raise ValueError("the distill_stream source needs --run (the training out_dir with metrics.jsonl)")
-    splits = select_split(cfg.distill_data, load_data(cfg), "student")
+    splits = select_split(cfg.distill_data, load_data(cfg), cfg.distill_data.split)
     student_path = args.student or (str(Path(args.run) / "model.safetensors") if args.run else None)
     teacher_paths = args.teacher or (cfg.teacher.checkpoints or ([cfg.teacher.checkpoint] if cfg.teacher.checkpoint
                                                                  else []))

@@ -8,7 +8,7 @@ import torch
 from kdlab import methods, models
 from kdlab.config.schema import TeacherCacheConfig
 from kdlab.data import BatchLoader
-from kdlab.data.augment import CropFlip, Shift1D
+from kdlab.data.views import CropFlip, Shift1D
 from kdlab.teachers.cache import CachedTeacher, StaleCacheError, maybe_cache
 from kdlab.teachers.frozen import FrozenTeacher
 

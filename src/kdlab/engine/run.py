@@ -115,10 +115,10 @@ def _execute(cfg: RunConfig, role: str) -> dict[str, Any]:
     device_path = resolve(device, cfg.run.precision, cfg.run.channels_last, cfg.run.compile)
     seed_everything(cfg.seed, cfg.run.deterministic)
     splits = load_data(cfg)
-    if cfg.distill_data.holdout_fraction:  # split control: teacher part / held-out part (kdlab.fidelity)
-        from kdlab.fidelity.policies import select_split
+    if cfg.distill_data.holdout_fraction:  # split control: teacher part / held-out part (kdlab.data.splits)
+        from kdlab.data.splits import select_split
 
-        splits = select_split(cfg.distill_data, splits, role)
+        splits = select_split(cfg.distill_data, splits, "teacher" if role == "teacher" else cfg.distill_data.split)
     num_classes = splits.num_classes
     train_loader, test_loader = make_loaders(splits, cfg.optim.batch_size, cfg.eval.batch_size, cfg.seed, device,
                                              augment=cfg.data.augment == "default")
@@ -152,7 +152,7 @@ def _execute(cfg: RunConfig, role: str) -> dict[str, Any]:
     method = methods.build(cfg.method.name, student, teacher, num_classes, cfg.method.args).to(device)
     batch_transform = None
     if role != "teacher" and cfg.distill_data.policy != "none":
-        from kdlab.fidelity.policies import build_policy
+        from kdlab.data.policies import build_policy
 
         batch_transform = build_policy(cfg.distill_data, splits, device)
     if teacher is not None:

@@ -129,17 +129,17 @@ def _train_student(overrides: list[str], threads: int) -> dict[str, Any]:
     import torch
 
     from kdlab.config import load_config
+    from kdlab.data.splits import select_split
     from kdlab.engine.checkpoint import load_model
     from kdlab.engine.run import execute, load_data, load_teacher_module
     from kdlab.eval.metrics import reliability_bins
-    from kdlab.fidelity.policies import select_split
     from kdlab.fidelity.sources import evaluate_sources
 
     torch.set_num_threads(threads)
     cfg = load_config(STUDENT_RECIPE, overrides)
     final = execute(cfg, role="student")
     splits = load_data(cfg)
-    splits = select_split(cfg.distill_data, splits, "student")
+    splits = select_split(cfg.distill_data, splits, cfg.distill_data.split)
     teacher = load_teacher_module(cfg.teacher, splits.num_classes).eval()
     student = load_model(Path(cfg.out_dir) / "model.safetensors", num_classes=splits.num_classes).eval()
     tau = cfg.method.args.get("temperature")

@@ -43,7 +43,7 @@ class KD(Method):
         tau = getattr(batch, "temperature", None)
         if tau is None:
             kd = kd_loss(zs, vs, temperature=p.temperature)
-        else:  # per-source temperature (kdlab.fidelity.policies): each sample at its own τ_i, T_i² scaling kept
+        else:  # per-source temperature (kdlab.data.policies): each sample at its own τ_i, T_i² scaling kept
             kd = kd_loss_per_sample_temperature(zs, vs, tau)
         losses = {"ce": p.ce_weight * self.ce(z, batch.y), "kd": p.kd_weight * kd}
         return StepOutput(z, losses, v)

@@ -1,4 +1,4 @@
-"""R2KD (Kim et al. 2023/2024, rank and value distillation with a pruned-ensemble teacher; methods.md §6).
+"""R2KD (Kim et al. 2023/2024, rank and value distillation with a pruned-ensemble teacher).
 
 Three additions to a correlation loss: (1) the teacher signal ṽ = λ·v + (1−λ)·v_P mixes the teacher with a copy whose
 10% smallest weights per Conv/Linear layer are zeroed (:mod:`kdlab.teachers.pruned`); (2) an uncentred-cosine value
@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
+from kdlab.data.autoaugment import autoaugment_like
+from kdlab.data.mix import cutmix, cutout, mixup
 from kdlab.losses import r2kd_value_loss, spearman_loss
 from kdlab.methods.base import Method, Params, StepOutput
 from kdlab.methods.registry import register
@@ -92,26 +94,24 @@ class R2KD(Method):
 
     def second_view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x̂, ṽ(x̂)). Augmentations draw from torch's global RNG, so a checkpointed RNG state resumes exactly."""
-        from kdlab.data import augment
-
         p = self.params
         if p.augment == "cutmixpick":
             # CutMixPick: a pool of pick_pool independent CutMix batches (each its own box and pairing); keep the N
             # samples on which the teacher signal softmax(ṽ) has the highest entropy, reusing their teacher logits.
-            pool = torch.cat([augment.cutmix(x, None, alpha=p.cutmix_alpha)[0] for _ in range(p.pick_pool)])
+            pool = torch.cat([cutmix(x, None, alpha=p.cutmix_alpha)[0] for _ in range(p.pick_pool)])
             v_pool = self.signal.logits(pool)
             log_q = torch.log_softmax(v_pool.float(), dim=1)
             entropy = -(log_q.exp() * log_q).sum(dim=1)
             keep = entropy.topk(x.shape[0]).indices
             return pool[keep], v_pool[keep]
         if p.augment == "cutmix":
-            x_hat = augment.cutmix(x, None, alpha=p.cutmix_alpha)[0]
+            x_hat = cutmix(x, None, alpha=p.cutmix_alpha)[0]
         elif p.augment == "mixup":
-            x_hat = augment.mixup(x, None, alpha=p.mixup_alpha)[0]
+            x_hat = mixup(x, None, alpha=p.mixup_alpha)[0]
         elif p.augment == "cutout":
-            x_hat = augment.cutout(x, None, size=p.cutout_size)
+            x_hat = cutout(x, None, size=p.cutout_size)
         else:
-            x_hat = augment.autoaugment_like(x, None, mean=p.input_mean, std=p.input_std)
+            x_hat = autoaugment_like(x, None, mean=p.input_mean, std=p.input_std)
         return x_hat, self.signal.logits(x_hat)
 
     def forward(self, batch, epoch: int) -> StepOutput:
