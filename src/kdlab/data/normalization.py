@@ -25,8 +25,9 @@ def channel_values(values: Any, name: str, channels: int, *, broadcast: bool = F
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"{name} must be a sequence of floats (one per channel) or None; got {values!r}") from None
     if len(out) != channels and not (broadcast and len(out) == 1):
-        fix = f"{name} must have 1 or {channels} entries (one per channel of x)" if broadcast else \
-            "give one per channel"
+        fix = "give one per channel"
+        if broadcast:
+            fix = f"{name} must have 1 or {channels} entries (one per channel of x)"
         raise ValueError(f"{name} has {len(out)} entries but the inputs have {channels} channels; {fix}")
     if not all(math.isfinite(v) for v in out):
         raise ValueError(f"{name} must be finite; got {values!r}")
