@@ -19,7 +19,7 @@ import time
 import torch
 
 from kdlab import models
-from kdlab.data.augment import CropFlip, Shift1D
+from kdlab.data.views import CropFlip, Shift1D
 from kdlab.engine.loop import LoopSettings, train_loop
 from kdlab.engine.precision import resolve
 from kdlab.teachers.cache import CachedTeacher

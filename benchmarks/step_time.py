@@ -24,7 +24,7 @@ import torch
 from kdlab import methods, models
 from kdlab.losses import validation
 from kdlab.data import BatchLoader
-from kdlab.data.augment import CropFlip, Shift1D
+from kdlab.data.views import CropFlip, Shift1D
 from kdlab.engine.environment import describe_machine
 from kdlab.engine.precision import resolve
 from kdlab.teachers.cache import CachedTeacher

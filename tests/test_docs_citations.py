@@ -26,15 +26,6 @@ SCANNED = ("src", "tests", "docs", "README.md")  # src/ includes the recipes (sr
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".cfg", ".ini", ".rst"}
 SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache"}
 SPEC_NAMES = {"methods.md", "fidelity.md", "imagenet.md", "design.md"}
-# Dangling citations left on purpose, as (file, cited name): these files are being split/moved on another branch and
-# must not be edited here. Delete an entry once its file is re-pointed (the new files are checked like all others).
-PENDING = [
-    ("src/kdlab/fidelity/policies.py", "'specs/fidelity.md'"),
-    ("src/kdlab/data/augment.py", "'design.md'"),
-    ("src/kdlab/data/augment.py", "'methods.md'"),
-    ("src/kdlab/data/cifar.py", "'methods.md'"),
-]
-
 URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.I)
 MD_TOKEN = re.compile(r"(?<![\w./-])([\w./-]*[\w-]\.md)(?![\w/-])(\s*§\s*(\d+))?")
 SPECS_DIR = re.compile(r"(?<![\w.-])specs/")
@@ -157,12 +148,8 @@ def all_problems(root: Path) -> list[str]:
     return problems
 
 
-def _pending(problem: str) -> bool:
-    return any(problem.startswith(f"{path}:") and f"cites {cited}" in problem for path, cited in PENDING)
-
-
 def test_every_cited_document_exists_and_docs_have_no_machine_paths():
-    problems = [p for p in all_problems(REPO) if not _pending(p)]
+    problems = all_problems(REPO)
     assert not problems, f"{len(problems)} dangling citation(s) or machine path(s):\n" + "\n".join(problems)
 
 

@@ -33,7 +33,8 @@ from kdlab.config import RunConfig
 from kdlab.config import load_config as _load_config
 from kdlab.config.schema import ModelConfig, TeacherCacheConfig
 from kdlab.data import BatchLoader, DataSplits, ViewAugmentation, as_tensors, load_dataset
-from kdlab.fidelity.policies import build_policy, select_split  # TODO(merge): kdlab.data.policies/splits
+from kdlab.data.policies import build_policy
+from kdlab.data.splits import select_split
 from kdlab.engine.checkpoint import check_same_run, identity_hash, read_training_info
 from kdlab.engine.environment import environment
 from kdlab.engine.loop import LoopResult, LoopSettings, collect_logits, logits_report, train_loop
@@ -82,11 +83,9 @@ def make_loaders(splits: DataSplits, global_batch_size: int, eval_batch_size: in
     if global_batch_size % world:
         raise ValueError(f"optim.batch_size={global_batch_size} is the global batch and must be divisible by the "
                          f"number of processes ({world}); use a multiple of {world}")
-    common = {"mean": splits.mean, "std": splits.std, "device": device}
-    train = BatchLoader(splits.x_train, splits.y_train, global_batch_size // world, shuffle=True, drop_last=False,
-                        augment=splits.train_augment if augment else None, seed=seed, **common)
-    test = BatchLoader(splits.x_test, splits.y_test, max(1, eval_batch_size // world), shuffle=False, augment=None,
-                       seed=seed, **common)
+    train = splits.loader("train", global_batch_size // world, augment=augment, shuffle=True, seed=seed,
+                          device=device)
+    test = splits.loader("test", max(1, eval_batch_size // world), seed=seed, device=device)
     if world > 1:
         train = train.sharded(dist.rank(), world)
         test = test.sharded(dist.rank(), world)

@@ -135,14 +135,29 @@ def test_sharded_ranks_partition_the_global_batch(n, drop_last):
     assert len(seen) == (n // 12 * 12 if drop_last else n)
 
 
-def test_epoch_generator_is_a_function_of_seed_and_epoch():
-    x, y = images(10)
-    a, b = BatchLoader(x, y, 4, seed=1), BatchLoader(x, y, 4, seed=1)
-    a.set_epoch(3)
-    b.set_epoch(3)
-    assert torch.equal(torch.rand(5, generator=a.epoch_generator()), torch.rand(5, generator=b.epoch_generator()))
-    assert not torch.equal(torch.rand(5, generator=a.epoch_generator(0)), torch.rand(5, generator=a.epoch_generator(1)))
+def test_derive_seed_hashes_its_keys():
     assert derive_seed(0, 1) != derive_seed(1, 0) and derive_seed(2, 3) == derive_seed(2, 3)
+    with pytest.raises(ValueError, match="non-negative ints"):
+        derive_seed(1, -1)
+
+
+@pytest.mark.parametrize("augment", [CropFlip(), None])
+def test_inputs_for_gives_exactly_the_batch_inputs(augment):
+    x, y = images(30)
+    loader = BatchLoader(x, y, 8, augment=augment, mean=MEAN, std=STD, seed=5, index_offset=100)
+    loader.set_epoch(2)
+    for b in loader:
+        assert torch.equal(loader.inputs_for(b.index - 100, b.view), b.x)
+    if augment is not None:
+        views = torch.tensor([augment.identity_view, 0])
+        m, s = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+        expected = (augment.apply(x[[3, 4]], views).float() / 255.0 - m) / s
+        assert torch.equal(loader.inputs_for(torch.tensor([3, 4]), views), expected)
+        with pytest.raises(ValueError, match="views must be given exactly when"):
+            loader.inputs_for(torch.tensor([3]))
+    else:
+        with pytest.raises(ValueError, match="views must be given exactly when"):
+            loader.inputs_for(torch.tensor([3]), torch.tensor([0]))
 
 
 def test_normalize():
@@ -166,6 +181,13 @@ def test_batch_to():
     b = next(iter(BatchLoader(x, y, 4, augment=CropFlip())))
     moved = b.to("cpu")
     assert torch.equal(moved.x, b.x) and torch.equal(moved.view, b.view) and len(moved) == 4
+
+
+def test_batch_to_moves_new_fields():
+    b = Batch(x=torch.zeros(2, 1, 4), y=torch.zeros(2, dtype=torch.long), index=torch.arange(2),
+              label_mask=torch.ones(2, dtype=bool), temperature=torch.ones(2))
+    c = b.to("cpu")
+    assert torch.equal(c.label_mask, b.label_mask) and torch.equal(c.temperature, b.temperature)
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,17 @@
-"""User data conversion (as_tensors) and the DataSplits container."""
+"""User data conversion (as_tensors), the DataSplits container and split control (select_split)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from kdlab.config.schema import DistillDataConfig
 from kdlab.data import CropFlip, DataSplits, as_tensors, load_dataset
+from kdlab.data.splits import holdout_slices, select_split
 
 
 # ------------------------------------------------------------------------------------------------------- as_tensors
@@ -129,6 +133,11 @@ def test_datasplits_loaders():
     batches = list(test)
     assert torch.cat([b.index for b in batches]).tolist() == [0, 1, 2, 3]
     assert torch.equal(batches[0].x, (s.x_test[:3].float() / 255 - 0.5) / 0.25)
+    # both are the one builder, DataSplits.loader, with their settings
+    same = s.loader("test", 3)
+    assert all(torch.equal(a.x, b.x) and torch.equal(a.index, b.index) for a, b in zip(batches, same, strict=True))
+    with pytest.raises(ValueError, match="part must be 'train' or 'test'"):
+        s.loader("holdout", 3)
 
 
 @pytest.mark.parametrize(
@@ -139,7 +148,7 @@ def test_datasplits_loaders():
         (dict(y_test=torch.arange(4).int()), "y_test must be a 1-D int64 tensor"),
         (dict(x_train=torch.zeros(8, 3, 32, 32, dtype=torch.float64)), "x_train must be uint8 .* or float32"),
         (dict(x_test=torch.zeros(4, 3, 16, 16, dtype=torch.uint8)), "train and test samples differ in shape"),
-        (dict(num_classes=0), "num_classes must be a positive int"),
+        (dict(num_classes=0), "num_classes must be an int >= 1"),
         (dict(mean=(0.5, 0.5)), "mean has 2 entries but the inputs have 3 channels"),
         (dict(std=None), "both mean and std"),
         (dict(std=(1.0, 0.0, 1.0)), "std must be > 0"),
@@ -155,3 +164,31 @@ def test_datasplits_validation(overrides, message):
 def test_load_dataset_rejects_non_strings():
     with pytest.raises(ValueError, match="dataset name must be a string"):
         load_dataset(None)
+
+
+# ---------------------------------------------------------------------------------------------------- split control
+def test_holdout_split_control():
+    s = splits()
+    t, h = holdout_slices(8, 0.25)
+    assert (t, h) == (slice(0, 6), slice(6, 8))
+    cfg = DistillDataConfig(holdout_fraction=0.25, split="holdout")
+    teacher = select_split(cfg, s, "teacher")
+    assert torch.equal(teacher.x_train, s.x_train[:6]) and torch.equal(teacher.y_train, s.y_train[:6])
+    assert torch.equal(select_split(cfg, s, cfg.split).x_train, s.x_train[6:])
+    assert select_split(cfg, s, "both").num_train == 8
+    assert torch.equal(teacher.holdout_x, s.x_train[6:])  # the held-out inputs stay reachable
+    assert select_split(DistillDataConfig(), s, "teacher") is s  # no split control: no-op
+    with pytest.raises(ValueError, match="part must be one of"):
+        select_split(cfg, s, "student")
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        holdout_slices(3, 0.9)
+
+
+def test_holdout_x_is_a_declared_optional_field():
+    assert "holdout_x" in {f.name for f in dataclasses.fields(DataSplits)}
+    s = splits()
+    assert s.holdout_x is None
+    held = splits(holdout_x=s.x_train[:2])
+    assert torch.equal(held.subset(n_train=3).holdout_x, s.x_train[:2])
+    with pytest.raises(ValueError, match="holdout_x must be a tensor of train samples"):
+        splits(holdout_x=torch.zeros(2, 3, 16, 16, dtype=torch.uint8))

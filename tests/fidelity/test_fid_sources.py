@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from kdlab.config.schema import DistillDataConfig
-from kdlab.data.augment import Shift1D
 from kdlab.data.splits import DataSplits
+from kdlab.data.views import Shift1D
 from kdlab.fidelity.sources import STREAM_LABEL, evaluate_sources, fidelity_with_control, read_distill_stream
 from kdlab.models import create
 

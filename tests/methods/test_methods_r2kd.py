@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
-from kdlab.data import augment
+from kdlab.data.mix import cutmix
 from kdlab.losses import logit_standardize, r2kd_value_loss, spearman_loss
 from kdlab.methods import get
 from kdlab.teachers import PrunedEnsembleTeacher, prune_copy
@@ -163,7 +163,7 @@ def test_second_view_adds_only_distillation_terms(make_method, make_batch):
     assert set(out.losses) == {"ce", "value", "value_aug"} and set(out.logs) == {"rank", "rank_aug"}
     # replay the augmentation from the same global RNG state (the student MLP draws no random numbers)
     torch.manual_seed(11)
-    x_hat = augment.cutmix(batch.x, None, alpha=1.0)[0]
+    x_hat = cutmix(batch.x, None, alpha=1.0)[0]
     assert not torch.equal(x_hat, batch.x)
     with torch.no_grad():
         z, z_hat = method.student(batch.x), method.student(x_hat)
@@ -181,7 +181,7 @@ def test_cutmixpick_keeps_the_highest_entropy_samples(make_method, make_batch):
     torch.manual_seed(5)
     x_hat, v_hat = method.second_view(x)
     torch.manual_seed(5)
-    pool = torch.cat([augment.cutmix(x, None, alpha=1.0)[0] for _ in range(3)])
+    pool = torch.cat([cutmix(x, None, alpha=1.0)[0] for _ in range(3)])
     v_pool = method.teacher_signal.logits(pool)
     entropy = -(F.softmax(v_pool, 1) * F.log_softmax(v_pool, 1)).sum(1)
     keep = entropy.topk(6).indices

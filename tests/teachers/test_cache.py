@@ -8,8 +8,8 @@ import torch
 from kdlab import methods, models
 from kdlab.config.schema import TeacherCacheConfig
 from kdlab.data import BatchLoader
-from kdlab.data.augment import CropFlip, Shift1D
 from kdlab.build import cached_teacher
+from kdlab.data.views import CropFlip, Shift1D
 from kdlab.teachers.cache import CachedTeacher, StaleCacheError
 from kdlab.teachers.frozen import FrozenTeacher
 

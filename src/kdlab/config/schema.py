@@ -48,7 +48,7 @@ class TeacherCacheConfig(_Strict):
 
 
 class ExtraSourceConfig(_Strict):
-    """One extra, unlabelled input source mixed into every distillation batch (see kdlab.fidelity.policies).
+    """One extra, unlabelled input source mixed into every distillation batch (see kdlab.data.policies).
 
     kind: ``holdout`` (the held-out part of the train split, needs ``holdout_fraction > 0``), ``shuffled`` (train
     inputs with their positions permuted per sample: same values, no shape — out of domain), ``pool`` (inputs from
@@ -71,13 +71,13 @@ class ExtraSourceConfig(_Strict):
 
 
 class DistillDataConfig(_Strict):
-    """What the student is distilled on (Stanton et al. 2021, §5 policies); see kdlab.fidelity.policies.
+    """What the student is distilled on (Stanton et al. 2021, §5 policies); see kdlab.data.policies.
 
     Defaults: the training split with its standard augmentation, nothing added (``policy == "none"``: the policy
     is off and batches reach the method untouched). The teacher always sees exactly the student's input.
     """
 
-    augment: str = "default"  # "default" (the loader's), "none", or a preset of kdlab.fidelity.policies.PRESETS
+    augment: str = "default"  # "default" (the loader's), "none", or a preset of kdlab.data.presets.PRESETS
     mixup_alpha: float | None = Field(default=None, gt=0)  # input-only MixUp, λ ~ Beta(α, α) per batch; None = off
     mixup_fraction: float = Field(default=1.0, gt=0, le=1)  # share of each batch that is mixed
     mixup_hard_labels: bool = False  # also train CE on mixed samples (label of the larger-weight component)

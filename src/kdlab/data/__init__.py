@@ -1,8 +1,10 @@
-"""Datasets, the in-memory batch loader and batch-tensor augmentations.
+"""Datasets, the in-memory batch loader, batch-tensor augmentations and the distillation-data policies.
 
 ``load_dataset("mnist1d" | "cifar100")`` returns :class:`DataSplits` (raw train/test tensors + normalisation + the
 train augmentation); :class:`BatchLoader` turns a split into augmented, normalised :class:`Batch` es whose order and
-views are a pure function of ``(seed, epoch)``. See docs/data.md.
+views are a pure function of ``(seed, epoch)``. Modules: ``views`` (discrete, cacheable augmentations), ``mix`` and
+``autoaugment`` (batch mixers), ``presets`` and ``policies`` (what a student is distilled on), ``splits`` (split
+control), ``archive``/``cifar``/``mnist1d``/``user`` (sources). See docs/data.md.
 """
 
 from __future__ import annotations
@@ -11,23 +13,19 @@ import os
 from typing import Any
 
 from kdlab.data._paths import default_root
-from kdlab.data.augment import (
-    CropFlip,
-    Identity,
-    Shift1D,
-    ViewAugmentation,
-    autoaugment_like,
-    cutmix,
-    cutout,
-    gaussian_noise_like,
-    mixup,
-)
+from kdlab.data.archive import download_url, extract_archive
+from kdlab.data.autoaugment import autoaugment_like
 from kdlab.data.batch import Batch
-from kdlab.data.cifar import download, extract_archive, load_cifar100
-from kdlab.data.loader import BatchLoader, derive_seed, normalize
+from kdlab.data.cifar import load_cifar100
+from kdlab.data.loader import BatchLoader, derive_seed
+from kdlab.data.mix import cutmix, cutout, gaussian_noise_like, mixup
 from kdlab.data.mnist1d import load_mnist1d
-from kdlab.data.splits import DataSplits
+from kdlab.data.normalization import Normalization, normalize
+from kdlab.data.policies import DistillPolicy, build_policy
+from kdlab.data.presets import PRESETS, augment_preset
+from kdlab.data.splits import DataSplits, select_split
 from kdlab.data.user import as_tensors
+from kdlab.data.views import CropFlip, Identity, Shift1D, ViewAugmentation
 
 __all__ = [
     "DataSplits",
@@ -46,11 +44,17 @@ __all__ = [
     "cutout",
     "autoaugment_like",
     "gaussian_noise_like",
+    "Normalization",
     "normalize",
     "derive_seed",
-    "download",
+    "download_url",
     "extract_archive",
     "default_root",
+    "select_split",
+    "DistillPolicy",
+    "build_policy",
+    "PRESETS",
+    "augment_preset",
     "DATASETS",
 ]
 

@@ -1,10 +1,19 @@
-"""Where datasets and their caches live, and small file helpers shared by the loaders."""
+"""Where datasets and their caches live, and the ``.npz`` cache logic shared by the dataset loaders.
+
+A loader turns its source (an archive, a generator) into numpy arrays once and keeps them in an uncompressed ``.npz``
+(no pickles) with a JSON ``meta`` entry; :func:`cached_arrays` serves that cache while it is valid and rebuilds it
+otherwise.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,3 +48,49 @@ def save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """
     # a file object (not a name), so numpy does not append a second ".npz"
     atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def read_npz(path: Path, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], Any]:
+    """The arrays ``keys`` of a cache written by :func:`cached_arrays`, and its decoded ``meta``.
+
+    ``ValueError`` saying why if the file is unreadable or lacks a key.
+    """
+    try:
+        # Our own handle: np.load leaks its file when the zip is corrupt.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in (*keys, "meta")}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"unreadable ({type(err).__name__}: {err})") from None
+    return arrays, meta
+
+
+def cached_arrays(
+    path: Path,
+    meta: Mapping[str, Any],
+    read: Callable[[Path], dict[str, np.ndarray]],
+    build: Callable[[], dict[str, np.ndarray]],
+    *,
+    what: str,
+    rebuild: str,
+    stacklevel: int = 2,
+) -> dict[str, np.ndarray]:
+    """``read(path)`` if ``path`` holds a valid cache, else ``build()``, cached at ``path`` (with ``meta``).
+
+    ``read`` raises ``ValueError`` saying why a cache is invalid: it is then rebuilt with a ``RuntimeWarning``
+    ("``{what} cache {path} is invalid (why); {rebuild}``"). A cache that cannot be written (a read-only dataset
+    directory) only warns: the data is still usable, only slower next time. ``stacklevel`` is the caller's, as for
+    :func:`warnings.warn`.
+    """
+    if path.is_file():
+        try:
+            return read(path)
+        except ValueError as err:
+            warnings.warn(f"{what} cache {path} is invalid ({err}); {rebuild}", RuntimeWarning, stacklevel + 1)
+    arrays = build()
+    try:
+        save_npz_atomic(path, {**arrays, "meta": np.array(json.dumps(meta))})
+    except OSError as err:
+        message = f"could not write the {what} cache {path} ({err}); continuing without it"
+        warnings.warn(message, stacklevel=stacklevel + 1)  # a read-only directory: usable, only slower next time
+    return arrays

@@ -19,7 +19,7 @@ class Batch:
         view: int64 view ids ``[B]`` of the discrete augmentation that produced ``x``, or ``None``
             when the loader has no augmentation.
         label_mask: bool ``[B]``, ``True`` where ``y`` is a real label; ``None`` means every sample is labelled.
-            Distillation-data policies (kdlab.fidelity.policies) set it for mixed and synthetic inputs, whose
+            Distillation-data policies (kdlab.data.policies) set it for mixed and synthetic inputs, whose
             hard-label loss is skipped (``Method.ce``).
         temperature: float ``[B]`` per-sample distillation temperature (per-source temperatures), or ``None``
             for the method's own.

@@ -8,7 +8,8 @@ Accepted sources (``root`` may be any of them, or a directory holding them under
 * the same two trees already extracted, or the ``.npz`` cache this module writes.
 
 Pixels are stored as 3×1024 planes (R, G, B), each row-major 32×32, in both formats. The first parse writes
-``<source>.npz`` beside the source; later loads read that (≈0.2 s) after validating it.
+``<source>.npz`` beside the source; later loads read that (≈0.2 s) after validating it. Archives are read and
+downloaded by :mod:`kdlab.data.archive`; the cache logic is the one MNIST-1D uses (:mod:`kdlab.data._paths`).
 
 Pickles are read by an ``Unpickler`` whose ``find_class`` admits exactly the three globals numpy needs to rebuild an
 ``ndarray`` (the official files store ``b"data"`` as a uint8 array): ``numpy.core.multiarray._reconstruct``
@@ -19,32 +20,20 @@ cannot run code.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import io
-import json
 import os
 import pickle
-import re
-import tarfile
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
-import warnings
-import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from kdlab.data._paths import resolve_root, save_npz_atomic
-from kdlab.data.augment import CropFlip
+from kdlab.data._paths import cached_arrays, read_npz, resolve_root
+from kdlab.data.archive import download_url, read_members
 from kdlab.data.splits import DataSplits
+from kdlab.data.views import CropFlip
 
 __all__ = [
     "DEFAULT_URL",
@@ -53,8 +42,6 @@ __all__ = [
     "CIFAR100_MEAN",
     "CIFAR100_STD",
     "load_cifar100",
-    "download",
-    "extract_archive",
 ]
 
 DEFAULT_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -249,66 +236,8 @@ def _parse(fmt: str, read: Callable[[str], bytes | memoryview], where: str) -> d
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# archives
+# sources: an archive or an extracted tree
 # --------------------------------------------------------------------------------------------------------------------
-def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
-    """Refuse members that could write outside the destination or are not plain files/directories."""
-    name = member.name
-    parts = PurePosixPath(name).parts
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-        raise ValueError(
-            f"{archive}: unsafe member {name!r} (absolute path or '..'); refusing to read or extract it. "
-            f"Official CIFAR archives contain no such paths: {_HOW_TO_GET}"
-        )
-    if not (member.isfile() or member.isdir()):
-        raise ValueError(
-            f"{archive}: member {name!r} is a link or special file; refusing it. Official CIFAR archives contain "
-            f"only regular files and directories: {_HOW_TO_GET}"
-        )
-
-
-def _decompress(archive: Path) -> bytes:
-    raw = archive.read_bytes()
-    if raw[:2] != b"\x1f\x8b":  # not gzip: maybe a plain tar
-        return raw
-    try:
-        # Whole-stream decompression also checks gzip's CRC-32 and length trailer, catching silent bit flips.
-        return gzip.decompress(raw)
-    except EOFError:
-        raise ValueError(
-            f"{archive} is truncated (the gzip stream ends early, {len(raw)} bytes on disk); the download was "
-            f"probably interrupted. Delete it and {_HOW_TO_GET}"
-        ) from None
-    except (gzip.BadGzipFile, zlib.error, OSError) as err:
-        raise ValueError(f"{archive} has corrupt gzip data ({err}); delete it and {_HOW_TO_GET}") from None
-
-
-def _archive_members(archive: Path) -> dict[str, memoryview]:
-    """Every regular file of a (gzipped) tar archive, by normalised name, without touching the disk."""
-    data = _decompress(archive)
-    view = memoryview(data)
-    members: dict[str, memoryview] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for member in tar:
-                _check_member(member, archive)
-                if not member.isfile():
-                    continue
-                end = member.offset_data + member.size
-                if end > len(data):
-                    raise ValueError(
-                        f"{archive} is truncated (member {member.name!r} is cut off); delete it and {_HOW_TO_GET}"
-                    )
-                members[str(PurePosixPath(member.name))] = view[member.offset_data : end]
-    except tarfile.TarError as err:
-        raise ValueError(
-            f"{archive} is not a valid tar archive or is truncated ({err}); delete it and {_HOW_TO_GET}"
-        ) from None
-    if not members:
-        raise ValueError(f"{archive} contains no files (truncated or empty archive); delete it and {_HOW_TO_GET}")
-    return members
-
-
 def _archive_format(members: dict[str, Any], archive: Path, fmt: str) -> str:
     tops = {name.split("/", 1)[0] for name in members}
     for top in _CIFAR10_TOPS:
@@ -361,107 +290,6 @@ def _dir_reader(directory: Path) -> Callable[[str], bytes]:
     return read
 
 
-def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Safely extract a (gzipped) tar archive into ``dest``; returns ``dest``.
-
-    Every member is checked first: absolute paths, ``..`` components, links and device files are refused with a
-    ``ValueError`` and nothing is written. Where available (Python ≥ 3.12, 3.11.4, 3.10.12) ``filter="data"``
-    enforces the same again inside :mod:`tarfile`.
-    """
-    archive, dest = Path(archive), Path(dest)
-    if not archive.is_file():
-        raise FileNotFoundError(f"{archive} does not exist; {_HOW_TO_GET}")
-    try:
-        with tarfile.open(archive, mode="r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(member, archive)
-            dest.mkdir(parents=True, exist_ok=True)
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(dest, members=members, filter="data")
-            else:  # pragma: no cover - old Pythons; members were vetted above
-                tar.extractall(dest, members=members)
-    except EOFError:
-        raise ValueError(f"{archive} is truncated; delete it and {_HOW_TO_GET}") from None
-    except (tarfile.TarError, zlib.error, gzip.BadGzipFile) as err:
-        raise ValueError(f"{archive} is corrupt or truncated ({err}); delete it and {_HOW_TO_GET}") from None
-    return dest
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# download
-# --------------------------------------------------------------------------------------------------------------------
-def _md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def download(
-    url: str,
-    dest: str | os.PathLike,
-    md5: str,
-    *,
-    filename: str | None = None,
-    progress: bool = True,
-    timeout: float = 60.0,
-) -> Path:
-    """Download ``url`` into directory ``dest`` and verify its md5; returns the file's path.
-
-    Streams to a temporary file in ``dest`` (with a tqdm bar), checks the md5, then renames atomically, so the final
-    name only ever holds a verified file. On a mismatch the temporary file is removed and ``ValueError`` names the
-    file and both checksums. An existing file with the right md5 is reused without downloading.
-    """
-    if not isinstance(url, str) or not url:
-        raise ValueError(f"url must be a non-empty string; got {url!r}")
-    if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
-        raise ValueError(f"md5 must be 32 hex digits; got {md5!r}")
-    md5 = md5.lower()
-    name = filename or PurePosixPath(urllib.parse.urlparse(url).path).name
-    if not name or name in (".", ".."):
-        raise ValueError(f"cannot tell a file name from url {url!r}; pass filename=")
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    target = dest / name
-    if target.is_file():
-        if _md5(target) == md5:
-            return target
-        warnings.warn(f"{target} exists but its md5 is not {md5}; downloading it again", RuntimeWarning, stacklevel=2)
-
-    fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".part")
-    try:
-        digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=timeout)
-            except (urllib.error.URLError, OSError) as err:
-                raise ConnectionError(
-                    f"could not download {url} ({err}); check the URL and your connection, or put the file at "
-                    f"{target} yourself"
-                ) from None
-            with response:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
-                    for chunk in iter(lambda: response.read(1 << 20), b""):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-        actual = digest.hexdigest()
-        if actual != md5:
-            raise ValueError(
-                f"downloaded {target.name} from {url} has md5 {actual}, expected {md5}; the partial file was removed. "
-                f"The server sent a different or damaged file: retry, or use another mirror"
-            )
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # cache + public loader
 # --------------------------------------------------------------------------------------------------------------------
@@ -485,16 +313,9 @@ def _cache_path(source: Path) -> Path:
     return source.with_name(name + ".npz")
 
 
-def _read_cache(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Arrays + meta of a cache; ``ValueError`` saying why if it is unreadable or malformed."""
-    keys = ("x_train", "y_train", "x_test", "y_test", "class_names", "meta")
-    try:
-        # Our own handle: np.load leaks its file when the zip is corrupt.
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in keys}
-        meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"unreadable ({type(err).__name__}: {err})") from None
+def _read_cache(path: Path, sources: list[Path]) -> dict[str, np.ndarray]:
+    """The arrays of a cache; ``ValueError`` saying why if it is unreadable, malformed or older than all ``sources``."""
+    arrays, meta = read_npz(path, ("x_train", "y_train", "x_test", "y_test", "class_names"))
     if not isinstance(meta, dict) or meta.get("version") != _CACHE_VERSION:
         raise ValueError("written by another kdlab version")
     for split in ("train", "test"):
@@ -505,17 +326,17 @@ def _read_cache(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             raise ValueError(f"y_{split} is malformed or out of range")
     if arrays["class_names"].shape != (_NUM_FINE,):
         raise ValueError("class_names has the wrong length")
-    return arrays, meta
+    fingerprint = {k: meta.get(k) for k in ("source", "size", "mtime_ns")}
+    if sources and all(_fingerprint(s) != fingerprint for s in sources):
+        raise ValueError("it is older than its source")
+    return arrays
 
 
 def _to_splits(arrays: dict[str, np.ndarray]) -> DataSplits:
-    return DataSplits(
-        name="cifar100",
-        x_train=torch.from_numpy(arrays["x_train"]),
-        y_train=torch.from_numpy(arrays["y_train"]),
-        x_test=torch.from_numpy(arrays["x_test"]),
-        y_test=torch.from_numpy(arrays["y_test"]),
-        num_classes=_NUM_FINE,
+    return DataSplits.from_numpy(
+        "cifar100",
+        arrays,
+        _NUM_FINE,
         mean=CIFAR100_MEAN,
         std=CIFAR100_STD,
         train_augment=CropFlip(32, padding=4),
@@ -531,38 +352,34 @@ def _parse_source(source: Path, fmt: str) -> dict[str, np.ndarray]:
             want = " or ".join(f"{_TOP[f]}/{{{','.join(_MEMBERS[f])}}}" for f in formats)
             raise FileNotFoundError(f"{source} does not hold an extracted CIFAR-100 ({want}); {_HOW_TO_GET}")
         return _parse(found, _dir_reader(source), str(source))
-    members = _archive_members(source)
+    members = read_members(source, remedy=_HOW_TO_GET)
     found = _archive_format(members, source, fmt)
     return _parse(found, _archive_reader(members, source, found), f"{source}:{_TOP[found]}")
 
 
-def _load_and_cache(source: Path, fmt: str) -> DataSplits:
-    arrays = _parse_source(source, fmt)
-    meta = {"version": _CACHE_VERSION, **_fingerprint(source)}
-    cache = _cache_path(source)
-    try:
-        save_npz_atomic(cache, {**arrays, "meta": np.array(json.dumps(meta))})
-    except OSError as err:  # read-only dataset directory: still usable, only slower next time
-        warnings.warn(f"could not write the CIFAR-100 cache {cache} ({err}); continuing without it", stacklevel=3)
-    return _to_splits(arrays)
-
-
-def _from_cache(cache: Path, sources: list[Path]) -> DataSplits | None:
-    """The cached splits if the cache is valid and matches a present source (or no source is left)."""
-    try:
-        arrays, meta = _read_cache(cache)
-    except ValueError as err:
-        if not sources:
+def _cached_or_parsed(cache: Path, sources: list[Path], fmt: str) -> DataSplits | None:
+    """The splits cached at ``cache`` if it is valid and matches a source (or none is left), else parsed from
+    ``sources[0]`` and cached there; ``None`` when there is neither a cache nor a source."""
+    if not sources:
+        if not cache.is_file():
+            return None
+        try:
+            return _to_splits(_read_cache(cache, sources))
+        except ValueError as err:
             raise ValueError(
                 f"the CIFAR-100 cache {cache} is invalid ({err}) and no archive is there to rebuild it; delete it and "
                 f"{_HOW_TO_GET}"
             ) from None
-        warnings.warn(f"CIFAR-100 cache {cache} is invalid ({err}); re-reading {sources[0]}", RuntimeWarning, 3)
-        return None
-    fingerprint = {k: meta.get(k) for k in ("source", "size", "mtime_ns")}
-    if sources and all(_fingerprint(s) != fingerprint for s in sources):
-        warnings.warn(f"CIFAR-100 cache {cache} is older than its source; re-reading {sources[0]}", RuntimeWarning, 3)
-        return None
+    source = sources[0]
+    arrays = cached_arrays(
+        cache,
+        {"version": _CACHE_VERSION, **_fingerprint(source)},
+        read=lambda path: _read_cache(path, sources),
+        build=lambda: _parse_source(source, fmt),
+        what="CIFAR-100",
+        rebuild=f"re-reading {source}",
+        stacklevel=3,
+    )
     return _to_splits(arrays)
 
 
@@ -577,8 +394,8 @@ def load_cifar100(
 ) -> DataSplits:
     """CIFAR-100 as :class:`DataSplits`: uint8 ``[N, 3, 32, 32]``, fine labels (100 classes), 50000/10000.
 
-    ``mean``/``std`` are the standard CIFAR-100 statistics and ``train_augment`` is ``CropFlip(32, padding=4)``
-    (methods.md §10).
+    ``mean``/``std`` are the standard CIFAR-100 statistics and ``train_augment`` is ``CropFlip(32, padding=4)``, the
+    standard CIFAR recipe (He et al., CVPR 2016, §4.2).
 
     Args:
         root: a directory holding ``cifar-100-python.tar.gz`` / ``cifar-100-binary.tar.gz`` (or their extracted
@@ -599,31 +416,20 @@ def load_cifar100(
         raise ValueError(f"download must be a bool; got {download!r}")
     path = resolve_root(root)
 
-    if path.is_file():
-        if path.suffix == ".npz":
-            try:
-                return _to_splits(_read_cache(path)[0])
-            except ValueError as err:
-                raise ValueError(f"{path} is not a valid kdlab CIFAR-100 cache ({err}); delete it and reload") from None
-        cache = _cache_path(path)
-        if cache.is_file() and (cached := _from_cache(cache, [path])) is not None:
-            return cached
-        return _load_and_cache(path, fmt)
-    if path.is_dir() and _dir_format(path) is not None:  # root is itself an extracted tree
-        cache = _cache_path(path)
-        if cache.is_file() and (cached := _from_cache(cache, [path])) is not None:
-            return cached
-        return _load_and_cache(path, fmt)
+    if path.is_file() and path.suffix == ".npz":
+        try:
+            return _to_splits(_read_cache(path, []))
+        except ValueError as err:
+            raise ValueError(f"{path} is not a valid kdlab CIFAR-100 cache ({err}); delete it and reload") from None
+    if path.is_file() or (path.is_dir() and _dir_format(path) is not None):  # one archive, or an extracted tree
+        return _cached_or_parsed(_cache_path(path), [path], fmt)
 
     formats = _FORMATS if fmt == "auto" else (fmt,)
     for f in formats:
         tree, archive = path / _TOP[f], path / f"{_TOP[f]}.tar.gz"
         sources = [s for s in (tree, archive) if (s.is_dir() and _dir_format(s) == f) or s.is_file()]
-        cache = path / f"{_TOP[f]}.npz"
-        if cache.is_file() and (cached := _from_cache(cache, sources)) is not None:
-            return cached
-        if sources:
-            return _load_and_cache(sources[0], f)
+        if (splits := _cached_or_parsed(path / f"{_TOP[f]}.npz", sources, f)) is not None:
+            return splits
 
     looked = ", ".join(f"{_TOP[f]}.tar.gz, {_TOP[f]}/" for f in formats)
     if not download:
@@ -640,9 +446,5 @@ def load_cifar100(
                 f"name ({', '.join(ARCHIVE_MD5)}); pass md5= for it"
             )
         md5 = ARCHIVE_MD5[name]
-    archive = _download_file(url, path, md5, progress=progress)
-    return _load_and_cache(archive, fmt)
-
-
-# ``load_cifar100``'s ``download`` argument shadows the function inside it.
-_download_file = download
+    archive = download_url(url, path, md5, progress=progress)
+    return _cached_or_parsed(_cache_path(archive), [archive], fmt)

@@ -11,20 +11,20 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
-from kdlab.data.augment import ViewAugmentation
+from kdlab._checks import check_int, is_int
 from kdlab.data.batch import Batch
+from kdlab.data.normalization import Normalization
+from kdlab.data.views import ViewAugmentation
 
-__all__ = ["BatchLoader", "normalize", "derive_seed"]
+__all__ = ["BatchLoader", "derive_seed"]
 
 # Generator streams per (seed, epoch); fixed numbers so adding a stream never shifts the others.
 _STREAM_PERMUTATION = 0
 _STREAM_VIEWS = 1
-_STREAM_USER = 2  # epoch_generator(k) uses _STREAM_USER + k
 
 
 def derive_seed(*keys: int) -> int:
@@ -32,56 +32,9 @@ def derive_seed(*keys: int) -> int:
 
     Hashing (rather than e.g. ``seed + epoch``) keeps ``(seed=0, epoch=1)`` and ``(seed=1, epoch=0)`` independent.
     """
-    for k in keys:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise ValueError(f"seed keys must be non-negative ints; got {keys!r}")
+    if not all(is_int(k) and k >= 0 for k in keys):
+        raise ValueError(f"seed keys must be non-negative ints; got {keys!r}")
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0])
-
-
-def _stats_tensor(values: Any, name: str, channels: int, ndim: int, device: torch.device) -> torch.Tensor | None:
-    if values is None:
-        return None
-    t = torch.as_tensor(values, dtype=torch.float32).flatten()
-    if t.numel() not in (1, channels):
-        raise ValueError(f"{name} must have 1 or {channels} entries (one per channel of x); got {t.numel()}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} must be finite; got {values!r}")
-    # Broadcast over [N, C, *spatial].
-    return t.view(1, -1, *([1] * (ndim - 2))).to(device)
-
-
-def _normalize(x: torch.Tensor, mean_t: torch.Tensor | None, std_t: torch.Tensor | None) -> torch.Tensor:
-    out = x.float()
-    if x.dtype == torch.uint8:
-        # Same float32 arithmetic as torchvision's ToTensor (÷255) then Normalize (−mean, ÷std).
-        out = out / 255.0
-    if mean_t is not None:
-        out = (out - mean_t) / std_t
-    return out
-
-
-def normalize(x: torch.Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
-    """``(x/255 − mean_c)/std_c`` for uint8 pixels, ``(x − mean_c)/std_c`` for floats, per channel (dim 1); float32.
-
-    ``mean = std = None`` skips the standardisation (uint8 is still scaled to [0, 1]).
-    """
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor; got {type(x).__name__}")
-    if x.ndim < 2:
-        raise ValueError(f"x must be a batch [N, C, ...]; got shape {tuple(x.shape)}")
-    if (mean is None) != (std is None):
-        raise ValueError("pass both mean and std, or neither")
-    mean_t = _stats_tensor(mean, "mean", x.shape[1], x.ndim, x.device)
-    std_t = _stats_tensor(std, "std", x.shape[1], x.ndim, x.device)
-    if std_t is not None and not (std_t > 0).all():
-        raise ValueError(f"std must be > 0 per channel; got {std!r}")
-    return _normalize(x, mean_t, std_t)
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}")
-    return int(value)
 
 
 class BatchLoader:
@@ -131,25 +84,19 @@ class BatchLoader:
             raise ValueError(
                 f"augment must be a kdlab.data.ViewAugmentation (e.g. CropFlip()) or None; got {type(augment).__name__}"
             )
-        if (mean is None) != (std is None):
-            raise ValueError("pass both mean and std, or neither")
         if not isinstance(shuffle, bool) or not isinstance(drop_last, bool):
             raise ValueError(f"shuffle and drop_last must be bools; got {shuffle!r}, {drop_last!r}")
-        self.batch_size = _check_int(batch_size, "batch_size", 1)
-        self.seed = _check_int(seed, "seed", 0)
-        self.index_offset = _check_int(index_offset, "index_offset", 0)
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.seed = check_int(seed, "seed", 0)
+        self.index_offset = check_int(index_offset, "index_offset", 0)
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.augment = augment
         self.device = torch.device(device)
+        self.normalization = Normalization(mean, std, x.shape[1], x.ndim, self.device)
+        self.mean, self.std = self.normalization.mean, self.normalization.std
         self.x = x.to(self.device)
         self.y = y.to(self.device)
-        self.mean = None if mean is None else tuple(float(v) for v in torch.as_tensor(mean).flatten())
-        self.std = None if std is None else tuple(float(v) for v in torch.as_tensor(std).flatten())
-        self._mean_t = _stats_tensor(mean, "mean", x.shape[1], x.ndim, self.device)
-        self._std_t = _stats_tensor(std, "std", x.shape[1], x.ndim, self.device)
-        if self._std_t is not None and not (self._std_t > 0).all():
-            raise ValueError(f"std must be > 0 per channel; got {std!r}")
         self.rank = 0
         self.world_size = 1
         self.epoch = 0
@@ -157,7 +104,7 @@ class BatchLoader:
     # ---------------------------------------------------------------------------------------------- configuration
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose permutation and views the next iteration uses (like DistributedSampler)."""
-        self.epoch = _check_int(epoch, "epoch", 0)
+        self.epoch = check_int(epoch, "epoch", 0)
 
     def sharded(self, rank: int, world_size: int) -> BatchLoader:
         """A view of this loader for one of ``world_size`` ranks (data tensors are shared, not copied).
@@ -167,23 +114,13 @@ class BatchLoader:
         incomplete global batch of m samples is split into near-equal chunks ``[m·r//W, m·(r+1)//W)`` (empty when
         m < W, so prefer ``drop_last=True`` for DDP); every rank yields the same number of batches.
         """
-        world_size = _check_int(world_size, "world_size", 1)
-        rank = _check_int(rank, "rank", 0)
+        world_size = check_int(world_size, "world_size", 1)
+        rank = check_int(rank, "rank", 0)
         if rank >= world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}); got {rank}")
         shard = copy.copy(self)
         shard.rank, shard.world_size = rank, world_size
         return shard
-
-    def epoch_generator(self, stream: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
-        """A torch.Generator seeded by ``(seed, epoch, stream)``, independent of the loader's own draws.
-
-        For per-epoch randomness outside the loader (e.g. mixup on a second view) that must replay on resume.
-        """
-        stream = _check_int(stream, "stream", 0)
-        gen = torch.Generator(device=device)
-        gen.manual_seed(derive_seed(self.seed, self.epoch, _STREAM_USER + stream))
-        return gen
 
     # ------------------------------------------------------------------------------------------------- iteration
     @property
@@ -225,17 +162,32 @@ class BatchLoader:
             chunk = perm[k * g : (k + 1) * g]
             m = chunk.shape[0]
             idx = chunk[(m * self.rank) // self.world_size : (m * (self.rank + 1)) // self.world_size]
-            x = self.x[idx]
-            view = None
-            if views is not None:
-                view = views[idx]
-                x = self.augment._apply(x, view)  # ids drawn by us: in range, on device
+            view = None if views is None else views[idx]
             yield Batch(
-                x=_normalize(x, self._mean_t, self._std_t),
+                x=self.inputs_for(idx, view),
                 y=self.y[idx],
                 index=idx + self.index_offset if self.index_offset else idx,
                 view=view,
             )
+
+    def inputs_for(self, rows: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
+        """The exact model inputs for dataset ``rows`` under view ids ``views``: augmentation, then normalisation.
+
+        ``rows`` index this loader's data (without ``index_offset``) and ``views`` holds one view id per row, as
+        :meth:`plan` draws them (``None`` for a loader without augmentation); both int64 on :attr:`device`. The
+        batches of an iteration are built here, so a teacher-logit cache that calls it sees exactly the student's
+        inputs. The ids are not range-checked (that would synchronise a GPU on every batch):
+        ``augment.apply`` is the checked form.
+        """
+        if (views is None) != (self.augment is None):
+            raise ValueError(
+                "views must be given exactly when the loader has an augmentation "
+                f"(augment={self.augment!r}, views={'None' if views is None else 'a tensor'})"
+            )
+        x = self.x[rows]
+        if views is not None:
+            x = self.augment._apply(x, views)
+        return self.normalization(x)
 
     def __repr__(self) -> str:
         return (

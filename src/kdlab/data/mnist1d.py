@@ -6,19 +6,16 @@ Generated offline with the ``mnist1d`` package and cached as ``.npz``. The packa
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from kdlab.data._paths import resolve_root, save_npz_atomic
-from kdlab.data.augment import Shift1D
+from kdlab._checks import check_int, is_int, is_real
+from kdlab.data._paths import cached_arrays, read_npz, resolve_root
 from kdlab.data.splits import DataSplits
+from kdlab.data.views import Shift1D
 
 __all__ = ["load_mnist1d"]
 
@@ -54,13 +51,8 @@ def _generate(num_samples: int, seed: int, train_split: float) -> dict[str, np.n
 
 def _read_cache(path: Path, meta: dict) -> dict[str, np.ndarray]:
     """The arrays of a cache file; ``ValueError`` if it is unreadable, from other args, or malformed."""
-    try:
-        # Our own handle: np.load leaks its file when the zip is corrupt.
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test", "meta")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"unreadable ({type(err).__name__}: {err})") from err
-    if json.loads(str(arrays.pop("meta"))) != meta:
+    arrays, stored = read_npz(path, ("x_train", "y_train", "x_test", "y_test"))
+    if stored != meta:
         raise ValueError("it was made with different arguments")
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
@@ -93,14 +85,14 @@ def load_mnist1d(
         train_split: fraction of samples in the train split; the first ``int(num_samples·train_split)`` of the
             shuffled set are train.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 20 or num_samples % 10:
+    if not is_int(num_samples) or num_samples < 20 or num_samples % 10:
         raise ValueError(
             f"num_samples must be an int multiple of 10 and >= 20 (the generator makes num_samples // 10 per "
             f"class); got {num_samples!r}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an int in [0, 2**32) (numpy's legacy seeding range); got {seed!r}")
-    if isinstance(train_split, bool) or not isinstance(train_split, (int, float)):
+    num_samples = int(num_samples)
+    seed = check_int(seed, "seed", 0, 2**32 - 1, note=" (numpy's legacy seeding range)")
+    if not is_real(train_split):
         raise ValueError(f"train_split must be a float in (0, 1); got {train_split!r}")
     train_split = float(train_split)
     n_train = int(num_samples * train_split)
@@ -113,28 +105,19 @@ def load_mnist1d(
     directory = resolve_root(root)
     path = directory / _cache_name(num_samples, seed, train_split)
     meta = {"version": _CACHE_VERSION, "num_samples": num_samples, "seed": seed, "train_split": train_split}
-    arrays = None
-    if path.exists():
-        try:
-            arrays = _read_cache(path, meta)
-        except ValueError as err:
-            warnings.warn(f"MNIST-1D cache {path} is invalid ({err}); regenerating it", RuntimeWarning, stacklevel=2)
-    if arrays is None:
-        arrays = _generate(num_samples, seed, train_split)
-        try:
-            save_npz_atomic(path, {**arrays, "meta": np.array(json.dumps(meta))})
-        except OSError as err:  # e.g. a read-only root: the data is still usable, only not cached
-            warnings.warn(f"could not write the MNIST-1D cache {path} ({err}); continuing without it", stacklevel=2)
+    arrays = cached_arrays(
+        path,
+        meta,
+        read=lambda p: _read_cache(p, meta),
+        build=lambda: _generate(num_samples, seed, train_split),
+        what="MNIST-1D",
+        rebuild="regenerating it",
+    )
 
-    return DataSplits(
-        name="mnist1d",
-        x_train=torch.from_numpy(arrays["x_train"]),
-        y_train=torch.from_numpy(arrays["y_train"]),
-        x_test=torch.from_numpy(arrays["x_test"]),
-        y_test=torch.from_numpy(arrays["y_test"]),
-        num_classes=_NUM_CLASSES,
-        mean=None,
-        std=None,
+    return DataSplits.from_numpy(
+        "mnist1d",
+        arrays,
+        _NUM_CLASSES,
         train_augment=Shift1D(max_shift=4),
         class_names=tuple(str(d) for d in range(_NUM_CLASSES)),
     )

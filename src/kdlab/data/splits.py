@@ -1,34 +1,31 @@
-"""A dataset's train/test tensors plus everything needed to feed them (normalisation, train augmentation)."""
+"""A dataset's train/test tensors plus everything needed to feed them, and the split control of the data policies.
+
+:class:`DataSplits` holds the tensors, the normalisation and the train augmentation, and builds the loaders over them
+(:meth:`DataSplits.loader`). :func:`select_split` keeps the teacher part or the held-out part of the train split
+(Stanton et al., NeurIPS 2021, §5: a student distilled on data its teacher never saw).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
-from kdlab.data.augment import ViewAugmentation
+from kdlab._checks import check_int
 from kdlab.data.loader import BatchLoader
+from kdlab.data.normalization import channel_values
+from kdlab.data.views import ViewAugmentation
 
-__all__ = ["DataSplits"]
+__all__ = ["DataSplits", "PARTS", "holdout_slices", "select_split"]
 
 _X_DTYPES = (torch.uint8, torch.float32)
-
-
-def _stats(values: Sequence[float] | None, name: str, channels: int) -> tuple[float, ...] | None:
-    if values is None:
-        return None
-    try:
-        out = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a sequence of floats (one per channel) or None; got {values!r}") from None
-    if len(out) != channels:
-        raise ValueError(f"{name} has {len(out)} entries but the inputs have {channels} channels; give one per channel")
-    if not all(math.isfinite(v) for v in out):
-        raise ValueError(f"{name} must be finite; got {values!r}")
-    return out
+#: The parts of a train split under split control that :func:`select_split` can keep.
+PARTS = ("teacher", "holdout", "both")
 
 
 @dataclass(eq=False)
@@ -43,6 +40,8 @@ class DataSplits:
         mean, std: per-channel normalisation applied *after* augmentation (``None``: none).
         train_augment: the discrete train-time augmentation, or ``None``.
         class_names: optional class names, ``num_classes`` of them.
+        holdout_x: the held-out train inputs under split control (:func:`select_split`), kept for a data policy's
+            ``holdout`` source; ``None`` otherwise.
     """
 
     name: str
@@ -55,13 +54,12 @@ class DataSplits:
     std: tuple[float, ...] | None = None
     train_augment: ViewAugmentation | None = None
     class_names: tuple[str, ...] | None = None
+    holdout_x: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"name must be a non-empty string; got {self.name!r}")
-        nc = self.num_classes
-        if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
-            raise ValueError(f"num_classes must be a positive int; got {nc!r}")
+        nc = self.num_classes = check_int(self.num_classes, "num_classes", 1)
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
@@ -88,8 +86,8 @@ class DataSplits:
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
         channels = int(self.x_train.shape[1])
-        self.mean = _stats(self.mean, "mean", channels)
-        self.std = _stats(self.std, "std", channels)
+        self.mean = channel_values(self.mean, "mean", channels)
+        self.std = channel_values(self.std, "std", channels)
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"std must be > 0 per channel; got {self.std}")
         if self.train_augment is not None and not isinstance(self.train_augment, ViewAugmentation):
@@ -100,6 +98,19 @@ class DataSplits:
             self.class_names = tuple(str(c) for c in self.class_names)
             if len(self.class_names) != nc:
                 raise ValueError(f"class_names has {len(self.class_names)} names for num_classes={nc}")
+        held = self.holdout_x
+        if held is not None and (not isinstance(held, torch.Tensor) or held.dtype != self.x_train.dtype
+                                 or held.shape[1:] != self.x_train.shape[1:]):
+            got = f"{held.dtype} {tuple(held.shape)}" if isinstance(held, torch.Tensor) else type(held).__name__
+            raise ValueError(f"holdout_x must be a tensor of train samples ({self.x_train.dtype} [N, "
+                             f"{', '.join(map(str, self.input_shape))}]) or None; got {got}")
+
+    @classmethod
+    def from_numpy(cls, name: str, arrays: Mapping[str, np.ndarray], num_classes: int, **fields: Any) -> DataSplits:
+        """Splits over the numpy ``arrays["x_train"|"y_train"|"x_test"|"y_test"]`` (shared memory, no copy);
+        ``fields`` are the other attributes (``mean``, ``std``, ``train_augment``, ...)."""
+        tensors = (torch.from_numpy(arrays[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
+        return cls(name, *tensors, num_classes, **fields)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -120,9 +131,7 @@ class DataSplits:
         def take(n: int | None, total: int, name: str) -> slice:
             if n is None:
                 return slice(None)
-            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total:
-                raise ValueError(f"{name} must be an int in [1, {total}] (the split's size) or None; got {n!r}")
-            return slice(0, n)
+            return slice(0, check_int(n, name, 1, total, note=" (the split's size) or None"))
 
         tr = take(n_train, self.num_train, "n_train")
         te = take(n_test, self.num_test, "n_test")
@@ -132,6 +141,38 @@ class DataSplits:
             y_train=self.y_train[tr],
             x_test=self.x_test[te],
             y_test=self.y_test[te],
+        )
+
+    def loader(
+        self,
+        part: str,
+        batch_size: int,
+        *,
+        augment: bool = False,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> BatchLoader:
+        """A :class:`BatchLoader` over the ``"train"`` or ``"test"`` split with this dataset's normalisation.
+
+        ``augment``: use :attr:`train_augment` (``False``: the clean samples). The one place where a split becomes a
+        loader; :meth:`train_loader` and :meth:`test_loader` are its two usual settings.
+        """
+        if part not in ("train", "test"):
+            raise ValueError(f"part must be 'train' or 'test'; got {part!r}")
+        x, y = (self.x_train, self.y_train) if part == "train" else (self.x_test, self.y_test)
+        return BatchLoader(
+            x,
+            y,
+            batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            augment=self.train_augment if augment else None,
+            mean=self.mean,
+            std=self.std,
+            seed=seed,
+            device=device,
         )
 
     def train_loader(
@@ -145,28 +186,36 @@ class DataSplits:
         device: torch.device | str = "cpu",
     ) -> BatchLoader:
         """A loader over the train split with this dataset's augmentation (``augment=False``: clean train split)."""
-        return BatchLoader(
-            self.x_train,
-            self.y_train,
-            batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            augment=self.train_augment if augment else None,
-            mean=self.mean,
-            std=self.std,
-            seed=seed,
-            device=device,
-        )
+        return self.loader("train", batch_size, augment=augment, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                           device=device)
 
     def test_loader(self, batch_size: int, *, device: torch.device | str = "cpu") -> BatchLoader:
         """A loader over the test split: dataset order, no augmentation, same normalisation."""
-        return BatchLoader(
-            self.x_test,
-            self.y_test,
-            batch_size,
-            shuffle=False,
-            augment=None,
-            mean=self.mean,
-            std=self.std,
-            device=device,
-        )
+        return self.loader("test", batch_size, device=device)
+
+
+def holdout_slices(n: int, fraction: float) -> tuple[slice, slice]:
+    """(teacher part, held-out part) of a train split of ``n`` samples: the held-out part is the last
+    ``ceil(fraction·n)`` samples (MNIST-1D and CIFAR train orders carry no class order, so a tail split is fair)."""
+    k = math.ceil(fraction * n)
+    if fraction > 0 and not 0 < k < n:
+        raise ValueError(f"distill_data.holdout_fraction={fraction} leaves an empty part of the {n} training "
+                         "samples; choose a fraction strictly between 0 and 1 with at least one sample each side")
+    return slice(0, n - k), slice(n - k, n)
+
+
+def select_split(cfg: Any, splits: DataSplits, part: str) -> DataSplits:
+    """The training data of a run under split control: the ``part`` of the train split it trains on.
+
+    ``cfg`` is a ``DistillDataConfig`` (its ``holdout_fraction``); ``part`` is one of :data:`PARTS`: a teacher run
+    keeps ``"teacher"``, a student the ``cfg.split`` it distils on. The held-out inputs stay reachable as
+    :attr:`DataSplits.holdout_x` (for a data policy's ``holdout`` source). No-op when ``cfg.holdout_fraction == 0``.
+    """
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}; got {part!r}")
+    if cfg.holdout_fraction == 0:
+        return splits
+    teacher, holdout = holdout_slices(splits.num_train, cfg.holdout_fraction)
+    keep = {"teacher": teacher, "holdout": holdout, "both": slice(0, splits.num_train)}[part]
+    return dataclasses.replace(splits, x_train=splits.x_train[keep], y_train=splits.y_train[keep],
+                               holdout_x=splits.x_train[holdout])

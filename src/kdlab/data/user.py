@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from kdlab._checks import check_int
+
 __all__ = ["as_tensors"]
 
 # Datasets at least this long get a progress bar while they are stacked.
@@ -98,10 +100,8 @@ def as_tensors(
         num_classes: if given, labels must be below it.
         progress: allow the progress bar.
     """
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    ):
-        raise ValueError(f"num_classes must be a positive int or None; got {num_classes!r}")
+    if num_classes is not None:
+        num_classes = check_int(num_classes, "num_classes", 1, note=" or None")
     if isinstance(data, (tuple, list)) and len(data) == 2 and _is_array(data[0]) and _is_array(data[1]):
         x = _input_tensor(data[0], "inputs")
         y = data[1]

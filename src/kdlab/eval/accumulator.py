@@ -17,14 +17,13 @@ import math
 import torch
 from torch import Tensor
 
+from kdlab._checks import check_int, check_positive
 from kdlab.eval.metrics import (
     _agree_rows,
     _bin_sums,
-    _check_int,
     _check_labels,
     _check_logits,
     _check_pair,
-    _check_temperature,
     _confidence_correct,
     _ece_from_sums,
     _kl_rows,
@@ -199,10 +198,10 @@ class FidelityAccumulator(_SumAccumulator):
 
     def __init__(self, num_classes: int, temperature: float | None = None, topk: int = 5, n_bins: int = 10,
                  device=None):
-        self.num_classes = _check_int(num_classes, "num_classes", 1)
-        self.temperature = None if temperature is None else _check_temperature(temperature)
-        self.topk = _check_int(topk, "topk", 1)
-        self.n_bins = _check_int(n_bins, "n_bins", 1)
+        self.num_classes = check_int(num_classes, "num_classes", 1)
+        self.temperature = None if temperature is None else check_positive(temperature, "temperature")
+        self.topk = check_int(topk, "topk", 1)
+        self.n_bins = check_int(n_bins, "n_bins", 1)
         fields = [("n", 1), ("n_labeled", 1), ("bad_labels", 1), ("bad_logits", 1), ("agree", 1), ("topk", 1),
                   ("kl", 1), ("l2", 1)]
         if self.temperature is not None:
@@ -295,8 +294,8 @@ class AccuracyAccumulator(_SumAccumulator):
     example exactly as the student/teacher columns of :class:`FidelityAccumulator`."""
 
     def __init__(self, num_classes: int, n_bins: int = 10, device=None):
-        self.num_classes = _check_int(num_classes, "num_classes", 1)
-        self.n_bins = _check_int(n_bins, "n_bins", 1)
+        self.num_classes = check_int(num_classes, "num_classes", 1)
+        self.n_bins = check_int(n_bins, "n_bins", 1)
         fields = [("n", 1), ("bad_labels", 1), ("bad_logits", 1)] + _classifier_fields("", self.n_bins)
         super().__init__(fields, device)
 

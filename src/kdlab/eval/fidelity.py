@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from kdlab._checks import check_int, check_positive
 from kdlab.eval.accumulator import AccuracyAccumulator, FidelityAccumulator
-from kdlab.eval.metrics import _check_int, _check_temperature
 from kdlab.teachers.ensemble import Ensemble
 
 __all__ = ["evaluate_accuracy", "fidelity_report"]
@@ -97,7 +97,7 @@ def _device_batches(data, batch_size: int, device: torch.device, transform: Call
 # models
 # --------------------------------------------------------------------------------------------------------------
 def _check_batch_size(batch_size) -> int:
-    return _check_int(batch_size, "batch_size", 1)
+    return check_int(batch_size, "batch_size", 1)
 
 
 def _check_device(device) -> torch.device:
@@ -195,8 +195,8 @@ def fidelity_report(
         )
     batch_size = _check_batch_size(batch_size)
     device = _check_device(device)
-    temperature = None if temperature is None else _check_temperature(temperature)
-    topk, n_bins = _check_int(topk, "topk", 1), _check_int(n_bins, "n_bins", 1)
+    temperature = None if temperature is None else check_positive(temperature, "temperature")
+    topk, n_bins = check_int(topk, "topk", 1), check_int(n_bins, "n_bins", 1)
 
     acc = None
     with _evaluation(teachers + [student], device):
@@ -234,7 +234,7 @@ def evaluate_accuracy(
     members = _members(model, "model")
     batch_size = _check_batch_size(batch_size)
     device = _check_device(device)
-    n_bins = _check_int(n_bins, "n_bins", 1)
+    n_bins = check_int(n_bins, "n_bins", 1)
 
     acc = None
     with _evaluation(members, device):

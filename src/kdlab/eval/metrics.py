@@ -18,11 +18,11 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
-from numbers import Integral
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from kdlab._checks import check_int, check_positive
 
 __all__ = [
     "accuracy",
@@ -95,24 +95,6 @@ def _check_labels(y: Tensor, n: int, num_classes: int, name: str = "y", check_ra
                 f"got values in [{lo}, {hi}]"
             )
     return y
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_temperature(temperature, name: str = "temperature") -> float:
-    try:
-        value = float(temperature)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {temperature!r}") from None
-    if isinstance(temperature, bool) or not value > 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a positive finite number, got {temperature!r}")
-    return value
 
 
 def _check_reduction(reduction: str) -> str:
@@ -219,7 +201,7 @@ def topk_agreement(t_logits: Tensor, s_logits: Tensor, k: int = 5) -> float:
     Ties are ranked towards the lower class index (so ``k=1`` equals :func:`agreement`); ``k >= C`` gives 100.
     """
     t, s = _check_pair(t_logits, s_logits)
-    k = _check_int(k, "k", 1)
+    k = check_int(k, "k", 1)
     return 100.0 * _mean(_topk_rows(t, s, k), "top-k agreement")
 
 
@@ -231,7 +213,7 @@ def predictive_kl(t_logits: Tensor, s_logits: Tensor, temperature: float = 1.0, 
     ``reduction="mean"`` returns the mean over examples as a float, ``"none"`` the tensor of per-example values [N].
     """
     t, s = _check_pair(t_logits, s_logits)
-    temperature = _check_temperature(temperature)
+    temperature = check_positive(temperature, "temperature")
     return _reduce(_kl_rows(t, s, temperature), _check_reduction(reduction), "predictive KL")
 
 
@@ -262,7 +244,7 @@ def reliability_bins(logits: Tensor, y: Tensor, n_bins: int = 10) -> dict[str, T
     """
     logits = _check_logits(logits, "logits")
     y = _check_labels(y, logits.shape[0], logits.shape[1])
-    n_bins = _check_int(n_bins, "n_bins", 1)
+    n_bins = check_int(n_bins, "n_bins", 1)
     if logits.shape[0] == 0:
         raise ValueError("cannot bin zero examples; pass at least one row of logits")
     dtype = _sum_dtype(logits.device)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
+
+from kdlab._checks import is_real
 
 __all__ = ["summarize_seeds"]
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def summarize_seeds(runs: list[dict]) -> dict:
@@ -28,11 +25,11 @@ def summarize_seeds(runs: list[dict]) -> dict:
             raise ValueError(f"runs[{i}] must be a dict of metrics, got {type(run).__name__}")
     keys: list = []
     for run in runs:
-        keys += [k for k, v in run.items() if _is_number(v) and k not in keys]
+        keys += [k for k, v in run.items() if is_real(v) and k not in keys]
     out: dict = {"n_seeds": len(runs)}
     for key in keys:
         for i, run in enumerate(runs):
-            if not _is_number(run.get(key)):
+            if not is_real(run.get(key)):
                 raise ValueError(
                     f"metric {key!r} is numeric in some runs but is {run.get(key)!r} in runs[{i}]; "
                     "every seed must report the same metrics"

@@ -24,8 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kdlab.data.loader import BatchLoader
-from kdlab.fidelity.policies import build_policy
+from kdlab.data.policies import build_policy
 from kdlab.eval.fidelity import fidelity_report
 from kdlab.eval.metrics import linear_cka
 from kdlab.models import eval_mode, forward_features
@@ -95,7 +94,6 @@ def evaluate_sources(teacher: nn.Module | list[nn.Module], student: nn.Module, s
     if unknown or not sources:
         raise ValueError(f"sources must be a non-empty subset of {SOURCES}, got {list(sources)}")
     device = torch.device(device)
-    common = {"mean": splits.mean, "std": splits.std, "device": device, "seed": seed}
     out: dict[str, dict] = {}
     for source in sources:
         if source == "distill_stream":
@@ -104,16 +102,14 @@ def evaluate_sources(teacher: nn.Module | list[nn.Module], student: nn.Module, s
             out[source] = read_distill_stream(run_dir)
             continue
         if source == "train_aug":
-            loader = BatchLoader(splits.x_train, splits.y_train, policy_batch_size or batch_size, shuffle=False,
-                                 augment=splits.train_augment if augment else None, **common)
+            loader = splits.loader("train", policy_batch_size or batch_size, augment=augment, seed=seed, device=device)
             policy = None
             if distill_data is not None and distill_data.policy != "none":
                 gen = torch.Generator(device=device).manual_seed(seed)
                 policy = build_policy(distill_data, splits, device, generator=gen)
             data = list(_policy_batches(loader, policy))
         else:
-            x, y = (splits.x_test, splits.y_test) if source == "test" else (splits.x_train, splits.y_train)
-            data = BatchLoader(x, y, batch_size, shuffle=False, augment=None, **common)
+            data = splits.loader("test" if source == "test" else "train", batch_size, seed=seed, device=device)
         report = fidelity_report(teacher, student, data, batch_size=batch_size, device=device,
                                  temperature=temperature)
         if cka and source != "train_aug":

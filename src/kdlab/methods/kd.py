@@ -42,7 +42,7 @@ class KD(LogitMethod):
         tau = getattr(batch, "temperature", None)
         if tau is None:
             kd = kd_loss(zs, vs, temperature=hp.temperature)
-        else:  # per-source temperature (kdlab.fidelity.policies): each sample at its own τ_i, T_i² scaling kept
+        else:  # per-source temperature (kdlab.data.policies): each sample at its own τ_i, T_i² scaling kept
             kd = kd_loss_per_sample_temperature(zs, vs, tau)
         losses = {"ce": hp.ce_weight * self.masked_ce(z, batch), "kd": hp.kd_weight * kd}
         return StepOutput(z, losses, v)

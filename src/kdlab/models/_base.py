@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from kdlab._checks import check_int
+
 
 class ZooModel(nn.Module):
     """A classifier whose ``forward`` returns logits and whose ``forward_features`` also returns its features.
@@ -76,9 +78,7 @@ def init_weights(model: nn.Module, linear: str = "default") -> None:
 
 
 def check_positive_int(value, name: str, model: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{model}: {name} must be a positive integer, got {value!r}")
-    return value
+    return check_int(value, f"{model}: {name}", 1)
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdlab._checks import is_real
+
 __all__ = ["init_from_teacher", "recompute_bn_stats"]
 
 _BN = (nn.modules.batchnorm._BatchNorm,)
@@ -65,7 +67,7 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, lam: float, loader
     over ``loader`` (interpolated statistics do not describe the interpolated network's activations);
     ``bn="keep"`` keeps the interpolated statistics λ·stats_t + (1−λ)·stats_s instead.
     """
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
+    if not is_real(lam) or not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must be a number in [0, 1] (the teacher's weight), got {lam!r}")
     if bn not in ("recompute", "keep"):
         raise ValueError(f"bn must be 'recompute' or 'keep', got {bn!r}")

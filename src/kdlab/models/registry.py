@@ -8,6 +8,8 @@ from typing import Callable
 
 from torch import nn
 
+from kdlab._checks import check_int
+
 Builder = Callable[..., nn.Module]
 
 _BUILDERS: dict[str, Builder] = {}
@@ -59,8 +61,7 @@ def create(name: str, num_classes: int, **kwargs) -> nn.Module:
     if not isinstance(name, str):
         raise ValueError(f"model name must be a string, got {type(name).__name__}")
     key = _resolve(name)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r} (for model {key!r})")
+    num_classes = check_int(num_classes, "num_classes", 2, note=f" (for model {key!r})")
     builder = _BUILDERS[key]
     params = inspect.signature(builder).parameters
     accepted = [p for p in params if p != "num_classes"]

@@ -172,10 +172,7 @@ class CachedTeacher:
     # --------------------------------------------------------------------------------------------------- compute
     def _inputs(self, rows: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         """The exact student inputs for (row, view): the loader's own augmentation and normalisation."""
-        from kdlab.data.loader import _normalize
-
-        x = self.augment._apply(self.loader.x[rows], views)
-        return _normalize(x, self.loader._mean_t, self.loader._std_t)
+        return self.loader.inputs_for(rows, views)
 
     def _compute(self, rows: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         return self.teacher.logits(self._inputs(rows, views))

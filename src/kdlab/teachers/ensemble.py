@@ -9,12 +9,13 @@ own disjoint set of members (:func:`disjoint_members`).
 from __future__ import annotations
 
 import math
-from numbers import Integral
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from kdlab._checks import check_int, check_positive
 
 __all__ = ["Ensemble", "disjoint_members"]
 
@@ -55,12 +56,7 @@ class Ensemble(nn.Module):
         if rule == "tempered_prob":
             if temperature is None:
                 raise ValueError("rule='tempered_prob' needs temperature=T > 0 (the temperature of each member)")
-            try:
-                temperature = float(temperature)
-            except (TypeError, ValueError):
-                raise ValueError(f"temperature must be a positive number, got {temperature!r}") from None
-            if not (0 < temperature < math.inf):
-                raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+            temperature = check_positive(temperature, "temperature")
         elif temperature is not None:
             raise ValueError(
                 f"temperature is only used by rule='tempered_prob'; with rule={rule!r} apply the temperature to the "
@@ -122,10 +118,8 @@ def disjoint_members(pool: Sequence, size: int, seed_index: int) -> list:
         pool = list(pool)
     except TypeError:
         raise ValueError(f"pool must be a list of teachers, got {type(pool).__name__}") from None
-    for name, value, minimum in (("size", size, 1), ("seed_index", seed_index, 0)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    start, stop = int(seed_index) * int(size), (int(seed_index) + 1) * int(size)
+    size, seed_index = check_int(size, "size", 1), check_int(seed_index, "seed_index", 0)
+    start, stop = seed_index * size, (seed_index + 1) * size
     if stop > len(pool):
         raise ValueError(
             f"a pool of {len(pool)} teachers is too small for seed_index={seed_index} with size={size}: seeds "

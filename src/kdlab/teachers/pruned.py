@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from kdlab._checks import is_real
 from kdlab.teachers.frozen import FrozenTeacher
 
 __all__ = ["prune_copy", "PrunedEnsembleTeacher"]
@@ -31,7 +32,7 @@ def prune_copy(module: nn.Module, amount: float = 0.1) -> nn.Module:
     """
     if not isinstance(module, nn.Module):
         raise ValueError(f"prune_copy: module must be an nn.Module, got {type(module).__name__}")
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
+    if not is_real(amount) or not math.isfinite(amount):
         raise ValueError(f"prune_copy: amount must be a fraction in [0, 1), got {amount!r}")
     if not 0.0 <= amount < 1.0:
         raise ValueError(f"prune_copy: amount must be a fraction in [0, 1) (0.1 zeroes 10% per layer), got {amount}")
@@ -74,7 +75,7 @@ class PrunedEnsembleTeacher:
                 f"PrunedEnsembleTeacher: teacher must be a FrozenTeacher (wrap your module with "
                 f"kdlab.teachers.frozen.FrozenTeacher), got {type(teacher).__name__}"
             )
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
+        if not is_real(lam) or not 0.0 <= lam <= 1.0:
             raise ValueError(f"PrunedEnsembleTeacher: lam must be a weight in [0, 1] (R2KD uses 0.7), got {lam!r}")
         if pruned_bn_mode not in ("eval", "train"):
             raise ValueError(f"PrunedEnsembleTeacher: pruned_bn_mode must be 'eval' or 'train', got {pruned_bn_mode!r}")
