@@ -6,6 +6,9 @@ import pytest
 
 from kdlab import demo
 
+# measured at these settings (teacher 98.5%, 2 seeds): CE 75.80 ± 0.85%, KD 85.75 ± 1.06%
+MARGIN = 5.0
+
 
 @pytest.mark.slow
 def test_demo_writes_results_table_and_plot_and_kd_beats_ce(tmp_path, capsys):

@@ -31,7 +31,7 @@ def _data(seed=0):
 def _run(t, s, y, batch_size, **kw):
     acc = FidelityAccumulator(C, **kw)
     for i in range(0, t.shape[0], batch_size):
-        acc.update(t[i:i + batch_size], s[i:i + batch_size], None if y is None else y[i:i + batch_size])
+        acc.update(teacher_logits=t[i:i + batch_size], student_logits=s[i:i + batch_size], labels=None if y is None else y[i:i + batch_size])
     return acc
 
 
@@ -51,8 +51,8 @@ def test_compute_equals_the_pure_functions_on_all_examples():
                          "teacher_acc", "student_nll", "teacher_nll", "student_ece", "teacher_ece"]
     assert out["n"] == N and out["n_labeled"] == N
     expected = {
-        "agreement": agreement(t, s), "top5_agreement": topk_agreement(t, s, 5), "kl": predictive_kl(t, s),
-        "kl_T4": predictive_kl(t, s, temperature=4.0), "logit_l2": logit_l2(t, s),
+        "agreement": agreement(teacher_logits=t, student_logits=s), "top5_agreement": topk_agreement(teacher_logits=t, student_logits=s, k=5), "kl": predictive_kl(teacher_logits=t, student_logits=s),
+        "kl_T4": predictive_kl(teacher_logits=t, student_logits=s, temperature=4.0), "logit_l2": logit_l2(teacher_logits=t, student_logits=s),
         "student_acc": accuracy(s, y), "teacher_acc": accuracy(t, y), "student_nll": nll(s, y),
         "teacher_nll": nll(t, y), "student_ece": ece(s, y), "teacher_ece": ece(t, y),
     }
@@ -124,7 +124,7 @@ def test_update_never_syncs_with_the_host(monkeypatch):
         for name in ("item", "tolist", "__bool__", "__int__", "__float__", "cpu", "numpy"):
             m.setattr(torch.Tensor, name, forbidden)
         for i in range(0, N, 32):
-            fid.update(t[i:i + 32], s[i:i + 32], y[i:i + 32])
+            fid.update(teacher_logits=t[i:i + 32], student_logits=s[i:i + 32], labels=y[i:i + 32])
             acc.update(s[i:i + 32], y[i:i + 32])
     assert fid.compute()["n"] == N and acc.compute()["n"] == N
 
@@ -134,13 +134,13 @@ def test_labels_out_of_range_and_nan_logits_are_reported_by_compute():
     bad = y.clone()
     bad[3] = C
     acc = FidelityAccumulator(C)
-    acc.update(t, s, bad)  # no error yet: checking the range would need a host sync
+    acc.update(teacher_logits=t, student_logits=s, labels=bad)  # no error yet: checking the range would need a host sync
     with pytest.raises(ValueError, match=r"1 of 150 labels were outside \[0, 9\]"):
         acc.compute()
     s_nan = s.clone()
     s_nan[5, 2] = float("nan")
     acc = FidelityAccumulator(C)
-    acc.update(t, s_nan, y)
+    acc.update(teacher_logits=t, student_logits=s_nan, labels=y)
     with pytest.raises(ValueError, match="NaN or \\+inf"):
         acc.compute()
 
@@ -148,25 +148,25 @@ def test_labels_out_of_range_and_nan_logits_are_reported_by_compute():
 def test_unlabelled_batches_count_for_fidelity_only():
     t, s, y = _data(7)
     acc = FidelityAccumulator(C)
-    acc.update(t[:100], s[:100], y[:100])
-    acc.update(t[100:], s[100:], None)
+    acc.update(teacher_logits=t[:100], student_logits=s[:100], labels=y[:100])
+    acc.update(teacher_logits=t[100:], student_logits=s[100:], labels=None)
     out = acc.compute()
     assert out["n"] == N and out["n_labeled"] == 100
-    assert out["agreement"] == pytest.approx(agreement(t, s))
+    assert out["agreement"] == pytest.approx(agreement(teacher_logits=t, student_logits=s))
     assert out["student_acc"] == pytest.approx(accuracy(s[:100], y[:100]))
     unlabelled = _run(t, s, None, 64).compute()
-    assert math.isnan(unlabelled["student_acc"]) and unlabelled["kl"] == pytest.approx(predictive_kl(t, s))
+    assert math.isnan(unlabelled["student_acc"]) and unlabelled["kl"] == pytest.approx(predictive_kl(teacher_logits=t, student_logits=s))
 
 
 def test_keys_follow_topk_and_temperature_and_logits_with_grad_are_detached():
     t, s, y = _data(8)
     s = s.requires_grad_(True)
     acc = FidelityAccumulator(C, temperature=2.5, topk=3)
-    acc.update(t, s, y)
+    acc.update(teacher_logits=t, student_logits=s, labels=y)
     assert not acc.sum_tensor().requires_grad
     out = acc.compute()
     assert "kl_T2.5" in out and "top3_agreement" in out and "top5_agreement" not in out
-    assert out["top3_agreement"] == pytest.approx(topk_agreement(t, s.detach(), 3))
+    assert out["top3_agreement"] == pytest.approx(topk_agreement(teacher_logits=t, student_logits=s.detach(), k=3))
     assert not any(k.startswith("kl_T") for k in _run(t, s.detach(), y, 50).compute())
 
 
@@ -174,8 +174,8 @@ def test_created_under_inference_mode_then_updated_outside():
     t, s, y = _data(9)
     acc = FidelityAccumulator(C)
     with torch.inference_mode():
-        acc.update(t[:70], s[:70], y[:70])
-    acc.update(t[70:], s[70:], y[70:])
+        acc.update(teacher_logits=t[:70], student_logits=s[:70], labels=y[:70])
+    acc.update(teacher_logits=t[70:], student_logits=s[70:], labels=y[70:])
     _assert_same(acc.compute(), _run(t, s, y, N).compute())
 
 
@@ -199,9 +199,9 @@ def test_accuracy_accumulator_matches_functions_for_any_batch_size():
         (lambda: FidelityAccumulator(C, temperature=-1.0), "temperature"),
         (lambda: FidelityAccumulator(C, topk=0), "topk"),
         (lambda: FidelityAccumulator(C, n_bins=0), "n_bins"),
-        (lambda: FidelityAccumulator(C).update(torch.randn(4, C), torch.randn(4, C + 1)), "same shape"),
-        (lambda: FidelityAccumulator(C).update(torch.randn(4, 3), torch.randn(4, 3)), "num_classes=10"),
-        (lambda: FidelityAccumulator(C).update(torch.randn(4, C), torch.randn(4, C), torch.zeros(3).long()), "labels"),
+        (lambda: FidelityAccumulator(C).update(teacher_logits=torch.randn(4, C), student_logits=torch.randn(4, C + 1)), "same shape"),
+        (lambda: FidelityAccumulator(C).update(teacher_logits=torch.randn(4, 3), student_logits=torch.randn(4, 3)), "num_classes=10"),
+        (lambda: FidelityAccumulator(C).update(teacher_logits=torch.randn(4, C), student_logits=torch.randn(4, C), labels=torch.zeros(3).long()), "labels"),
         (lambda: FidelityAccumulator(C).compute(), "no examples"),
     ],
 )

@@ -59,8 +59,8 @@ def test_report_equals_metrics_on_full_logits_and_is_batch_size_invariant():
     with torch.no_grad():
         t, s = teacher.eval()(x), student.eval()(x)
     expected = {
-        "n": N, "n_labeled": N, "agreement": agreement(t, s), "top5_agreement": topk_agreement(t, s),
-        "kl": predictive_kl(t, s), "kl_T4": predictive_kl(t, s, 4.0), "logit_l2": logit_l2(t, s),
+        "n": N, "n_labeled": N, "agreement": agreement(teacher_logits=t, student_logits=s), "top5_agreement": topk_agreement(teacher_logits=t, student_logits=s),
+        "kl": predictive_kl(teacher_logits=t, student_logits=s), "kl_T4": predictive_kl(teacher_logits=t, student_logits=s, temperature=4.0), "logit_l2": logit_l2(teacher_logits=t, student_logits=s),
         "student_acc": accuracy(s, y), "teacher_acc": accuracy(t, y), "student_nll": nll(s, y),
         "teacher_nll": nll(t, y), "student_ece": ece(s, y), "teacher_ece": ece(t, y),
     }

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from kdlab.eval import (
+    FidelityAccumulator,
     accuracy,
     agreement,
     ece,
@@ -29,7 +30,7 @@ def test_agreement_and_accuracy_hand_example():
     t = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0], [0.0, 0.0, 5.0], [1.0, 4.0, 0.0]])
     s = torch.tensor([[2.0, 0.0, 1.0], [0.0, 0.0, 9.0], [1.0, 0.0, 3.0], [5.0, 0.0, 1.0]])
     # argmax t = [0, 1, 2, 1]; argmax s = [0, 2, 2, 0] → 2 of 4 agree
-    assert agreement(t, s) == pytest.approx(50.0)
+    assert agreement(teacher_logits=t, student_logits=s) == pytest.approx(50.0)
     assert accuracy(s, torch.tensor([0, 2, 1, 1])) == pytest.approx(50.0)
     assert accuracy(t, torch.tensor([0, 1, 2, 1])) == pytest.approx(100.0)
 
@@ -38,21 +39,21 @@ def test_topk_agreement_hand_example_and_ties():
     t = torch.tensor([[0.0, 0.0, 9.0, 0.0], [9.0, 0.0, 0.0, 0.0], [0.0, 9.0, 0.0, 0.0]])
     # teacher top-1 = [2, 0, 1]; its rank in the student row: 1, 3, 0
     s = torch.tensor([[5.0, 4.0, 4.5, 0.0], [0.0, 3.0, 2.0, 1.0], [0.0, 7.0, 0.0, 0.0]])
-    assert topk_agreement(t, s, k=1) == pytest.approx(100 / 3)
-    assert topk_agreement(t, s, k=2) == pytest.approx(200 / 3)
-    assert topk_agreement(t, s, k=4) == pytest.approx(100.0)
-    assert topk_agreement(t, s, k=50) == pytest.approx(100.0)  # k >= C: always inside
+    assert topk_agreement(teacher_logits=t, student_logits=s, k=1) == pytest.approx(100 / 3)
+    assert topk_agreement(teacher_logits=t, student_logits=s, k=2) == pytest.approx(200 / 3)
+    assert topk_agreement(teacher_logits=t, student_logits=s, k=4) == pytest.approx(100.0)
+    assert topk_agreement(teacher_logits=t, student_logits=s, k=50) == pytest.approx(100.0)  # k >= C: always inside
     # ties: student row all equal → argmax is class 0; k=1 must agree with top-1 agreement exactly
     t2 = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     s2 = torch.zeros(2, 3)
-    assert topk_agreement(t2, s2, k=1) == agreement(t2, s2) == pytest.approx(50.0)
-    assert topk_agreement(t2, s2, k=2) == pytest.approx(100.0)
+    assert topk_agreement(teacher_logits=t2, student_logits=s2, k=1) == agreement(teacher_logits=t2, student_logits=s2) == pytest.approx(50.0)
+    assert topk_agreement(teacher_logits=t2, student_logits=s2, k=2) == pytest.approx(100.0)
 
 
 def test_topk_k1_equals_agreement_on_random_logits():
     t = torch.randn(200, 7, generator=_gen(1)).round()  # rounding creates many ties
     s = torch.randn(200, 7, generator=_gen(2)).round()
-    assert topk_agreement(t, s, k=1) == pytest.approx(agreement(t, s))
+    assert topk_agreement(teacher_logits=t, student_logits=s, k=1) == pytest.approx(agreement(teacher_logits=t, student_logits=s))
 
 
 def test_predictive_kl_matches_definition_without_t_squared():
@@ -61,15 +62,15 @@ def test_predictive_kl_matches_definition_without_t_squared():
     for temp in (1.0, 4.0):
         p, q = torch.softmax(t / temp, 1), torch.softmax(s / temp, 1)
         expected = (p * (p.log() - q.log())).sum(1)
-        per = predictive_kl(t, s, temperature=temp, reduction="none")
+        per = predictive_kl(teacher_logits=t, student_logits=s, temperature=temp, reduction="none")
         torch.testing.assert_close(per, expected)
-        assert predictive_kl(t, s, temperature=temp) == pytest.approx(expected.mean().item())
+        assert predictive_kl(teacher_logits=t, student_logits=s, temperature=temp) == pytest.approx(expected.mean().item())
         # batch-mean KL as torch defines it, with no T² factor
         ref = F.kl_div(F.log_softmax(s / temp, 1), F.log_softmax(t / temp, 1), reduction="batchmean", log_target=True)
-        assert predictive_kl(t, s, temperature=temp) == pytest.approx(ref.item())
+        assert predictive_kl(teacher_logits=t, student_logits=s, temperature=temp) == pytest.approx(ref.item())
     # teacher is p: the direction matters
-    assert predictive_kl(t, s) != pytest.approx(predictive_kl(s, t))
-    assert predictive_kl(t, t) == 0.0
+    assert predictive_kl(teacher_logits=t, student_logits=s) != pytest.approx(predictive_kl(teacher_logits=s, student_logits=t))
+    assert predictive_kl(teacher_logits=t, student_logits=t) == 0.0
 
 
 def test_predictive_kl_zero_mass_classes_are_not_nan():
@@ -77,7 +78,7 @@ def test_predictive_kl_zero_mass_classes_are_not_nan():
     s = torch.tensor([[0.5, 2.0, 0.0]])
     p = torch.softmax(t, 1)
     expected = sum(p[0, c] * (p[0, c].log() - torch.log_softmax(s, 1)[0, c]) for c in (0, 2))
-    assert predictive_kl(t, s) == pytest.approx(expected.item())
+    assert predictive_kl(teacher_logits=t, student_logits=s) == pytest.approx(expected.item())
 
 
 def test_nll_per_example_non_square_catches_row_column_mixups():
@@ -138,8 +139,8 @@ def test_ece_matches_naive_loop_over_bins():
 def test_logit_l2_per_example():
     t = torch.tensor([[0.0, 0.0], [1.0, 1.0], [3.0, 0.0]])
     s = torch.tensor([[3.0, 4.0], [1.0, 1.0], [0.0, 4.0]])
-    torch.testing.assert_close(logit_l2(t, s, reduction="none"), torch.tensor([5.0, 0.0, 5.0]))
-    assert logit_l2(t, s) == pytest.approx(10 / 3)
+    torch.testing.assert_close(logit_l2(teacher_logits=t, student_logits=s, reduction="none"), torch.tensor([5.0, 0.0, 5.0]))
+    assert logit_l2(teacher_logits=t, student_logits=s) == pytest.approx(10 / 3)
 
 
 def _cka_reference(x, y):
@@ -180,25 +181,25 @@ def test_linear_cka_flattens_feature_maps_and_validates():
 def test_half_precision_inputs_are_computed_in_float32():
     t = torch.randn(64, 10, generator=_gen(12)) * 4
     s = torch.randn(64, 10, generator=_gen(13)) * 4
-    per = predictive_kl(t.half(), s.half(), reduction="none")
+    per = predictive_kl(teacher_logits=t.half(), student_logits=s.half(), reduction="none")
     assert per.dtype == torch.float32
-    torch.testing.assert_close(per, predictive_kl(t.half().float(), s.half().float(), reduction="none"))
+    torch.testing.assert_close(per, predictive_kl(teacher_logits=t.half().float(), student_logits=s.half().float(), reduction="none"))
 
 
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: agreement(torch.randn(3, 4), torch.randn(3, 5)), "same shape"),
-        (lambda: agreement(torch.randn(3), torch.randn(3)), "2-D"),
-        (lambda: agreement(torch.randn(0, 3), torch.randn(0, 3)), "zero examples"),
-        (lambda: predictive_kl(torch.randn(3, 4), torch.randn(3, 4), temperature=0), "temperature"),
-        (lambda: predictive_kl(torch.randn(3, 4), torch.randn(3, 4), reduction="sum"), "reduction"),
+        (lambda: agreement(teacher_logits=torch.randn(3, 4), student_logits=torch.randn(3, 5)), "same shape"),
+        (lambda: agreement(teacher_logits=torch.randn(3), student_logits=torch.randn(3)), "2-D"),
+        (lambda: agreement(teacher_logits=torch.randn(0, 3), student_logits=torch.randn(0, 3)), "zero examples"),
+        (lambda: predictive_kl(teacher_logits=torch.randn(3, 4), student_logits=torch.randn(3, 4), temperature=0), "temperature"),
+        (lambda: predictive_kl(teacher_logits=torch.randn(3, 4), student_logits=torch.randn(3, 4), reduction="sum"), "reduction"),
         (lambda: nll(torch.randn(3, 4), torch.tensor([0, 1, 4])), r"\[0, 3\]"),
         (lambda: nll(torch.randn(3, 4), torch.tensor([0.0, 1.0, 2.0])), "integer"),
         (lambda: accuracy(torch.randn(3, 4), torch.tensor([0, 1])), r"shape \[N\]"),
         (lambda: accuracy(torch.arange(12).view(3, 4), torch.tensor([0, 1, 2])), "floating"),
         (lambda: ece(torch.randn(3, 4), torch.tensor([0, 1, 2]), n_bins=0), "n_bins"),
-        (lambda: topk_agreement(torch.randn(3, 4), torch.randn(3, 4), k=0), "k must"),
+        (lambda: topk_agreement(teacher_logits=torch.randn(3, 4), student_logits=torch.randn(3, 4), k=0), "k must"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_argument(call, match):
@@ -208,7 +209,7 @@ def test_bad_input_raises_value_error_naming_the_argument(call, match):
 
 def test_non_tensor_raises_type_error():
     with pytest.raises(TypeError, match="t_logits"):
-        agreement([[1.0, 2.0]], torch.randn(1, 2))
+        agreement(teacher_logits=[[1.0, 2.0]], student_logits=torch.randn(1, 2))
 
 
 
@@ -221,3 +222,11 @@ def test_bin_index_edges_and_zero_confidence(dtype):
     conf = torch.stack([torch.tensor(0.0, dtype=dtype), edge, above, torch.tensor(0.95, dtype=dtype),
                         torch.tensor(1.0, dtype=dtype)])
     assert _bin_index(conf, 10).tolist() == [0, 0, 1, 9, 9]
+
+
+def test_teacher_and_student_logits_are_keyword_only():
+    """The losses take (student, teacher), reports (teacher, student): positional pairs are refused, not swapped."""
+    t, s = torch.randn(4, 3), torch.randn(4, 3)
+    for fn in (agreement, topk_agreement, predictive_kl, logit_l2, FidelityAccumulator(3).update):
+        with pytest.raises(TypeError):
+            fn(t, s)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kdlab import distributed as dist
@@ -27,6 +26,7 @@ from kdlab.engine.precision import DevicePath
 from kdlab.engine.schedule import learning_rate
 from kdlab.engine.seeding import rng_state, set_rng_state
 from kdlab.eval import AccuracyAccumulator, FidelityAccumulator
+from kdlab.eval.metrics import kl_per_example
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -95,7 +95,7 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, teacher_logits: t
     for batch in loader:
         s = model(batch.x).float()
         if teacher_logits is not None:
-            acc.update(teacher_logits[batch.index], s, batch.y)
+            acc.update(teacher_logits=teacher_logits[batch.index], student_logits=s, labels=batch.y)
         else:
             acc.update(s, batch.y)
     model.train(was_training)
@@ -138,8 +138,7 @@ class _EpochSums:
             t = out.teacher_logits.detach().float()
             self.teacher_n += n
             self.agree += (t.argmax(1) == pred).sum()
-            self.kl += F.kl_div(F.log_softmax(logits.float(), 1), F.log_softmax(t, 1), log_target=True,
-                                reduction="sum").double()
+            self.kl += kl_per_example(t, logits.float()).double().sum()
 
     def summary(self) -> dict[str, float]:
         names = sorted(self.terms)

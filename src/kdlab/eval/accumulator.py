@@ -26,11 +26,11 @@ from kdlab.eval.metrics import (
     _check_pair,
     _confidence_correct,
     _ece_from_sums,
-    _kl_rows,
     _l2_rows,
     _nll_rows,
     _sum_dtype,
     _topk_rows,
+    kl_per_example,
 )
 
 __all__ = ["AccuracyAccumulator", "FidelityAccumulator"]
@@ -218,7 +218,7 @@ class FidelityAccumulator(_SumAccumulator):
         """Report key of the KL at the training temperature, e.g. ``"kl_T4"`` (None without a temperature)."""
         return None if self.temperature is None else f"kl_T{self.temperature:g}"
 
-    def update(self, teacher_logits: Tensor, student_logits: Tensor, labels: Tensor | None = None) -> None:
+    def update(self, *, teacher_logits: Tensor, student_logits: Tensor, labels: Tensor | None = None) -> None:
         """Add one batch: logits ``[B, num_classes]`` for the same inputs, labels ``[B]`` (or None if unlabelled)."""
         t, s = _check_pair(teacher_logits, student_logits, "teacher_logits", "student_logits")
         if t.shape[1] != self.num_classes:
@@ -236,11 +236,11 @@ class FidelityAccumulator(_SumAccumulator):
                 "bad_logits": (~((t < inf).all(dim=1) & (s < inf).all(dim=1))).sum(),  # NaN < inf is False
                 "agree": _agree_rows(t, s).sum(),
                 "topk": _topk_rows(t, s, self.topk).sum(),
-                "kl": _kl_rows(t, s, 1.0).to(dtype).sum(),
+                "kl": kl_per_example(t, s, 1.0).to(dtype).sum(),
                 "l2": _l2_rows(t, s).to(dtype).sum(),
             }
             if self.temperature is not None:
-                parts["kl_T"] = _kl_rows(t, s, self.temperature).to(dtype).sum()
+                parts["kl_T"] = kl_per_example(t, s, self.temperature).to(dtype).sum()
             if labels is None:
                 parts["n_labeled"] = torch.zeros((), dtype=dtype, device=device)
                 parts["bad_labels"] = torch.zeros((), dtype=dtype, device=device)

@@ -212,7 +212,7 @@ def fidelity_report(
                 )
             if acc is None:
                 acc = FidelityAccumulator(t.shape[1], temperature=temperature, topk=topk, n_bins=n_bins)
-            acc.update(t, s, y)
+            acc.update(teacher_logits=t, student_logits=s, labels=y)
     if acc is None:
         raise ValueError("data yielded no batches; pass a non-empty data source")
     return acc.compute()

@@ -131,7 +131,10 @@ def _topk_rows(t: Tensor, s: Tensor, k: int) -> Tensor:
     return ahead.sum(dim=1) < k
 
 
-def _kl_rows(t: Tensor, s: Tensor, temperature: float) -> Tensor:
+def kl_per_example(t: Tensor, s: Tensor, temperature: float = 1.0) -> Tensor:
+    """Per-example KL(softmax(t/T) ‖ softmax(s/T)), [N], no validation: the report kernel (accumulators, the training
+    loop's online KL). Unlike the loss kernel (``kdlab.losses``, finite log-probabilities, kept lean for the hot
+    path) it accepts −inf logits (a class the teacher gives zero mass adds 0) and never reports a negative value."""
     log_p = F.log_softmax(t / temperature, dim=1)
     log_q = F.log_softmax(s / temperature, dim=1)
     p = log_p.exp()
@@ -187,34 +190,37 @@ def _ece_from_sums(bins: Tensor, n) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# public functions
+# public functions. The teacher's and the student's logits are keyword-only everywhere in kdlab.eval: the losses take
+# (student, teacher) and reports (teacher, student), so a positional pair would be a silent trap.
 # --------------------------------------------------------------------------------------------------------------
-def agreement(t_logits: Tensor, s_logits: Tensor) -> float:
+def agreement(*, teacher_logits: Tensor, student_logits: Tensor) -> float:
     """Top-1 agreement in percent: ``100 · mean_i [argmax_c t_ic = argmax_c s_ic]`` (Stanton et al. 2021, §3)."""
-    t, s = _check_pair(t_logits, s_logits)
+    t, s = _check_pair(teacher_logits, student_logits)
     return 100.0 * _mean(_agree_rows(t, s), "agreement")
 
 
-def topk_agreement(t_logits: Tensor, s_logits: Tensor, k: int = 5) -> float:
+def topk_agreement(*, teacher_logits: Tensor, student_logits: Tensor, k: int = 5) -> float:
     """Top-k agreement in percent: share of examples whose teacher top-1 class is among the student's top k.
 
     Ties are ranked towards the lower class index (so ``k=1`` equals :func:`agreement`); ``k >= C`` gives 100.
     """
-    t, s = _check_pair(t_logits, s_logits)
+    t, s = _check_pair(teacher_logits, student_logits)
     k = check_int(k, "k", 1)
     return 100.0 * _mean(_topk_rows(t, s, k), "top-k agreement")
 
 
-def predictive_kl(t_logits: Tensor, s_logits: Tensor, temperature: float = 1.0, reduction: str = "mean"):
+def predictive_kl(*, teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1.0,
+                  reduction: str = "mean"):
     """Predictive KL per example: ``KL(softmax(t/T) ‖ softmax(s/T)) = Σ_c p_c (log p_c − log q_c)``.
 
     The teacher is ``p`` (Stanton et al. 2021, §3). There is **no T² factor**: this measures the distributions, it is
-    not the Hinton KD loss (``kd_loss(z, v, T) = T² · predictive_kl(v, z, T)`` with the teacher first here).
-    ``reduction="mean"`` returns the mean over examples as a float, ``"none"`` the tensor of per-example values [N].
+    not the Hinton KD loss (``kd_loss(z, v, T) = T² · predictive_kl(teacher_logits=v, student_logits=z,
+    temperature=T)``). ``reduction="mean"`` returns the mean over examples as a float, ``"none"`` the tensor of
+    per-example values [N].
     """
-    t, s = _check_pair(t_logits, s_logits)
+    t, s = _check_pair(teacher_logits, student_logits)
     temperature = check_positive(temperature, "temperature")
-    return _reduce(_kl_rows(t, s, temperature), _check_reduction(reduction), "predictive KL")
+    return _reduce(kl_per_example(t, s, temperature), _check_reduction(reduction), "predictive KL")
 
 
 def accuracy(logits: Tensor, y: Tensor) -> float:
@@ -269,9 +275,9 @@ def ece(logits: Tensor, y: Tensor, n_bins: int = 10) -> float:
     return reliability_bins(logits, y, n_bins)["ece"].item()
 
 
-def logit_l2(t_logits: Tensor, s_logits: Tensor, reduction: str = "mean"):
+def logit_l2(*, teacher_logits: Tensor, student_logits: Tensor, reduction: str = "mean"):
     """Euclidean distance between logit vectors per example, ``‖t_i − s_i‖₂`` (not squared), averaged by default."""
-    t, s = _check_pair(t_logits, s_logits)
+    t, s = _check_pair(teacher_logits, student_logits)
     return _reduce(_l2_rows(t, s), _check_reduction(reduction), "logit L2")
 
 
