@@ -26,7 +26,8 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    name: Literal["mnist1d", "cifar100"] = "mnist1d"
+    # tiny_imagenet / imagenet / imagefolder: the data sets on disk (issue "beyond memory"; loaders in kdlab.data)
+    name: Literal["mnist1d", "cifar100", "tiny_imagenet", "imagenet", "imagefolder"] = "mnist1d"
     root: str | None = None  # None: $KDLAB_DATA or ~/.cache/kdlab
     download: bool = False
     url: str | None = None  # CIFAR-100 mirror (default: the official archive)
