@@ -100,3 +100,52 @@ def test_teacher_run_final_json_names_the_trained_network_teacher(tmp_path):
     final = json.loads((out / "final.json").read_text())
     assert final["role"] == "teacher" and "student" not in final
     assert final["teacher"]["arch"] == "mnist1d_cnn" and final["test"]["student_acc"] == final["teacher"]["last_acc"]
+
+
+def _count_test_set_passes(monkeypatch, size):
+    """Forward calls of any teacher network on a batch of ``size`` inputs (the test set below is one such batch)."""
+    calls = []
+    original = torch.nn.Module.__call__
+
+    def spy(module, *args, **kwargs):
+        if getattr(module, "_is_test_teacher", False) and args and args[0].shape[0] == size:
+            calls.append(1)
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", spy)
+    return calls
+
+
+def test_the_teacher_runs_over_the_test_set_once_per_run_and_is_reused_across_seeds(tmp_path, teacher, monkeypatch):
+    from kdlab import models as kdlab_models
+
+    load = kdlab_models.load_model
+
+    def tagged(*a, **k):
+        m = load(*a, **k)
+        m._is_test_teacher = True
+        return m
+
+    monkeypatch.setattr(build.models, "load_model", tagged)
+    calls = _count_test_set_passes(monkeypatch, 50)  # 50 test samples, train batches of 64: only test passes count
+    finals = []
+    for seed in (0, 1):
+        cfg = build.load_config("mnist1d/dkd", [*RUN, "data.test_subset=50", f"teacher.checkpoint={teacher}",
+                                                f"seed={seed}", f"out_dir={tmp_path / str(seed)}"])
+        finals.append(build.distil(cfg))
+        assert len(calls) == 1, f"seed {seed}: {len(calls)} passes over the test set"  # seed 1 reuses seed 0's
+    assert [f["teacher"]["eval_logits"] for f in finals] == ["computed", "reused"]
+    assert finals[0]["teacher"]["acc"] == finals[1]["teacher"]["acc"]
+    assert finals[0]["fidelity"]["teacher_acc"] == finals[0]["teacher"]["acc"]
+
+
+def test_cache_fill_auto_precomputes_when_the_run_draws_most_views(tmp_path, teacher, capsys):
+    assert build.expected_view_fraction(162, 240) == pytest.approx(0.773, abs=1e-3)  # CIFAR's 162 views
+    cfg = build.load_config("mnist1d/dkd", [*RUN, f"teacher.checkpoint={teacher}", f"out_dir={tmp_path / 'a'}"])
+    build.distil(cfg)  # 9 shifts, 2 epochs: 1 − (8/9)² = 21% of the views → on the fly
+    out = capsys.readouterr().out
+    assert "teacher cache: 256 samples x 9 views x 10 classes" in out and "fill on the fly (this run would draw 21%" in out
+    cfg = build.load_config("mnist1d/dkd", [*RUN, "optim.epochs=20", f"teacher.checkpoint={teacher}",
+                                            f"out_dir={tmp_path / 'b'}"])
+    build.distil(cfg)
+    assert "precompute (this run would draw 91% of the views)" in capsys.readouterr().out

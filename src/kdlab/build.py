@@ -32,7 +32,7 @@ from kdlab._io import atomic_write_text
 from kdlab.config import RunConfig
 from kdlab.config import load_config as _load_config
 from kdlab.config.schema import ModelConfig, TeacherCacheConfig
-from kdlab.data import BatchLoader, DataSplits, ViewAugmentation, as_tensors, load_dataset
+from kdlab.data import BatchLoader, DataSplits, ViewAugmentation, as_tensors, default_root, load_dataset
 from kdlab.data.policies import build_policy
 from kdlab.data.splits import select_split
 from kdlab.engine.checkpoint import check_same_run, identity_hash, read_training_info
@@ -45,6 +45,7 @@ from kdlab.methods import Method
 from kdlab.models import eval_mode
 from kdlab.models.weights import weights_metadata
 from kdlab.teachers import CachedTeacher, Ensemble, FrozenTeacher, module_digest, tensor_digest
+from kdlab.teachers.eval_logits import stored_logits
 
 __all__ = ["RunParts", "distil", "distil_objects", "load_config", "load_data", "load_teacher_module",
            "make_loaders", "cached_teacher", "teacher_cache_from_config", "train_teacher"]
@@ -143,7 +144,8 @@ def _cache_path(cache: TeacherCacheConfig, out_dir: Path | None) -> Path | None:
 
 
 def cached_teacher(teacher: FrozenTeacher, cache: TeacherCacheConfig, method: type[Method], hp, train: BatchLoader,
-                   out_dir: Path | None, policy: bool = False, precision: str = "fp32") -> FrozenTeacher | CachedTeacher:
+                   out_dir: Path | None, policy: bool = False, precision: str = "fp32", epochs: int = 1,
+                   progress: bool = True) -> FrozenTeacher | CachedTeacher:
     """``teacher`` wrapped in the exact (index, view) logit cache per ``cache``, or ``teacher`` itself.
 
     ``enabled="auto"`` caches only where it is exact and useful: the method reads the teacher solely through
@@ -169,7 +171,10 @@ def cached_teacher(teacher: FrozenTeacher, cache: TeacherCacheConfig, method: ty
     tag = {"precision": precision} if precision != "fp32" else None
 
     def open_cache() -> CachedTeacher:
-        return CachedTeacher(teacher, train, path=path, dtype=cache.dtype, precompute=cache.precompute, tag=tag)
+        cached = CachedTeacher(teacher, train, path=path, dtype=cache.dtype, tag=tag, progress=progress)
+        if not cached.complete and _precompute(cached, cache.fill, epochs, shared=cache.path is not None):
+            cached.precompute()
+        return cached
 
     if path is not None and dist.world_size() > 1:
         # rank 0 creates (and precomputes) the file; the others open it once it exists with its key
@@ -177,6 +182,37 @@ def cached_teacher(teacher: FrozenTeacher, cache: TeacherCacheConfig, method: ty
         dist.barrier()
         return cached or open_cache()
     return open_cache()
+
+
+def expected_view_fraction(num_views: int, epochs: int) -> float:
+    """Expected share of an image's views a run draws: each epoch draws one of V views uniformly, so a given view
+    is missed by all E epochs with probability (1 − 1/V)^E (CIFAR, 162 views, 240 epochs: 77%)."""
+    return 1.0 - (1.0 - 1.0 / num_views) ** epochs
+
+
+def _precompute(cached: CachedTeacher, fill: str, epochs: int, shared: bool) -> bool:
+    """Fill up front or on the fly (``teacher.cache.fill``); ``auto`` precomputes when the run would draw at least
+    half of the views anyway (filling them in large chunks early costs less than in bits of every batch later) or
+    when the file is shared with other runs. Prints the estimate it decided on (one line, rank 0)."""
+    if fill != "auto":
+        decision, why = fill == "precompute", f"teacher.cache.fill={fill}"
+    else:
+        frac = expected_view_fraction(cached.num_views, epochs)
+        decision = frac >= 0.5 or shared
+        why = (f"this run would draw {100 * frac:.0f}% of the views" + (" and the file is shared" if shared else ""))
+    if dist.is_main():
+        views = cached.num_samples * cached.num_views
+        per_view = cached.seconds_per_view()
+        print(f"teacher cache: {cached.num_samples} samples x {cached.num_views} views x {cached.num_classes} classes "
+              f"({cached.dtype_name}, {cached.size_bytes / 2**20:.1f} MiB); filling every view takes ~"
+              f"{_duration(views * per_view)} ({1e3 * per_view:.2f} ms each): "
+              f"{'precompute' if decision else 'fill on the fly'} ({why})", flush=True)
+    return decision
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
 
 
 def teacher_cache_from_config(cfg: RunConfig, progress: bool = True) -> CachedTeacher:
@@ -214,6 +250,7 @@ class RunParts:
     identity: dict[str, Any]  # everything that changes training; a resume must match it
     record: dict[str, Any]  # written to config.yaml
     batch_transform: Callable | None = None  # a distillation-data policy
+    reuse_teacher_logits: bool = False  # store/reuse the teacher's test logits across runs (config runs only)
 
 
 @dataclass
@@ -256,7 +293,8 @@ def _train(parts: RunParts) -> Outcome:
     if parts.teacher_module is not None:
         with dp.autocast():  # a cache filled up front sees the teacher as the steps would
             teacher = cached_teacher(FrozenTeacher(parts.teacher_module), cfg.teacher.cache, cls, hp, parts.train,
-                                     out_dir, policy=parts.batch_transform is not None, precision=dp.precision)
+                                     out_dir, policy=parts.batch_transform is not None, precision=dp.precision,
+                                     epochs=cfg.optim.epochs, progress=cfg.run.progress)
     method = cls(parts.student, teacher, parts.num_classes, hp).to(parts.device)
     dp.model(method)
     if dp.compile:
@@ -264,7 +302,7 @@ def _train(parts: RunParts) -> Outcome:
     if out_dir is not None and dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(parts.record, sort_keys=False))
-    teacher_logits = collect_logits(teacher.logits, parts.test) if teacher is not None and parts.test else None
+    teacher_logits, reused = _teacher_eval_logits(teacher, parts) if teacher is not None and parts.test else (None, False)
     o = cfg.optim
     settings = LoopSettings(
         epochs=o.epochs, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
@@ -274,8 +312,28 @@ def _train(parts: RunParts) -> Outcome:
     )
     result = train_loop(method, parts.train, parts.test, parts.num_classes, settings, teacher_logits,
                         parts.batch_transform)
-    report = logits_report(teacher_logits, parts.test, parts.num_classes) if teacher_logits is not None else None
+    report = None
+    if teacher_logits is not None:
+        report = {**logits_report(teacher_logits, parts.test, parts.num_classes),
+                  "eval_logits": "reused" if reused else "computed"}
     return Outcome(method, result, report)
+
+
+def _teacher_eval_logits(teacher, parts: RunParts) -> tuple[torch.Tensor, bool]:
+    """The teacher's logits on the test set, computed once per run (every evaluation and final.json use them) and,
+    for config runs in one process, stored under ``$KDLAB_DATA/teacher_logits`` for the next run or seed with the same
+    teacher weights, test data and normalisation."""
+    def compute() -> torch.Tensor:
+        return collect_logits(teacher.logits, parts.test)
+
+    loader = parts.test
+    if not parts.reuse_teacher_logits or dist.world_size() > 1 or not isinstance(loader, BatchLoader):
+        return compute(), False
+    key = {"teacher": parts.identity["teacher.weights_sha256"], "data": tensor_digest(loader.x),
+           "normalization": {"mean": loader.mean, "std": loader.std}, "precision": "fp32",
+           "batch_size": loader.batch_size}  # batched forwards round differently: exact reuse needs the same size
+    logits, reused = stored_logits(key, compute, default_root() / "teacher_logits")
+    return logits.to(loader.device), reused
 
 
 def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | None = None) -> dict[str, Any]:
@@ -298,7 +356,7 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | Non
     if outcome.teacher is not None:
         t = outcome.teacher
         final["teacher"] = {"arch": teacher_arch or type(parts.teacher_module).__name__, "acc": t["acc"],
-                            "nll": t["nll"], "ece": t["ece"]}
+                            "nll": t["nll"], "ece": t["ece"], "eval_logits": t["eval_logits"]}
     finished_before = r.resumed_from is not None and r.resumed_from > parts.cfg.optim.epochs
     if parts.out_dir is not None and dist.is_main() and not finished_before:
         atomic_write_text(parts.out_dir / "final.json", json.dumps(final, indent=2))
@@ -391,7 +449,7 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
             models.init_from_teacher(student, teacher_module, cfg.student.init_from_teacher, train)
         policy = build_policy(cfg.distill_data, splits, device) if cfg.distill_data.policy != "none" else None
         parts = RunParts(cfg, out_dir, device, dp, train, test, nc, student, cfg.student.arch, teacher_module,
-                         identity, cfg.model_dump(mode="json"), policy)
+                         identity, cfg.model_dump(mode="json"), policy, reuse_teacher_logits=True)
         return _final(parts, _train(parts), "student", cfg.teacher.arch)
 
 

@@ -45,7 +45,9 @@ class TeacherCacheConfig(_Strict):
     storage: Literal["memory", "mmap"] = "memory"
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     path: str | None = None  # mmap file (default: <out_dir>/teacher_cache.bin); shared across runs when set
-    precompute: bool = False  # fill every (sample, view) up front instead of lazily
+    # auto: fill every (sample, view) up front when the run would draw most views anyway or the file is shared
+    # (teacher.cache.path), else on the fly; the estimate (table size, fill time) is printed before work starts
+    fill: Literal["auto", "lazy", "precompute"] = "auto"
 
 
 class ExtraSourceConfig(_Strict):

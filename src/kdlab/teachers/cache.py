@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -121,10 +122,33 @@ class CachedTeacher:
         self._complete = bool(self.filled.all())
         if precompute and not self._complete:
             self.precompute()
+        self._serve_if_complete()
+
+    def _serve_if_complete(self) -> None:
         if self._complete and self.values.device != self.device:
             # a complete file is only read from now on: serve it from the data's device (one copy, no host
             # round trip per step on a GPU)
             self.values, self.filled = self.values.to(self.device), self.filled.to(self.device)
+
+    @property
+    def complete(self) -> bool:
+        """Every (sample, view) pair is filled."""
+        return self._complete
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the logit table (samples × views × classes × dtype size)."""
+        return self.num_samples * self.num_views * self.num_classes * self.values.element_size()
+
+    def seconds_per_view(self, probe: int = 256) -> float:
+        """Measured teacher time per (sample, view), from one timed chunk of ``probe`` inputs (after a warm-up)."""
+        n = min(probe, self.num_samples)
+        rows = torch.arange(n, device=self.device)
+        views = torch.zeros(n, dtype=torch.long, device=self.device)
+        self._compute(rows[:1], views[:1])  # warm-up: first-call allocations and kernel selection
+        start = time.perf_counter()
+        self._compute(rows, views)
+        return (time.perf_counter() - start) / n
 
     # --------------------------------------------------------------------------------------------------- storage
     def _open_file(self, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,6 +220,7 @@ class CachedTeacher:
         bar.close()
         self.flush()
         self._complete = True
+        self._serve_if_complete()
 
     # ------------------------------------------------------------------------------------- FrozenTeacher interface
     @property
