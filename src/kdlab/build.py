@@ -42,7 +42,7 @@ from kdlab.engine.metrics_log import flatten
 from kdlab.engine.precision import DevicePath, resolve
 from kdlab.engine.seeding import seed_everything
 from kdlab.methods import Method
-from kdlab.models import eval_mode
+from kdlab._modes import eval_mode
 from kdlab.models.weights import weights_metadata
 from kdlab.teachers import CachedTeacher, Ensemble, FrozenTeacher, module_digest, tensor_digest
 from kdlab.teachers.eval_logits import stored_logits

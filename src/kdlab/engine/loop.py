@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from kdlab import distributed as dist
 from kdlab._io import save_tensors
+from kdlab._modes import eval_mode
 from kdlab.engine.checkpoint import check_same_run, load_training_state, save_training_state
 from kdlab.engine.metrics_log import MetricsLog
 from kdlab.engine.precision import DevicePath
@@ -88,17 +89,15 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, teacher_logits: t
              temperature: float | None = None) -> dict[str, Any]:
     """Test-set report of ``model`` as the student: ``student_acc/nll/ece`` and, with the teacher's logits on the
     same loader (placed by dataset index, :func:`collect_logits`), the teacher's and the fidelity keys."""
-    was_training = model.training
-    model.eval()
     acc = (FidelityAccumulator(num_classes, temperature=temperature) if teacher_logits is not None
            else AccuracyAccumulator(num_classes))
-    for batch in loader:
-        s = model(batch.x).float()
-        if teacher_logits is not None:
-            acc.update(teacher_logits=teacher_logits[batch.index], student_logits=s, labels=batch.y)
-        else:
-            acc.update(s, batch.y)
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in loader:
+            s = model(batch.x).float()
+            if teacher_logits is not None:
+                acc.update(teacher_logits=teacher_logits[batch.index], student_logits=s, labels=batch.y)
+            else:
+                acc.update(s, batch.y)
     report = dist.all_reduce_accumulator(acc).compute()
     if teacher_logits is None:
         report = {"n": report["n"], **{f"student_{k}": v for k, v in report.items() if k != "n"}}

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from kdlab._checks import check_int, check_positive
+from kdlab._modes import eval_mode
 from kdlab.eval.accumulator import AccuracyAccumulator, FidelityAccumulator
 from kdlab.teachers.ensemble import Ensemble
 
@@ -132,22 +133,18 @@ def _evaluation(modules: list[nn.Module], device: torch.device):
     """Move ``modules`` to ``device`` in eval mode under ``inference_mode``; on exit restore each module's training
     flag, each parameter's ``requires_grad`` and the device they came from (the user's models are left as found)."""
     modules = list({id(m): m for m in modules}.values())  # one module may be both teacher and student
-    flags = [(sub, sub.training) for m in modules for sub in m.modules()]
     grads = [(p, p.requires_grad) for m in modules for p in m.parameters()]
     homes = [(m, _module_device(m)) for m in modules]
     try:
         for m, home in homes:
             if home is not None and home != device:
                 m.to(device)
-            m.eval()
-        with torch.inference_mode():
+        with eval_mode(*modules), torch.inference_mode():
             yield
     finally:
         for m, home in homes:
             if home is not None and home != device:
                 m.to(home)
-        for sub, flag in flags:
-            sub.training = flag  # set directly: a custom train() (e.g. a frozen teacher) must not reinterpret it
         for p, flag in grads:
             p.requires_grad_(flag)
 

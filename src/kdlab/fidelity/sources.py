@@ -27,7 +27,8 @@ from torch import nn
 from kdlab.data.policies import build_policy
 from kdlab.eval.fidelity import fidelity_report
 from kdlab.eval.metrics import linear_cka
-from kdlab.models import eval_mode, forward_features
+from kdlab._modes import eval_mode
+from kdlab.models import forward_features
 
 __all__ = ["SOURCES", "STREAM_LABEL", "evaluate_sources", "fidelity_with_control", "read_distill_stream"]
 

@@ -18,7 +18,8 @@ from torch import nn
 from kdlab.losses import cakd_loss, kl_decomposition, strong_set_mass, strong_set_target, strong_set_topk
 from kdlab.methods.base import Method, Params, StepOutput, warmup_factor
 from kdlab.methods.registry import register
-from kdlab.models import eval_mode, forward_features
+from kdlab._modes import eval_mode
+from kdlab.models import forward_features
 
 
 class CAKDParams(Params):
