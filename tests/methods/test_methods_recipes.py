@@ -13,8 +13,8 @@ from kdlab.models import names as model_names
 CIFAR = RECIPES_DIR / "cifar100"
 PAIRS = [
     "resnet56-resnet20", "resnet110-resnet32", "resnet32x4-resnet8x4", "wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1",
-    "vgg13-vgg8", "resnet32x4-ShuffleV2", "vgg13-MobileNetV2", "ResNet50-MobileNetV2",  # docs/reference/methods.md §11
-    "resnet110-resnet20", "ResNet50-vgg8", "resnet32x4-ShuffleV1", "wrn_40_2-ShuffleV1",  # extra TTM/WTTM pairs (§5)
+    "vgg13-vgg8", "resnet32x4-ShuffleV2", "vgg13-MobileNetV2", "cifar_resnet50-MobileNetV2",  # docs/reference/methods.md §11
+    "resnet110-resnet20", "cifar_resnet50-vgg8", "resnet32x4-ShuffleV1", "wrn_40_2-ShuffleV1",  # extra TTM/WTTM pairs (§5)
 ]
 METHODS = ["kd", "kd_ls", "dkd", "dist", "ttm", "wttm", "r2kd", "cakd", "cmkd", "dhkd"]
 # docs/reference/methods.md §3: β = 2 / 6 for these pairs, 8 otherwise
@@ -26,7 +26,7 @@ TTM = {
     "resnet56-resnet20": ((0.3, 7), (0.3, 1.5)), "resnet110-resnet20": ((0.2, 8), (0.2, 2)),
     "resnet110-resnet32": ((0.1, 33), (0.1, 1.5)), "resnet32x4-resnet8x4": ((0.1, 100), (0.1, 3)),
     "vgg13-vgg8": ((0.1, 45), (0.1, 2.25)), "vgg13-MobileNetV2": ((0.2, 16), (0.2, 3)),
-    "ResNet50-MobileNetV2": ((0.2, 20), (0.2, 5)), "ResNet50-vgg8": ((0.1, 70), (0.1, 2)),
+    "cifar_resnet50-MobileNetV2": ((0.2, 20), (0.2, 5)), "cifar_resnet50-vgg8": ((0.1, 70), (0.1, 2)),
     "resnet32x4-ShuffleV1": ((0.2, 12), (0.2, 1.4)), "resnet32x4-ShuffleV2": ((0.4, 40), (0.4, 16)),
     "wrn_40_2-ShuffleV1": ((0.3, 8), (0.3, 3)),
 }

@@ -1,4 +1,5 @@
-"""ResNet-50 (He et al., CVPR 2016) with the CIFAR stem of the KD benchmark: a 3x3 stride-1 conv and no max-pool.
+"""ResNet-50 (He et al., CVPR 2016) with the CIFAR stem of the KD benchmark (its "ResNet50"): a 3x3 stride-1 conv and
+no max-pool. Registered as ``cifar_resnet50``; ``resnet50`` is torchvision's ImageNet network (``imagenet_resnet.py``).
 
 Stages of [3, 4, 6, 3] Bottleneck blocks (expansion 4) at 32², 16², 8², 4² → global average pool → Linear(2048, C).
 """
@@ -41,7 +42,7 @@ class ResNetBottleneck(ZooModel):
 
     def __init__(self, num_blocks: tuple[int, ...], num_classes: int, in_channels: int = 3):
         super().__init__()
-        self.in_channels = check_positive_int(in_channels, "in_channels", "ResNet50")
+        self.in_channels = check_positive_int(in_channels, "in_channels", "cifar_resnet50")
         self.conv1, self.bn1 = conv_bn(in_channels, 64, 3)
         width = 64
         layers = []
@@ -65,7 +66,8 @@ class ResNetBottleneck(ZooModel):
         return [f0, f1, f2, f3, f4]
 
 
-@register("ResNet50")
-def resnet50(num_classes: int, in_channels: int = 3) -> ResNetBottleneck:
-    """ResNet50: Bottleneck [3, 4, 6, 3], CIFAR stem (3x3 stride-1 conv, no max-pool)."""
+@register("cifar_resnet50")
+def cifar_resnet50(num_classes: int, in_channels: int = 3) -> ResNetBottleneck:
+    """cifar_resnet50: the KD benchmark's "ResNet50": Bottleneck [3, 4, 6, 3], CIFAR stem (3x3 stride-1 conv, no
+    max-pool)."""
     return ResNetBottleneck((3, 4, 6, 3), num_classes, in_channels)
