@@ -1,4 +1,5 @@
-"""The CIFAR zoo: parameter counts vs docs/reference/methods.md §12, the forward / forward_features contract, the registry."""
+"""The CIFAR zoo: parameter counts vs docs/reference/methods.md §12, the forward / forward_features contract, the
+registry."""
 
 from __future__ import annotations
 
