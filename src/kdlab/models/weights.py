@@ -117,8 +117,9 @@ def _fit(model: nn.Module, state: dict[str, Tensor], path: Path, what: str) -> n
     ours = model.state_dict()
     missing, unexpected = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit {what}: {len(missing)} tensors missing "
-                              f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}")
+        parts = [f"{len(names)} tensors {kind}, e.g. {', '.join(names[:3])}"
+                 for kind, names in (("missing", missing), ("unexpected", unexpected)) if names]
+        raise CheckpointError(f"{path}: weights do not fit {what} (another architecture?): {'; '.join(parts)}")
     wrong = [k for k in ours if ours[k].shape != state[k].shape]
     if wrong:
         k = wrong[0]
