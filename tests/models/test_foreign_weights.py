@@ -69,8 +69,10 @@ def linear(p: str, c_out: int, c_in: int) -> Keys:
 # ---------------------------------------------------------------------------------------------------------------
 # key lists, as the foreign codes define their networks
 # ---------------------------------------------------------------------------------------------------------------
-def tv_resnet(blocks, bottleneck: bool, classes: int = 1000) -> Keys:
-    k = {"conv1.weight": (64, 3, 7, 7), **bn("bn1", 64)}
+def resnet_keys(blocks, bottleneck: bool, classes: int = 1000, stem: int = 7, short: str = "downsample",
+                head: str = "fc") -> Keys:
+    """torchvision's ResNets; with stem=3, short="shortcut", head="linear": RepDistiller's ResNet50 (resnetv2.py)."""
+    k = {"conv1.weight": (64, 3, stem, stem), **bn("bn1", 64)}
     width = 64
     for i, (planes, n) in enumerate(zip((64, 128, 256, 512), blocks)):
         out = planes * 4 if bottleneck else planes
@@ -84,9 +86,9 @@ def tv_resnet(blocks, bottleneck: bool, classes: int = 1000) -> Keys:
                 k |= {f"{p}.conv1.weight": (planes, width, 3, 3), **bn(f"{p}.bn1", planes),
                       f"{p}.conv2.weight": (planes, planes, 3, 3), **bn(f"{p}.bn2", planes)}
             if b == 0 and (i > 0 or width != out):
-                k |= {f"{p}.downsample.0.weight": (out, width, 1, 1), **bn(f"{p}.downsample.1", out)}
+                k |= {f"{p}.{short}.0.weight": (out, width, 1, 1), **bn(f"{p}.{short}.1", out)}
             width = out
-    return k | linear("fc", classes, width)
+    return k | linear(head, classes, width)
 
 
 TV_MV2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
@@ -135,21 +137,6 @@ def rd_resnet(depth: int, widths, classes: int = 100) -> Keys:
                 k |= {f"{p}.downsample.0.weight": (planes, width, 1, 1), **bn(f"{p}.downsample.1", planes)}
             width = planes
     return k | linear("fc", classes, width)
-
-
-def rd_resnet50(classes: int = 100) -> Keys:
-    k = {"conv1.weight": (64, 3, 3, 3), **bn("bn1", 64)}
-    width = 64
-    for i, (planes, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
-        for b in range(n):
-            p, out = f"layer{i + 1}.{b}", planes * 4
-            k |= {f"{p}.conv1.weight": (planes, width, 1, 1), **bn(f"{p}.bn1", planes),
-                  f"{p}.conv2.weight": (planes, planes, 3, 3), **bn(f"{p}.bn2", planes),
-                  f"{p}.conv3.weight": (out, planes, 1, 1), **bn(f"{p}.bn3", out)}
-            if b == 0:
-                k |= {f"{p}.shortcut.0.weight": (out, width, 1, 1), **bn(f"{p}.shortcut.1", out)}
-            width = out
-    return k | linear("linear", classes, 2048)
 
 
 def rd_wrn(depth: int, widen: int, classes: int = 100) -> Keys:
@@ -229,9 +216,10 @@ def rd_shufflev2(classes: int = 100) -> Keys:
 
 
 KEYS = {
-    "resnet18": lambda: tv_resnet((2, 2, 2, 2), False), "resnet34": lambda: tv_resnet((3, 4, 6, 3), False),
-    "resnet50": lambda: tv_resnet((3, 4, 6, 3), True), "mobilenet_v2": tv_mobilenet_v2,
-    "mobilenet_v1": md_mobilenet_v1, "ResNet50": rd_resnet50, "MobileNetV2": rd_mobilenetv2,
+    "resnet18": lambda: resnet_keys((2, 2, 2, 2), False), "resnet34": lambda: resnet_keys((3, 4, 6, 3), False),
+    "resnet50": lambda: resnet_keys((3, 4, 6, 3), True), "mobilenet_v2": tv_mobilenet_v2,
+    "mobilenet_v1": md_mobilenet_v1, "MobileNetV2": rd_mobilenetv2,
+    "ResNet50": lambda: resnet_keys((3, 4, 6, 3), True, 100, stem=3, short="shortcut", head="linear"),
     "ShuffleV1": rd_shufflev1, "ShuffleV2": rd_shufflev2,
     **{f"resnet{d}": (lambda d=d: rd_resnet(d, (16, 16, 32, 64))) for d in (8, 14, 20, 32, 44, 56, 110)},
     "resnet8x4": lambda: rd_resnet(8, (32, 64, 128, 256)), "resnet32x4": lambda: rd_resnet(32, (32, 64, 128, 256)),
@@ -302,8 +290,9 @@ def shuffle(x, g: int):  # RepDistiller's ShuffleBlock
     return x.view(n, g, c // g, h, w).permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
 
 
-def tv_resnet_forward(s, x, blocks, bottleneck: bool):
-    x = F.max_pool2d(cbr(s, "conv1", "bn1", x, 2), 3, 2, 1)
+def resnet_forward(s, x, blocks, bottleneck: bool, cifar: bool = False, short: str = "downsample", head: str = "fc"):
+    """torchvision's ResNets; with cifar=True (3x3 stride-1 stem, no max-pool) RepDistiller's ResNet50."""
+    x = cbr(s, "conv1", "bn1", x) if cifar else F.max_pool2d(cbr(s, "conv1", "bn1", x, 2), 3, 2, 1)
     for i, n in enumerate(blocks):
         for b in range(n):
             p, stride = f"layer{i + 1}.{b}", 2 if b == 0 and i > 0 else 1
@@ -312,10 +301,9 @@ def tv_resnet_forward(s, x, blocks, bottleneck: bool):
                 out = norm(s, f"{p}.bn3", conv(s, f"{p}.conv3", cbr(s, f"{p}.conv2", f"{p}.bn2", out, stride)))
             else:
                 out = norm(s, f"{p}.bn2", conv(s, f"{p}.conv2", cbr(s, f"{p}.conv1", f"{p}.bn1", x, stride)))
-            short = norm(s, f"{p}.downsample.1", conv(s, f"{p}.downsample.0", x, stride)) \
-                if f"{p}.downsample.0.weight" in s else x
-            x = F.relu(out + short)
-    return fc(s, "fc", F.adaptive_avg_pool2d(x, 1).flatten(1))
+            res = norm(s, f"{p}.{short}.1", conv(s, f"{p}.{short}.0", x, stride)) if f"{p}.{short}.0.weight" in s else x
+            x = F.relu(out + res)
+    return fc(s, head, F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
 def tv_mobilenet_v2_forward(s, x):
@@ -352,18 +340,6 @@ def rd_resnet_forward(s, x):
                 if f"{p}.downsample.0.weight" in s else x
             x, b = F.relu(out + res), b + 1
     return fc(s, "fc", F.avg_pool2d(x, 8).flatten(1))  # AvgPool2d(8)
-
-
-def rd_resnet50_forward(s, x):
-    x = cbr(s, "conv1", "bn1", x)
-    for i, n in enumerate((3, 4, 6, 3)):
-        for b in range(n):
-            p, stride = f"layer{i + 1}.{b}", 2 if b == 0 and i > 0 else 1
-            out = cbr(s, f"{p}.conv2", f"{p}.bn2", cbr(s, f"{p}.conv1", f"{p}.bn1", x), stride)
-            out = norm(s, f"{p}.bn3", conv(s, f"{p}.conv3", out))
-            res = norm(s, f"{p}.shortcut.1", conv(s, f"{p}.shortcut.0", x, stride)) if b == 0 else x
-            x = F.relu(out + res)
-    return fc(s, "linear", F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
 def rd_wrn_forward(s, x):
@@ -440,11 +416,12 @@ def rd_shufflev2_forward(s, x):
 
 
 FORWARD = {
-    "resnet18": lambda s, x: tv_resnet_forward(s, x, (2, 2, 2, 2), False),
-    "resnet34": lambda s, x: tv_resnet_forward(s, x, (3, 4, 6, 3), False),
-    "resnet50": lambda s, x: tv_resnet_forward(s, x, (3, 4, 6, 3), True),
+    "resnet18": lambda s, x: resnet_forward(s, x, (2, 2, 2, 2), False),
+    "resnet34": lambda s, x: resnet_forward(s, x, (3, 4, 6, 3), False),
+    "resnet50": lambda s, x: resnet_forward(s, x, (3, 4, 6, 3), True),
+    "ResNet50": lambda s, x: resnet_forward(s, x, (3, 4, 6, 3), True, cifar=True, short="shortcut", head="linear"),
     "mobilenet_v2": tv_mobilenet_v2_forward, "mobilenet_v1": md_mobilenet_v1_forward,
-    "ResNet50": rd_resnet50_forward, "MobileNetV2": rd_mobilenetv2_forward, "ShuffleV1": rd_shufflev1_forward,
+    "MobileNetV2": rd_mobilenetv2_forward, "ShuffleV1": rd_shufflev1_forward,
     "ShuffleV2": rd_shufflev2_forward,
     **{n: rd_resnet_forward for n in REPDISTILLER if n.startswith("resnet")},
     **{n: rd_wrn_forward for n in REPDISTILLER if n.startswith("wrn")},

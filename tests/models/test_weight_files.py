@@ -196,10 +196,13 @@ def test_kdlab_files_need_nothing_and_check_the_arch(tmp_path):
 
 
 def test_files_written_under_the_old_cifar_resnet50_name_still_load(tmp_path):
+    """Before the rename kdlab wrote arch 'ResNet50' and RepDistiller's block name 'shortcut'."""
     path = tmp_path / "teacher.safetensors"
     torch.manual_seed(0)
     net = create("cifar_resnet50", 10)
-    save_model(path, net, arch="ResNet50", num_classes=10)  # what kdlab wrote before the rename
+    old = {k.replace(".downsample.", ".shortcut."): v for k, v in net.state_dict().items()}
+    assert old.keys() != net.state_dict().keys()
+    save_tensors(path, old, {"format": "kdlab-model-1", "arch": "ResNet50", "num_classes": "10"})
     assert _same(load_model(path), net)
     assert _same(load_model(path, arch="cifar_resnet50"), net)
 

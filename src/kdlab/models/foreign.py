@@ -11,7 +11,7 @@ forward passes):
 kdlab name                    RepDistiller's keys                             kdlab's keys
 ============================  ==============================================  =====================================
 resnet8 … resnet110, x4       ``fc.*``                                        ``classifier.*``
-cifar_resnet50 ("ResNet50")   ``linear.*``                                    ``classifier.*``
+cifar_resnet50 ("ResNet50")   ``….shortcut.*``, ``linear.*``                  ``….downsample.*``, ``classifier.*``
 wrn_16_1 … wrn_40_2           ``blockK.layer.i.*``, ``….convShortcut.*``,     ``blockK.i.*``, ``….shortcut.*``,
                               ``bn1.*`` (the final BN), ``fc.*``              ``bn.*``, ``classifier.*``
 MobileNetV2 ("mobile_half")   ``classifier.0.*``                              ``classifier.*``
@@ -42,7 +42,8 @@ REPDISTILLER_RENAMES: dict[str, list[tuple[str, str]]] = {
     **{f"resnet{d}": _FC for d in (8, 14, 20, 32, 44, 56, 110)},
     "resnet8x4": _FC,
     "resnet32x4": _FC,
-    "cifar_resnet50": _LINEAR,
+    # (weights that earlier kdlab versions wrote for "ResNet50" use RepDistiller's "shortcut" too: read the same way)
+    "cifar_resnet50": [(r"\.shortcut\.", ".downsample."), *_LINEAR],
     **{f"wrn_{d}_{k}": _WRN for d, k in ((16, 1), (16, 2), (40, 1), (40, 2))},
     "MobileNetV2": [(r"^classifier\.0\.", "classifier.")],
     "ShuffleV1": _LINEAR,
