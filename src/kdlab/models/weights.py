@@ -155,8 +155,8 @@ def load_model(path: str | Path, arch: str | None = None, num_classes: int | Non
         raise CheckpointError(f"{path}: holds a {file_arch!r} model but the config says arch {arch!r}")
     arch = arch or file_arch
     if arch is None:
-        raise CheckpointError(f"{path}: the file records no architecture; give it (teacher.arch=NAME in a config, "
-                              "--arch NAME on the command line)")
+        raise CheckpointError(f"{path}: the file records no architecture; give it (teacher.arch=NAME in a config), "
+                              f"or convert the file once: kdlab teacher import {path} --arch NAME --out OUT.safetensors")
     state = to_kdlab_names(canonical(arch), state)
     guess = int(meta["num_classes"]) if "num_classes" in meta else (num_classes or 2)
     model = create(arch, guess)
