@@ -4,10 +4,13 @@ train a zoo student by KD from a zoo teacher, evaluate, write final.json."""
 import hashlib
 import json
 
+import pytest
 import torch
 
 from kdlab import models
+from kdlab.build import make_loaders
 from kdlab.cli import main
+from kdlab.data import load_dataset
 from kdlab.models import save_model
 
 
@@ -45,3 +48,31 @@ def test_cli_train_with_a_wrong_md5_is_an_error_and_keeps_nothing(tmp_path, cifa
     assert code == 2
     assert "md5" in capsys.readouterr().err
     assert not any(data_root.glob("*.tar.gz"))
+
+
+def test_cli_train_from_a_published_repdistiller_teacher(tmp_path, cifar_tools):
+    """The released teachers' format (cifar_teachers.tar: resnet32x4_vanilla/ckpt_epoch_240.pth, a dict whose 'model'
+    entry is the state dict under RepDistiller's names) works as teacher.checkpoint with the recipe's teacher.arch."""
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    cifar_tools.write_tar(data_root / "cifar-100-python.tar.gz",
+                          cifar_tools.python_members(cifar_tools.make_fake(n_train=16, n_test=8, seed=7)))
+    torch.manual_seed(0)
+    teacher = models.create("resnet32x4", 100)
+    state = {("fc." + k[len("classifier."):] if k.startswith("classifier.") else k): v
+             for k, v in teacher.state_dict().items()}  # RepDistiller calls the head `fc`
+    ckpt = tmp_path / "resnet32x4_vanilla" / "ckpt_epoch_240.pth"
+    ckpt.parent.mkdir()
+    torch.save({"epoch": 240, "model": state, "accuracy": torch.tensor(79.42)}, ckpt)
+    out = tmp_path / "run"
+    code = main(["train", "cifar100/resnet32x4-resnet8x4/kd", f"out_dir={out}", f"data.root={data_root}",
+                 f"teacher.checkpoint={ckpt}", "optim.epochs=1", "optim.batch_size=8", "run.progress=false"])
+    assert code == 0
+    final = json.loads((out / "final.json").read_text())
+    assert final["teacher"]["arch"] == "resnet32x4" and final["fidelity"]["n"] == 8
+    # the teacher that ran is the checkpoint's network: its test NLL is the one recomputed here
+    _, test = make_loaders(load_dataset("cifar100", root=data_root), 8, 8, 0, "cpu", augment=False)
+    batch = next(iter(test))
+    with torch.no_grad():
+        nll = torch.nn.functional.cross_entropy(teacher.eval()(batch.x), batch.y).item()
+    assert final["teacher"]["nll"] == pytest.approx(nll, rel=1e-4)

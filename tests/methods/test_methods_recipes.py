@@ -13,8 +13,9 @@ from kdlab.models import names as model_names
 CIFAR = RECIPES_DIR / "cifar100"
 PAIRS = [
     "resnet56-resnet20", "resnet110-resnet32", "resnet32x4-resnet8x4", "wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1",
-    "vgg13-vgg8", "resnet32x4-ShuffleV2", "vgg13-MobileNetV2", "ResNet50-MobileNetV2",  # docs/reference/methods.md §11
-    "resnet110-resnet20", "ResNet50-vgg8", "resnet32x4-ShuffleV1", "wrn_40_2-ShuffleV1",  # extra TTM/WTTM pairs (§5)
+    "vgg13-vgg8", "resnet32x4-ShuffleV2", "vgg13-MobileNetV2",
+    "cifar_resnet50-MobileNetV2",  # the pairs of docs/reference/methods.md §11; then the extra TTM/WTTM pairs (§5)
+    "resnet110-resnet20", "cifar_resnet50-vgg8", "resnet32x4-ShuffleV1", "wrn_40_2-ShuffleV1",
 ]
 METHODS = ["kd", "kd_ls", "dkd", "dist", "ttm", "wttm", "r2kd", "cakd", "cmkd", "dhkd"]
 # docs/reference/methods.md §3: β = 2 / 6 for these pairs, 8 otherwise
@@ -26,7 +27,7 @@ TTM = {
     "resnet56-resnet20": ((0.3, 7), (0.3, 1.5)), "resnet110-resnet20": ((0.2, 8), (0.2, 2)),
     "resnet110-resnet32": ((0.1, 33), (0.1, 1.5)), "resnet32x4-resnet8x4": ((0.1, 100), (0.1, 3)),
     "vgg13-vgg8": ((0.1, 45), (0.1, 2.25)), "vgg13-MobileNetV2": ((0.2, 16), (0.2, 3)),
-    "ResNet50-MobileNetV2": ((0.2, 20), (0.2, 5)), "ResNet50-vgg8": ((0.1, 70), (0.1, 2)),
+    "cifar_resnet50-MobileNetV2": ((0.2, 20), (0.2, 5)), "cifar_resnet50-vgg8": ((0.1, 70), (0.1, 2)),
     "resnet32x4-ShuffleV1": ((0.2, 12), (0.2, 1.4)), "resnet32x4-ShuffleV2": ((0.4, 40), (0.4, 16)),
     "wrn_40_2-ShuffleV1": ((0.3, 8), (0.3, 3)),
 }
@@ -95,3 +96,134 @@ def test_per_pair_values_match_the_spec(pair):
     assert (r2kd["lam"], r2kd["prune_amount"], r2kd["value_weight"], r2kd["rank_weight"]) == (0.7, 0.1, 2.0, 2.0)
     dhkd = args("dhkd")
     assert (dhkd["alpha"], dhkd["temperature"], dhkd["head"]) == (1.0, 2.0, "nonlinear")
+
+
+def test_cifar_teacher_recipes_run_with_kdlab_teacher():
+    """`kdlab teacher cifar100/teachers/<arch>` (the README's command) reads teacher.arch, `kdlab train` student.arch."""
+    for path in sorted((CIFAR / "teachers").glob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg.teacher.arch == cfg.student.arch == path.stem
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ImageNet and Tiny-ImageNet (docs/reference/imagenet.md)
+# ---------------------------------------------------------------------------------------------------------------
+IMAGENET = RECIPES_DIR / "imagenet"
+TINY = RECIPES_DIR / "tiny_imagenet"
+IMAGENET_REF = "docs/reference/imagenet.md"
+IMAGENET_SECTIONS = {int(n) for n in re.findall(r"^## (\d+)\. ", (REPO / IMAGENET_REF).read_text(encoding="utf-8"),
+                                                re.M)}
+IMAGENET_PAIRS = ["resnet34-resnet18", "resnet50-mobilenet_v1"]
+TINY_PAIRS = ["resnet32x4-resnet8x4", "wrn_40_2-wrn_16_2", "vgg13-vgg8", "vgg13-MobileNetV2",
+              "resnet32x4-ShuffleV2"]  # R2KD's five (docs/reference/imagenet.md §3, §5)
+# torchvision's released IMAGENET1K_V1 files (docs/reference/imagenet.md §3)
+TV_WEIGHTS = {"resnet34": "weights/resnet34-b627a593.pth", "resnet50": "weights/resnet50-0676ba61.pth"}
+# (epochs, global batch, lr, weight decay, milestones): published ImageNet schedules (docs/reference/imagenet.md §4)
+MDISTILLER = (100, 512, 0.2, 1e-4, [30, 60, 90])
+TORCHDISTILL = (100, 256, 0.1, 1e-4, [30, 60, 90])
+DHKD_SCHEDULE = (100, 128, 0.1, 1e-4, [30, 60, 90])
+TORCHVISION = (90, 256, 0.1, 1e-4, [30, 60])
+
+
+def _schedule(cfg):
+    o = cfg.optim
+    assert (o.momentum, o.gamma, o.nesterov, o.schedule) == (0.9, 0.1, False, "step")
+    return o.epochs, o.batch_size, o.lr, o.weight_decay, o.milestones
+
+
+def _check_first_line_and_citations(path: Path):
+    text = path.read_text(encoding="utf-8")
+    assert text.splitlines()[0].startswith("# "), "source comment first"
+    cited = re.findall(r"(docs/reference/[\w.]+) §(\d+)", text)
+    assert cited, "cite docs/reference/methods.md §N or docs/reference/imagenet.md §N"
+    for doc, n in cited:
+        assert int(n) in {REFERENCE: SECTIONS, IMAGENET_REF: IMAGENET_SECTIONS}[doc], f"{doc} §{n} does not exist"
+    assert "published" in text.lower() or "Published" in text
+    return load_config(path)  # validates method.args against the method's Params too
+
+
+def test_the_expected_imagenet_and_tiny_recipe_sets_are_shipped():
+    expected = {IMAGENET / p / f"{m}.yaml" for p in IMAGENET_PAIRS for m in METHODS}
+    expected |= {IMAGENET / "students" / s / "ce.yaml" for s in ("resnet18", "mobilenet_v1")}
+    expected |= {IMAGENET / "teachers" / f"{t}.yaml" for t in ("resnet34", "resnet50")}
+    assert set(IMAGENET.rglob("*.yaml")) == expected
+    expected = {TINY / p / f"{m}.yaml" for p in TINY_PAIRS for m in METHODS}
+    expected |= {TINY / "students" / p.split("-")[1] / "ce.yaml" for p in TINY_PAIRS}
+    expected |= {TINY / "teachers" / f"{p.split('-')[0]}.yaml" for p in TINY_PAIRS}
+    assert set(TINY.rglob("*.yaml")) == expected
+
+
+@pytest.mark.parametrize("path", sorted(IMAGENET.rglob("*.yaml")), ids=lambda p: str(p.relative_to(IMAGENET)))
+def test_imagenet_recipe_validates(path: Path):
+    cfg = _check_first_line_and_citations(path)
+    assert cfg.data.name == "imagenet" and cfg.student.arch in set(model_names())
+    if path.parent.name == "teachers":
+        assert cfg.method.name == "ce" and cfg.teacher.arch == cfg.student.arch == path.stem
+        assert _schedule(cfg) == TORCHVISION and "released weights" in path.read_text()
+    elif path.parent.parent.name == "students":
+        assert cfg.method.name == "ce" and cfg.teacher.checkpoint is None and _schedule(cfg) == MDISTILLER
+    else:
+        t, s = path.parent.name.split("-")
+        assert (cfg.teacher.arch, cfg.student.arch) == (t, s)
+        assert cfg.teacher.checkpoint == TV_WEIGHTS[t]  # torchvision's file, loaded as it is
+        assert cfg.out_dir == f"runs/imagenet/{path.parent.name}/{path.stem}"
+
+
+@pytest.mark.parametrize("pair", IMAGENET_PAIRS)
+def test_imagenet_published_values(pair):
+    """docs/reference/imagenet.md §4 and docs/reference/methods.md §2, §3, §5, §6, §8."""
+    r18 = pair == "resnet34-resnet18"
+
+    def load(method):
+        return load_config(IMAGENET / pair / f"{method}.yaml")
+
+    kd = load("kd")
+    assert (kd.method.args["temperature"], kd.method.args["ce_weight"], kd.method.args["kd_weight"]) == (1.0, 0.5, 0.5)
+    assert _schedule(kd) == MDISTILLER
+    dkd = load("dkd")
+    a = dkd.method.args
+    assert (a["alpha"], a["beta"], a["temperature"], a["warmup"], a["ce_weight"]) == (1.0, 0.5 if r18 else 2.0, 1.0,
+                                                                                        1, 1.0)
+    assert _schedule(dkd) == MDISTILLER
+    cakd = load("cakd")  # DKD's ImageNet row (docs/reference/imagenet.md §4)
+    a = cakd.method.args
+    assert (a["temperature"], a["warmup"], a["beta"], a["input_shape"]) == (1.0, 1, 0.5 if r18 else 2.0,
+                                                                           [3, 224, 224])
+    wttm = load("wttm")
+    assert (wttm.method.args["gamma"], wttm.method.args["beta"]) == ((0.8, 1.6) if r18 else (0.7, 3.5))
+    assert _schedule(wttm) == _schedule(load("ttm")) == TORCHDISTILL
+    dist = load("dist")
+    a = dist.method.args
+    assert (a["beta"], a["gamma"], a["temperature"]) == (2.0, 2.0, 1.0)
+    assert _schedule(dist)[:3] == (100, 256, 0.1)
+    dhkd = load("dhkd")
+    a = dhkd.method.args
+    assert (a["head"], a["alpha"], a["alpha_zero_from_epoch"], a["temperature"], a["gradient_alignment"]) == (
+        "linear", 0.1, 50, 2.0, False)
+    assert _schedule(dhkd) == DHKD_SCHEDULE
+    assert load("cmkd").method.args["temperature"] == 1.0  # docs/reference/methods.md §7: τ = 1 on ImageNet
+    r2kd = load("r2kd").method.args
+    assert (r2kd["lam"], r2kd["prune_amount"], r2kd["input_mean"]) == (0.7, 0.1, [0.485, 0.456, 0.406])
+
+
+@pytest.mark.parametrize("path", sorted(TINY.rglob("*.yaml")), ids=lambda p: str(p.relative_to(TINY)))
+def test_tiny_imagenet_recipe_validates_and_follows_the_cifar_recipe(path: Path):
+    """R2KD's Tiny-ImageNet configs: the CIFAR-100 recipe (240 epochs, batch 64, lr 0.05 or 0.01 for the mobile
+    students, wd 5e-4); docs/reference/imagenet.md §2, §5."""
+    cfg = _check_first_line_and_citations(path)
+    assert cfg.data.name == "tiny_imagenet"
+    assert _schedule(cfg) == (240, 64, 0.01 if cfg.student.arch in MOBILE else 0.05, 5e-4, [150, 180, 210])
+    if path.parent.name == "teachers":
+        assert cfg.method.name == "ce" and cfg.teacher.arch == cfg.student.arch == path.stem
+    elif path.parent.parent.name == "students":
+        assert cfg.method.name == "ce" and cfg.teacher.checkpoint is None
+    else:
+        t, s = path.parent.name.split("-")
+        assert (cfg.teacher.arch, cfg.student.arch) == (t, s)
+        assert cfg.teacher.checkpoint == f"runs/tiny_imagenet/teachers/{t}/model.safetensors"
+        if cfg.method.name == "r2kd":  # cutout 16 px, ImageNet normalisation (docs/reference/imagenet.md §2)
+            a = cfg.method.args
+            assert (a["cutout_size"], a["input_mean"], a["input_std"]) == (
+                16, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        if cfg.method.name == "dkd":
+            assert cfg.method.args["beta"] == DKD_BETA.get(path.parent.name, 8)

@@ -1,4 +1,5 @@
-"""The model zoo: parameter counts vs docs/reference/methods.md §12, the forward / forward_features contract, the registry."""
+"""The CIFAR zoo: parameter counts vs docs/reference/methods.md §12, the forward / forward_features contract, the
+registry."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ PARAMS_M = {
     "resnet56": 0.862, "resnet110": 1.737, "resnet8x4": 1.234, "resnet32x4": 7.434,
     "wrn_16_1": 0.181, "wrn_16_2": 0.703, "wrn_40_1": 0.570, "wrn_40_2": 2.255,
     "vgg8": 3.965, "vgg11": 9.277, "vgg13": 9.462, "vgg16": 14.774, "vgg19": 20.087,
-    "ResNet50": 23.705, "MobileNetV2": 0.813, "ShuffleV1": 0.949, "ShuffleV2": 1.356,
+    "cifar_resnet50": 23.705, "MobileNetV2": 0.813, "ShuffleV1": 0.949, "ShuffleV2": 1.356,
 }  # fmt: skip
 CIFAR = sorted(PARAMS_M)
 ONE_D = ["mnist1d_cnn", "mnist1d_cnn_small", "mnist1d_mlp"]
@@ -28,7 +29,7 @@ STAGE_LAYOUT = {
     "resnet32x4": ([32, 64, 128, 256], [32, 32, 16, 8]),
     "wrn_40_2": ([16, 32, 64, 128], [32, 32, 16, 8]),
     "vgg13": ([64, 128, 256, 512, 512], [32, 16, 8, 4, 4]),
-    "ResNet50": ([64, 256, 512, 1024, 2048], [32, 32, 16, 8, 4]),
+    "cifar_resnet50": ([64, 256, 512, 1024, 2048], [32, 32, 16, 8, 4]),
     "MobileNetV2": ([16, 12, 16, 48, 160, 1280], [16, 16, 8, 4, 2, 2]),
     "ShuffleV1": ([24, 240, 480, 960], [32, 16, 8, 4]),
     "ShuffleV2": ([24, 116, 232, 464, 1024], [32, 16, 8, 4, 4]),
@@ -152,10 +153,25 @@ def test_unknown_name_lists_close_matches():
         create("no_such_net", 100)
 
 
-def test_aliases_and_case_insensitive_names():
+def test_aliases_resolve_and_names_are_exact():
     assert type(create("mobile_half", 100)) is type(create("MobileNetV2", 100))
-    assert count_parameters(create("resnet50", 100)) == count_parameters(create("ResNet50", 100))
     assert "mobile_half" not in names()
+    # no case-insensitive fallback: "resnet50" (torchvision's) and the benchmark's CIFAR network are different models
+    with pytest.raises(ValueError, match="did you mean 'resnet8'"):
+        create("ResNet8", 100)
+    with pytest.raises(ValueError, match="did you mean 'MobileNetV2'"):
+        create("mobilenetv2", 100)
+
+
+def test_no_two_names_differ_only_by_case():
+    keys = names() + list(registry_module._ALIASES)
+    assert len({k.lower() for k in keys}) == len(keys)
+
+
+def test_the_old_cifar_resnet50_name_points_to_the_new_one():
+    with pytest.raises(ValueError, match="now called 'cifar_resnet50'"):
+        create("ResNet50", 100)
+    assert count_parameters(create("cifar_resnet50", 100)) != count_parameters(create("resnet50", 100))
 
 
 @pytest.mark.parametrize("bad", [1, 0, -3, 2.0, True, "10"])
@@ -224,6 +240,8 @@ def test_register_rejects_duplicates_and_adds_new_names(monkeypatch):
     monkeypatch.setattr(registry_module, "_ALIASES", dict(registry_module._ALIASES))
     with pytest.raises(ValueError, match="registered twice"):
         register("resnet8")(lambda num_classes: nn.Linear(4, num_classes))
+    with pytest.raises(ValueError, match="differ only by case"):
+        register("ResNet18")(lambda num_classes: nn.Linear(4, num_classes))
 
     @register("tiny_linear_test_net")
     def tiny(num_classes: int, width: int = 4) -> nn.Module:

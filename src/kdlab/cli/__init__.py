@@ -1,6 +1,7 @@
 """The ``kdlab`` command line. Each command group lives in its own module with a ``register(subparsers)``:
 
 * :mod:`kdlab.cli.train` — ``teacher``, ``train``, ``config``, ``recipes``, ``methods``;
+* :mod:`kdlab.cli.teachers` — ``teacher import`` (published weights → a kdlab weights file);
 * :mod:`kdlab.cli.evaluate` — ``eval``, ``fidelity``;
 * :mod:`kdlab.cli.showcase` — ``demo``, ``experiment``.
 
@@ -15,7 +16,7 @@ import os
 import sys
 
 from kdlab import __version__
-from kdlab.cli import evaluate, showcase, train
+from kdlab.cli import evaluate, showcase, teachers, train
 from kdlab.config import ConfigError
 from kdlab.distributed import launched_by_torchrun
 from kdlab.engine.checkpoint import CheckpointError
@@ -23,7 +24,7 @@ from kdlab.engine.loop import NonFiniteLossError
 
 __all__ = ["build_parser", "main"]
 
-GROUPS = (showcase, train, evaluate)
+GROUPS = (showcase, train, teachers, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(teachers.route(sys.argv[1:] if argv is None else list(argv)))
     code = _run(args)
     if launched_by_torchrun():
         # Every file is written (atomically, fsynced) by now. Interpreter teardown with a gloo process group can

@@ -53,7 +53,8 @@ def _methods(args) -> int:
 def register(sub) -> None:
     for name, teacher, text in (("teacher", True, "train a teacher (CE only) from a config"),
                                 ("train", False, "distil a student from a config; resumes in the same out_dir")):
-        t = sub.add_parser(name, help=text)
+        t = sub.add_parser(name, help=text, epilog="kdlab teacher import FILE --arch NAME --out OUT.safetensors "
+                           "converts published weights instead" if teacher else None)
         t.add_argument("config", help="YAML file or shipped recipe name (see `kdlab recipes`)")
         t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.1 seed=1")
         t.set_defaults(func=lambda a, teacher=teacher: _train(a, teacher))

@@ -139,7 +139,9 @@ class DistillDataConfig(_Strict):
 
 class ModelConfig(_Strict):
     arch: str | None = None
-    checkpoint: str | None = None  # safetensors weights written by kdlab (arch read from its metadata)
+    # weights: kdlab's .safetensors (arch read from its metadata), or any safetensors / PyTorch (.pth/.pt/.tar,
+    # torch.load(weights_only=True)) state dict, torchvision's or RepDistiller's included: then `arch` is required
+    checkpoint: str | None = None
     # an ensemble teacher: several checkpoints, combined by `ensemble_rule`
     checkpoints: list[str] | None = None
     ensemble_rule: Literal["prob", "tempered_prob", "logit"] = "prob"

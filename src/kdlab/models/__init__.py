@@ -1,4 +1,5 @@
-"""Model zoo: the CIFAR-100 KD benchmark architectures and small MNIST-1D networks, plus feature extraction.
+"""Model zoo: the CIFAR-100 KD benchmark architectures, torchvision-compatible ImageNet networks, small MNIST-1D
+networks, plus feature extraction and weight files (kdlab's safetensors, PyTorch files, RepDistiller's key names).
 
 ``create(name, num_classes)`` builds a registered network; ``forward_features(model, x)`` returns
 ``(logits, {"stages": [...], "pooled": [N, D]})`` for zoo models and, through forward hooks, for any ``nn.Module``.
@@ -9,7 +10,8 @@ from kdlab.models.registry import create, names, register
 
 # importing a family registers its architectures (the same pattern as kdlab.methods)
 from kdlab.models import (  # noqa: E402,F401  isort: skip
-    mnist1d, mobilenetv2, resnet, resnet_bottleneck, shufflenetv1, shufflenetv2, vgg, wrn,
+    imagenet_mobilenetv1, imagenet_mobilenetv2, imagenet_resnet, mnist1d, mobilenetv2, resnet, resnet_bottleneck,
+    shufflenetv1, shufflenetv2, vgg, wrn,
 )
 from kdlab.models.init_from_teacher import init_from_teacher, recompute_bn_stats  # noqa: E402
 from kdlab.models.weights import load_model, load_weights, save_model  # noqa: E402

@@ -10,17 +10,18 @@ from kdlab._checks import check_int
 class ZooModel(nn.Module):
     """A classifier whose ``forward`` returns logits and whose ``forward_features`` also returns its features.
 
-    Subclasses build their layers, set ``classifier`` (an ``nn.Linear``, registered *last* so that it is also the
-    last ``nn.Linear`` in ``modules()`` order, which the generic hook path relies on) and implement
-    ``_stages(x) -> list[Tensor]``, the stage outputs whose last entry is the map that is globally average-pooled
-    into ``pooled``.
+    Subclasses build their layers, set ``classifier`` (an ``nn.Linear`` registered *last* so that it is also the
+    last ``nn.Linear`` in ``modules()`` order, which the generic hook path relies on; torchvision-compatible models
+    keep torchvision's names: ``fc`` exposed as a ``classifier`` property, or MobileNetV2's Sequential(Dropout,
+    Linear)) and implement ``_stages(x) -> list[Tensor]``, the stage outputs whose last entry is the map that is
+    globally average-pooled into ``pooled``.
     """
 
     #: 4 for image networks ([N, C, H, W]), 3 for 1-D networks ([N, C, L]).
     input_ndim: int = 4
     in_channels: int
     feature_dim: int
-    classifier: nn.Linear
+    classifier: nn.Module  # an nn.Linear, or a Sequential ending in one
 
     def _stages(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -77,6 +78,16 @@ def init_weights(model: nn.Module, linear: str = "default") -> None:
                 nn.init.zeros_(m.bias)
 
 
+def sequential_stages(layers: nn.Sequential, x: Tensor, ends: tuple[int, ...]) -> list[Tensor]:
+    """Run ``layers`` on ``x``; the outputs of the layers at indices ``ends`` (the ends of the stages)."""
+    stages = []
+    for i, layer in enumerate(layers):
+        x = layer(x)
+        if i in ends:
+            stages.append(x)
+    return stages
+
+
 def check_positive_int(value, name: str, model: str) -> int:
     return check_int(value, f"{model}: {name}", 1)
 
@@ -95,4 +106,4 @@ def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1
     ]
 
 
-__all__ = ["ZooModel", "init_weights", "channel_shuffle", "conv_bn", "check_positive_int"]
+__all__ = ["ZooModel", "init_weights", "channel_shuffle", "conv_bn", "check_positive_int", "sequential_stages"]

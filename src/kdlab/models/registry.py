@@ -1,4 +1,9 @@
-"""Architectures by name: ``@register("resnet8")`` on a builder, ``create("resnet8", num_classes=100)`` to use it."""
+"""Architectures by name: ``@register("resnet8")`` on a builder, ``create("resnet8", num_classes=100)`` to use it.
+
+Names are exact. No two names may differ only by letter case (``resnet50`` is torchvision's ImageNet network,
+``cifar_resnet50`` the benchmark's CIFAR one), so a case-insensitive match would only ever guess; a name that matches
+another when case is ignored is refused with that name as the hint.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,10 @@ Builder = Callable[..., nn.Module]
 
 _BUILDERS: dict[str, Builder] = {}
 _ALIASES: dict[str, str] = {}
+#: Names that meant another model in earlier kdlab versions: refused with the new name (never resolved silently,
+#: since "ResNet50" now differs from torchvision's "resnet50" only by case). Weight files written under the old name
+#: are read through :func:`renamed` (``kdlab.models.weights``).
+RENAMED = {"ResNet50": "cifar_resnet50"}
 
 
 def register(name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
@@ -25,9 +34,12 @@ def register(name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[Builder],
         raise ValueError(f"register: name must be a non-empty string, got {name!r}")
 
     def deco(builder: Builder) -> Builder:
+        taken = {k.lower(): k for k in (*_BUILDERS, *_ALIASES)}
         for key in (name, *aliases):
-            if key in _BUILDERS or key in _ALIASES:
-                raise ValueError(f"model name {key!r} is registered twice; pick another name")
+            if key.lower() in taken:
+                clash = taken[key.lower()]
+                why = "twice" if clash == key else f"already as {clash!r} (names may not differ only by case)"
+                raise ValueError(f"model name {key!r} is registered {why}; pick another name")
         _BUILDERS[name] = builder
         for alias in aliases:
             _ALIASES[alias] = name
@@ -41,26 +53,33 @@ def names() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def _resolve(name: str) -> str:
+def renamed(name: str) -> str:
+    """The current name of a model that an earlier kdlab version called ``name`` (else ``name``)."""
+    return RENAMED.get(name, name)
+
+
+def canonical(name: str) -> str:
+    """The registered name that ``name`` (a name or an alias) stands for; ValueError with hints if none."""
+    if not isinstance(name, str):
+        raise ValueError(f"model name must be a string, got {type(name).__name__}")
     if name in _BUILDERS:
         return name
     if name in _ALIASES:
         return _ALIASES[name]
-    # Case-insensitive fallback so that "resnet50" finds "ResNet50"; only when the match is unique.
+    if name in RENAMED:
+        raise ValueError(f"model {name!r} is now called {RENAMED[name]!r} (the CIFAR-stem network of the KD "
+                         f"benchmark); {name.lower()!r} is torchvision's ImageNet network")
     known = list(_BUILDERS) + list(_ALIASES)
-    folded = [k for k in known if k.lower() == name.lower()]
-    if len(folded) == 1:
-        return _ALIASES.get(folded[0], folded[0])
-    close = difflib.get_close_matches(name, known, n=4, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"unknown model name {name!r}{hint} (known: {', '.join(sorted(_BUILDERS))})")
+    close = [k for k in known if k.lower() == name.lower()]  # at most one: names never differ only by case
+    close += [c for c in difflib.get_close_matches(name, known, n=4, cutoff=0.5) if c not in close]
+    hint = f"; did you mean {', '.join(repr(c) for c in close[:4])}?" if close else ""
+    raise ValueError(f"unknown model name {name!r} (names are case-sensitive){hint} "
+                     f"(known: {', '.join(sorted(_BUILDERS))})")
 
 
 def create(name: str, num_classes: int, **kwargs) -> nn.Module:
     """Build the architecture ``name`` with a ``num_classes``-way classifier; ``kwargs`` go to its builder."""
-    if not isinstance(name, str):
-        raise ValueError(f"model name must be a string, got {type(name).__name__}")
-    key = _resolve(name)
+    key = canonical(name)
     num_classes = check_int(num_classes, "num_classes", 2, note=f" (for model {key!r})")
     builder = _BUILDERS[key]
     params = inspect.signature(builder).parameters

@@ -1,6 +1,9 @@
-"""ResNet-50 (He et al., CVPR 2016) with the CIFAR stem of the KD benchmark: a 3x3 stride-1 conv and no max-pool.
+"""ResNet-50 (He et al., CVPR 2016) with the CIFAR stem of the KD benchmark (its "ResNet50"): a 3x3 stride-1 conv and
+no max-pool. Registered as ``cifar_resnet50``; ``resnet50`` is torchvision's ImageNet network (``imagenet_resnet.py``).
 
-Stages of [3, 4, 6, 3] Bottleneck blocks (expansion 4) at 32², 16², 8², 4² → global average pool → Linear(2048, C).
+Stages of [3, 4, 6, 3] Bottleneck blocks (expansion 4; torchvision's block, so its projection shortcut is called
+``downsample`` where RepDistiller says ``shortcut``: ``kdlab.models.foreign`` maps the name) at 32², 16², 8², 4² →
+global average pool → Linear(2048, C).
 """
 
 from __future__ import annotations
@@ -9,31 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights
+from kdlab.models.imagenet_resnet import Bottleneck
 from kdlab.models.registry import register
-
-
-class Bottleneck(nn.Module):
-    """out = ReLU(BN(conv1x1(ReLU(BN(conv3x3_s(ReLU(BN(conv1x1(x)))))))) + shortcut(x)); stride on the 3x3."""
-
-    expansion = 4
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
-        super().__init__()
-        out_planes = planes * self.expansion
-        self.conv1, self.bn1 = conv_bn(in_planes, planes, 1)
-        self.conv2, self.bn2 = conv_bn(planes, planes, 3, stride)
-        self.conv3, self.bn3 = conv_bn(planes, out_planes, 1)
-        self.shortcut = (
-            nn.Sequential(*conv_bn(in_planes, out_planes, 1, stride))
-            if stride != 1 or in_planes != out_planes
-            else nn.Identity()
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x))
 
 
 class ResNetBottleneck(ZooModel):
@@ -41,7 +21,7 @@ class ResNetBottleneck(ZooModel):
 
     def __init__(self, num_blocks: tuple[int, ...], num_classes: int, in_channels: int = 3):
         super().__init__()
-        self.in_channels = check_positive_int(in_channels, "in_channels", "ResNet50")
+        self.in_channels = check_positive_int(in_channels, "in_channels", "cifar_resnet50")
         self.conv1, self.bn1 = conv_bn(in_channels, 64, 3)
         width = 64
         layers = []
@@ -65,7 +45,8 @@ class ResNetBottleneck(ZooModel):
         return [f0, f1, f2, f3, f4]
 
 
-@register("ResNet50")
-def resnet50(num_classes: int, in_channels: int = 3) -> ResNetBottleneck:
-    """ResNet50: Bottleneck [3, 4, 6, 3], CIFAR stem (3x3 stride-1 conv, no max-pool)."""
+@register("cifar_resnet50")
+def cifar_resnet50(num_classes: int, in_channels: int = 3) -> ResNetBottleneck:
+    """cifar_resnet50: the KD benchmark's "ResNet50": Bottleneck [3, 4, 6, 3], CIFAR stem (3x3 stride-1 conv, no
+    max-pool)."""
     return ResNetBottleneck((3, 4, 6, 3), num_classes, in_channels)

@@ -1,20 +1,39 @@
-"""Model weight files: a network's state dict as safetensors, with ``arch`` and ``num_classes`` in the metadata so
-:func:`load_model` can rebuild a zoo model from the file alone."""
+"""Model weight files.
+
+kdlab writes a network's state dict as safetensors with ``arch`` and ``num_classes`` in the metadata, so
+:func:`load_model` can rebuild a zoo model from the file alone. It reads:
+
+* ``.safetensors`` — kdlab's own, or any safetensors state dict (then the arch must be given);
+* PyTorch files (``.pth``, ``.pt``, ``.tar``) through ``torch.load(weights_only=True)`` only, so a file that would
+  import Python objects is refused, never unpickled. A bare state dict, or a dict holding one under ``model`` or
+  ``state_dict`` (RepDistiller's and mdistiller's checkpoints); ``module.`` prefixes (DataParallel) are stripped. Such
+  a file records no architecture, so the arch must be given. RepDistiller's key names are mapped to kdlab's
+  (:mod:`kdlab.models.foreign`); torchvision's need none.
+"""
 
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
-from kdlab._io import CheckpointError, load_tensors, read_metadata, save_tensors
-from kdlab.models.registry import create
+from kdlab._io import CheckpointError, load_tensors, save_tensors
+from kdlab.models.features import classifier_of
+from kdlab.models.foreign import to_kdlab_names
+from kdlab.models.registry import canonical, create, renamed
 
-__all__ = ["load_model", "load_weights", "save_model", "weights_metadata"]
+__all__ = ["PYTORCH_SUFFIXES", "load_model", "load_weights", "read_state_dict", "save_model", "weights_metadata"]
 
 FORMAT = "kdlab-model-1"
+PYTORCH_SUFFIXES = (".pth", ".pt", ".tar")
+_WRAPPERS = ("model", "state_dict")  # keys under which training checkpoints keep the state dict
 
 
 def weights_metadata(arch: str | None = None, num_classes: int | None = None,
@@ -35,27 +54,115 @@ def save_model(path: str | Path, model: torch.nn.Module, arch: str | None = None
     save_tensors(path, model.state_dict(), weights_metadata(arch, num_classes, extra))
 
 
-def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    tensors, _ = load_tensors(path)
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0].split('. ')[0]}" if text else type(exc).__name__
+
+
+def _torch_file(path: Path) -> dict[str, Tensor]:
+    if tarfile.is_tarfile(path):
+        raise CheckpointError(f"{path}: a tar archive, not a weights file; extract it (tar xf {path.name}) and point "
+                              "at a checkpoint inside (cifar_teachers.tar holds <arch>_vanilla/ckpt_epoch_240.pth)")
     try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit {type(model).__name__}: {exc}") from None
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if blocked is None:  # garbage, or an opcode the restricted unpickler does not run
+            detail = re.search(r"Unsupported [^\n]*", str(exc))
+            raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or corrupt?): "
+                                  f"{detail.group(0) if detail else _first_line(exc)}") from None
+        raise CheckpointError(
+            f"{path}: refused: it holds Python objects besides tensors (it would import {blocked.group(1)}), and kdlab "
+            "loads PyTorch files only with torch.load(weights_only=True); save just the state dict "
+            "(torch.save(model.state_dict(), ...)) or a safetensors file") from None
+    except Exception as exc:  # noqa: BLE001  torch raises RuntimeError, EOFError, KeyError, ... on a bad file
+        raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or corrupt?): {_first_line(exc)}"
+                              ) from None
+    if _is_state_dict(obj):
+        return dict(obj)
+    held = [k for k in _WRAPPERS if isinstance(obj, Mapping) and _is_state_dict(obj.get(k))]
+    if len(held) == 1:
+        return dict(obj[held[0]])
+    found = f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping) else type(obj).__name__
+    why = "two state dicts ('model' and 'state_dict')" if len(held) > 1 else found
+    raise CheckpointError(f"{path}: holds {why}; expected a state dict (name -> tensor), bare or under 'model' or "
+                          "'state_dict'")
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(state dict, metadata) of a ``.safetensors`` or PyTorch weights file; ``module.`` prefixes stripped. PyTorch
+    files have no metadata. Any other file, or a PyTorch file that is not plain tensors, is a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    name = path.name.lower()
+    if name.endswith(".safetensors"):
+        state, meta = load_tensors(path)
+    elif name.endswith(PYTORCH_SUFFIXES):
+        state, meta = _torch_file(path), {}
+    else:
+        raise CheckpointError(f"{path}: unknown weights file type; kdlab reads .safetensors and PyTorch files "
+                              f"({', '.join(PYTORCH_SUFFIXES)})")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state, meta
+
+
+def _fit(model: nn.Module, state: dict[str, Tensor], path: Path, what: str) -> nn.Module:
+    ours = model.state_dict()
+    missing, unexpected = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
+    if missing or unexpected:
+        parts = [f"{len(names)} tensors {kind}, e.g. {', '.join(names[:3])}"
+                 for kind, names in (("missing", missing), ("unexpected", unexpected)) if names]
+        raise CheckpointError(f"{path}: weights do not fit {what} (another architecture?): {'; '.join(parts)}")
+    wrong = [k for k in ours if ours[k].shape != state[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(f"{path}: weights do not fit {what}: {len(wrong)} tensors of another shape, e.g. {k} "
+                              f"is {tuple(state[k].shape)} in the file and {tuple(ours[k].shape)} in the model")
+    model.load_state_dict(state, strict=True)
     return model
 
 
+def load_weights(model: torch.nn.Module, path: str | Path, arch: str | None = None) -> torch.nn.Module:
+    """Load a weights file into ``model`` (strict: same names and shapes). With ``arch`` (a zoo name), RepDistiller's
+    key names for that architecture are accepted too."""
+    state, _ = read_state_dict(path)
+    if arch is not None:
+        state = to_kdlab_names(canonical(arch), state)
+    return _fit(model, state, Path(path), arch or type(model).__name__)
+
+
+def _head_classes(model: nn.Module, state: dict[str, Tensor]) -> int | None:
+    """The class count of ``state``: rows of the weight of ``model``'s classifier under the same name."""
+    head = classifier_of(model)
+    key = next((f"{n}.weight" for n, m in model.named_modules() if m is head), None)
+    return int(state[key].shape[0]) if key in state and state[key].dim() == 2 else None
+
+
 def load_model(path: str | Path, arch: str | None = None, num_classes: int | None = None) -> torch.nn.Module:
-    """Rebuild a zoo model from a kdlab weights file (arch and class count from its metadata)."""
-    meta = read_metadata(path)
-    file_arch = meta.get("arch")
-    if arch is not None and file_arch is not None and arch != file_arch:
+    """Rebuild a zoo model from a weights file: arch and class count from kdlab's metadata, else from ``arch`` and the
+    rows of the file's classifier weight; ``num_classes`` (the data's) must agree with the file."""
+    path = Path(path)
+    state, meta = read_state_dict(path)
+    file_arch = renamed(meta["arch"]) if "arch" in meta else None  # files written before a model was renamed
+    if arch is not None and file_arch is not None and canonical(arch) != canonical(file_arch):
         raise CheckpointError(f"{path}: holds a {file_arch!r} model but the config says arch {arch!r}")
     arch = arch or file_arch
     if arch is None:
-        raise CheckpointError(f"{path}: no architecture recorded; give the arch in the config")
-    n = int(meta["num_classes"]) if "num_classes" in meta else num_classes
-    if n is None:
-        raise CheckpointError(f"{path}: no class count recorded; give num_classes")
-    if num_classes is not None and n != num_classes:
+        raise CheckpointError(f"{path}: the file records no architecture; give it (teacher.arch=NAME in a config), "
+                              f"or convert the file once: kdlab teacher import {path} --arch NAME --out OUT.safetensors")
+    state = to_kdlab_names(canonical(arch), state)
+    guess = int(meta["num_classes"]) if "num_classes" in meta else (num_classes or 2)
+    model = create(arch, guess)
+    n = int(meta["num_classes"]) if "num_classes" in meta else _head_classes(model, state)
+    if n is not None and num_classes is not None and n != num_classes:
         raise CheckpointError(f"{path}: model has {n} classes but the data has {num_classes}")
-    return load_weights(create(arch, n), path)
+    if n is not None and n != guess:
+        model = create(arch, n)
+    return _fit(model, state, path, arch)  # a file whose names do not fit: the error lists them
