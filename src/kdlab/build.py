@@ -32,7 +32,8 @@ from kdlab._io import atomic_write_text
 from kdlab.config import RunConfig
 from kdlab.config import load_config as _load_config
 from kdlab.config.schema import ModelConfig, TeacherCacheConfig
-from kdlab.data import BatchLoader, DataSplits, ViewAugmentation, as_tensors, load_dataset
+from kdlab.data import BatchLoader, DataSplits, ImageSplits, ViewAugmentation, as_tensors, load_dataset
+from kdlab.data.image_index import STREAMED, report_skipped
 from kdlab.data.policies import build_policy
 from kdlab.data.splits import select_split
 from kdlab.engine.checkpoint import check_same_run, identity_hash, read_training_info
@@ -58,7 +59,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 # ---------------------------------------------------------------------------------------------------------------
 # data, teacher and checks from a config
 # ---------------------------------------------------------------------------------------------------------------
-def load_data(cfg: RunConfig, part: str | None = None) -> DataSplits:
+def load_data(cfg: RunConfig, part: str | None = None) -> DataSplits | ImageSplits:
     """The data set of ``cfg`` (subsets applied). Under split control (``distill_data.holdout_fraction``) only
     ``part`` of the train split is kept: ``"teacher"``, or by default the student's ``distill_data.split``."""
     kwargs: dict[str, Any] = {}
@@ -67,9 +68,16 @@ def load_data(cfg: RunConfig, part: str | None = None) -> DataSplits:
     if cfg.data.name == "cifar100":
         kwargs.update({k: v for k, v in (("url", cfg.data.url), ("md5", cfg.data.md5)) if v is not None})
         kwargs["progress"] = cfg.run.progress
+    if cfg.data.name in STREAMED:  # the subsets are taken before the files are checked (a quick run stays quick)
+        kwargs.update(image_size=cfg.data.image_size, train_subset=cfg.data.train_subset,
+                      test_subset=cfg.data.test_subset)
+    if cfg.data.name in (*STREAMED, "tiny_imagenet"):
+        kwargs.update(workers=cfg.data.workers, skip_bad=cfg.data.skip_bad, progress=cfg.run.progress)
     splits = load_dataset(cfg.data.name, root=cfg.data.root, download=cfg.data.download, **kwargs)
-    if cfg.data.train_subset or cfg.data.test_subset:
+    if (cfg.data.train_subset or cfg.data.test_subset) and cfg.data.name not in STREAMED:
         splits = splits.subset(cfg.data.train_subset, cfg.data.test_subset)
+    if splits.skipped:
+        report_skipped(splits.skipped, Path(cfg.out_dir), dist.is_main())
     if cfg.distill_data.holdout_fraction:
         splits = select_split(cfg.distill_data, splits, part or cfg.distill_data.split)
     return splits
@@ -159,7 +167,8 @@ def cached_teacher(teacher: FrozenTeacher, cache: TeacherCacheConfig, method: ty
     if policy:
         reasons.append("a distill_data policy rewrites the training batches")
     if train.augment is None:
-        reasons.append("the training loader has no discrete view augmentation (data.augment is not 'default')")
+        reasons.append("the training loader has no discrete view augmentation (data.augment is not 'default', or "
+                       "the data is streamed with continuous crops)")
     if reasons:
         if cache.enabled is True:
             raise ValueError("teacher.cache.enabled=true but the cache cannot be exact here: " + "; ".join(reasons)
@@ -232,8 +241,9 @@ def _identity(section: dict[str, Any], teacher_module: nn.Module | None, **extra
 
 
 def _config_section(cfg: RunConfig) -> dict[str, Any]:
-    """Everything in ``cfg`` that changes training (out_dir and display options excluded)."""
-    return cfg.model_dump(mode="json", exclude={"out_dir": True, "run": {"progress", "tensorboard"}})
+    """Everything in ``cfg`` that changes training (out_dir, display options and data.workers excluded)."""
+    return cfg.model_dump(mode="json", exclude={"out_dir": True, "run": {"progress", "tensorboard"},
+                                                 "data": {"workers"}})
 
 
 def _finished(out_dir: Path | None, parts_identity: dict[str, Any], epochs: int) -> dict | None:
