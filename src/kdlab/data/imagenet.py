@@ -131,11 +131,12 @@ def imagenet_splits(root: Path) -> tuple[ImageList, ImageList]:
     if not root.is_dir():
         raise LayoutError(f"data.root {root} is not a directory; expected {_LAYOUT}")
     images = _image_root(root)
-    train = class_folder_list(images / "train", _LAYOUT)
-    bad = [c for c in train.classes if not _WNID.match(c)]
+    folders = [e.name for e in os.scandir(images / "train") if e.is_dir()] if (images / "train").is_dir() else []
+    bad = sorted(c for c in folders if not _WNID.match(c) and not c.startswith("."))
     if bad:
         raise LayoutError(f"{images / 'train'}: class folders {bad[:3]} are not wnids; expected {_LAYOUT} (for any "
                           "other image folder use data.name=imagefolder)")
+    train = class_folder_list(images / "train", _LAYOUT)
     val_dir = images / "val"
     if not val_dir.is_dir():
         raise LayoutError(f"{val_dir} is missing; expected {_LAYOUT}")
