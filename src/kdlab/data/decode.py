@@ -48,9 +48,9 @@ def _rgb(im: Image.Image) -> Image.Image:
 
 def _draft(im: Image.Image, want_w: int, want_h: int) -> float:
     """Ask a JPEG for the coarsest DCT scale that keeps at least ``want_w × want_h`` pixels; returns the factor."""
-    if im.format != "JPEG":
-        return 1.0
-    width = im.size[0]
+    width, height = im.size
+    if im.format != "JPEG" or width < 2 * want_w or height < 2 * want_h:
+        return 1.0  # no reduction possible: skip draft(), whose decoder reconfiguration costs time
     drafted = im.draft("RGB", (max(1, want_w), max(1, want_h)))
     # (mode, box): box = (0, 0, W/s, H/s), the original image in the reduced image's coordinates
     return width / drafted[1][2] if drafted else 1.0
