@@ -89,7 +89,8 @@ def reference_eval(path, size):
 
 def _scaled_crop(arr: np.ndarray, scale: float, box, size):
     top, left, h, w, flip = box
-    region = (left / scale, top / scale, (left + w) / scale, (top + h) / scale)
+    # (a libjpeg M/8 scale rounds the output size up, so the recovered scale can overshoot by a fraction of a pixel)
+    region = (left / scale, top / scale, min(arr.shape[1], (left + w) / scale), min(arr.shape[0], (top + h) / scale))
     out = Image.fromarray(arr).resize((size, size), Image.BILINEAR, box=region)
     return np.asarray(out.transpose(Image.FLIP_LEFT_RIGHT) if flip else out)
 

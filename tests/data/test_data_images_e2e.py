@@ -162,3 +162,14 @@ def test_two_gloo_processes_equal_one_on_streamed_data(tmp_path, image_tools):
     f1, f2 = (json.loads((tmp_path / d / "final.json").read_text())["fidelity"] for d in ("one", "two"))
     for k in ("student_acc", "teacher_acc", "agreement", "kl", "n"):
         assert f2[k] == pytest.approx(f1[k], rel=1e-4, abs=1e-6), k
+
+
+def test_data_workers_do_not_change_the_run_but_image_size_does(tmp_path, image_tools, capsys):
+    root = image_tools.make_imagefolder(tmp_path / "f", n_train=2, n_val=1)
+    cfg = _config(tmp_path / "run.yaml", f"{{name: imagefolder, root: {root}, image_size: 16, workers: 0}}")
+    out = f"out_dir={tmp_path / 't'}"
+    assert main(["teacher", str(cfg), out, "optim.epochs=1"]) == 0
+    assert main(["teacher", str(cfg), out, "optim.epochs=1", "data.workers=1"]) == 0  # the same run: left as it is
+    assert "holds a finished run" in capsys.readouterr().out
+    assert main(["teacher", str(cfg), out, "optim.epochs=1", "data.image_size=24"]) == 2  # another run: refused
+    assert "data.image_size" in capsys.readouterr().err
