@@ -180,8 +180,6 @@ def http_server(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------------------------
 def image_array(label: int, seed: int, size=(48, 40)) -> np.ndarray:
     """An RGB image whose colour and stripe direction depend on ``label`` (learnable after any crop), plus noise."""
-    from PIL import Image  # noqa: F401  (Pillow is a kdlab dependency)
-
     w, h = size
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]

@@ -2,11 +2,8 @@
 data, and 2 gloo processes = 1 process on streamed data (global batch fixed, the last batch wrapped the same way)."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -78,43 +75,21 @@ def test_cli_skip_bad_lists_the_files_in_the_run(tmp_path, image_tools, capsys):
     assert len(listed) == 1 and listed[0].split("\t")[0].endswith("dog/img_1.jpg")
 
 
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _history(out):
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for r in rows:
-        r.pop("epoch_time_s")
-    return rows
-
-
 @pytest.mark.slow
-def test_sigkill_then_resume_on_streamed_data_matches_the_uninterrupted_run(tmp_path, image_tools):
+def test_sigkill_then_resume_on_streamed_data_matches_the_uninterrupted_run(tmp_path, image_tools, run_tools):
     root = image_tools.make_imagefolder(tmp_path / "f", n_train=7, n_val=3)
     epochs = 6
     cfg = _config(tmp_path / "run.yaml", f"{{name: imagefolder, root: {root}, image_size: 24, workers: 1}}")
     cmd = lambda out: [sys.executable, "-m", "kdlab", "teacher", str(cfg), f"out_dir={out}",  # noqa: E731
                        f"optim.epochs={epochs}", "optim.milestones=[4]"]
     full, part = tmp_path / "full", tmp_path / "part"
-    subprocess.run(cmd(full), check=True, env=_env(), capture_output=True, timeout=600)
-    proc = subprocess.Popen(cmd(part), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        log = part / "metrics.jsonl"
-        if log.exists() and len(log.read_text().splitlines()) >= 2:
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (part / "final.json").exists(), "the kill came too late to interrupt the run"
-    resumed = subprocess.run(cmd(part), check=True, env=_env(), capture_output=True, text=True, timeout=600)
+    subprocess.run(cmd(full), check=True, env=run_tools.env(), capture_output=True, timeout=600)
+    run_tools.killed_after(cmd(part), part)
+    resumed = subprocess.run(cmd(part), check=True, env=run_tools.env(), capture_output=True, text=True, timeout=600)
     assert "resumed from epoch" in resumed.stdout
     a, b = (json.loads((d / "final.json").read_text()) for d in (full, part))
     assert a["teacher"] == b["teacher"] and a["test"] == b["test"]
-    assert _history(full) == _history(part)
+    assert run_tools.history(full) == run_tools.history(part)
     wa, wb = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -135,7 +110,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_equal_one_on_streamed_data(tmp_path, image_tools):
+def test_two_gloo_processes_equal_one_on_streamed_data(tmp_path, image_tools, run_tools):
     root = image_tools.make_imagefolder(tmp_path / "f", n_train=7, n_val=3)  # 21 samples: the last batch wraps
     torch.manual_seed(3)
     teacher = tmp_path / "teacher.safetensors"
@@ -145,18 +120,18 @@ def test_two_gloo_processes_equal_one_on_streamed_data(tmp_path, image_tools):
     script.write_text(_SCRIPT)
     args = ["train", str(cfg), "student.arch=conv_no_bn", "method.name=kd", "method.args={temperature: 4.0}",
             f"teacher.checkpoint={teacher}", "optim.epochs=3", "optim.lr=0.2"]
-    one = subprocess.run([sys.executable, str(script), *args, f"out_dir={tmp_path / 'one'}"], env=_env(),
+    one = subprocess.run([sys.executable, str(script), *args, f"out_dir={tmp_path / 'one'}"], env=run_tools.env(),
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    two = subprocess.run([*launcher, str(script), *args, f"out_dir={tmp_path / 'two'}"], env=_env(),
+    two = subprocess.run([*launcher, str(script), *args, f"out_dir={tmp_path / 'two'}"], env=run_tools.env(),
                          capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     w1, w2 = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     assert w1.keys() == w2.keys()
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
-    for r1, r2 in zip(_history(tmp_path / "one"), _history(tmp_path / "two"), strict=True):
+    for r1, r2 in zip(run_tools.history(tmp_path / "one"), run_tools.history(tmp_path / "two"), strict=True):
         for k, v in r1["train"].items():
             assert r2["train"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
     f1, f2 = (json.loads((tmp_path / d / "final.json").read_text())["fidelity"] for d in ("one", "two"))
