@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from kdlab import distributed as dist
 from kdlab._io import atomic_write_text
 from kdlab.data._paths import cached_arrays, default_root, read_npz
 from kdlab.data.decode import BadImageError, probe
 from kdlab.data.folders import ImageList
 
-__all__ = ["STREAMED", "check_images", "fingerprint", "report_skipped"]
+__all__ = ["STREAMED", "check_images", "fingerprint", "rank0_first", "report_skipped"]
 
 #: ``data.name`` s that are streamed from disk (the rest is held in memory).
 STREAMED = ("imagenet", "imagefolder")
@@ -43,6 +44,19 @@ def fingerprint(images: ImageList) -> str:
         st = os.stat(os.path.join(images.root, rel))
         h.update(f"{rel}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def rank0_first(build):
+    """``build()`` on rank 0 first, then on the other ranks (which then find its cache): under torchrun a data set is
+    checked or decoded once, not once per process. One barrier per rank; no-op in a single process."""
+    shared = dist.world_size() > 1
+    if shared and not dist.is_main():
+        dist.barrier()
+    try:
+        return build()
+    finally:
+        if shared and dist.is_main():
+            dist.barrier()
 
 
 def _probe(path: str) -> tuple[int, int, str]:
@@ -83,11 +97,11 @@ def check_images(images: ImageList, *, what: str, workers: int = 0, skip_bad: bo
     key = fingerprint(images)
     name = hashlib.sha256(str(Path(images.root).resolve()).encode()).hexdigest()[:20]
     cache = default_root() / "image-index" / f"{name}.npz"
-    arrays = cached_arrays(
+    arrays = rank0_first(lambda: cached_arrays(
         cache, {"version": _VERSION, "fingerprint": key, "root": str(images.root)},
         read=lambda p: _read(p, len(images), key),
         build=lambda: _probe_all([images.path(i) for i in range(len(images))], workers, progress, what),
-        what=f"image index of {images.root}", rebuild="checking the files again", stacklevel=2)
+        what=f"image index of {images.root}", rebuild="checking the files again", stacklevel=4))
     bad = np.flatnonzero(arrays["reason"] != "")
     skipped = [(images.path(i), str(arrays["reason"][i])) for i in bad]
     if skipped and not skip_bad:
@@ -101,12 +115,13 @@ def check_images(images: ImageList, *, what: str, workers: int = 0, skip_bad: bo
 
 
 def report_skipped(skipped, out_dir: Path, write: bool = True) -> Path:
-    """The run log of ``data.skip_bad``: ``out_dir/skipped_files.txt`` (one ``path<TAB>reason`` line per file,
-    written when ``write``) and a warning with the count and that path."""
+    """The run log of ``data.skip_bad``: ``out_dir/skipped_files.txt`` (one ``path<TAB>reason`` line per file) and
+    a warning with the count and that path, both when ``write`` (rank 0)."""
     path = out_dir / "skipped_files.txt"
-    if write:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, "".join(f"{p}\t{r}\n" for p, r in skipped))
+    if not write:
+        return path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(f"{p}\t{r}\n" for p, r in skipped))
     warnings.warn(f"data.skip_bad: skipped {len(skipped)} unreadable file(s), listed in {path} (first: "
                   f"{skipped[0][0]}: {skipped[0][1]})", UserWarning, stacklevel=2)
     return path

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from kdlab.data._paths import cached_arrays, read_npz, resolve_root
 from kdlab.data.decode import BadImageError, decode_full
 from kdlab.data.folders import ImageList, LayoutError, _is_image, check_same_classes, from_files
-from kdlab.data.image_index import fingerprint
+from kdlab.data.image_index import fingerprint, rank0_first
 from kdlab.data.image_stream import IMAGENET_MEAN, IMAGENET_STD
 from kdlab.data.splits import DataSplits
 from kdlab.data.stream import default_workers
@@ -147,9 +147,10 @@ def load_tiny_imagenet(root: str | os.PathLike | None = None, *, workers: int | 
     train, val = tiny_imagenet_lists(base)
     workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) if workers is None else workers
     key = {"version": _VERSION, "train": fingerprint(train), "test": fingerprint(val)}
-    arrays = cached_arrays(base.with_name(base.name + ".npz"), key, read=lambda p: _read(p, key),
-                           build=lambda: _build(train, val, workers, progress), what="Tiny-ImageNet",
-                           rebuild=f"decoding {base} again", stacklevel=2)
+    arrays = rank0_first(lambda: cached_arrays(
+        base.with_name(base.name + ".npz"), key, read=lambda p: _read(p, key),
+        build=lambda: _build(train, val, workers, progress), what="Tiny-ImageNet",
+        rebuild=f"decoding {base} again", stacklevel=4))
     skipped, keep = [], {}
     for split, images in (("train", train), ("test", val)):
         reasons = arrays[f"reason_{split}"]
