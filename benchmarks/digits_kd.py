@@ -5,6 +5,7 @@ image-folder path (`kdlab teacher` / `kdlab train` with ``data.name=imagefolder`
     pip install scikit-learn                                  # only this script needs it
     python benchmarks/digits_kd.py write DIR                  # DIR/train/<digit>/*.png, DIR/val/<digit>/*.png
     python benchmarks/digits_kd.py run DIR --out runs/digits  # teacher, then CE and KD students over 3 seeds
+    python benchmarks/digits_kd.py run DIR --out runs/digits --student-subset 240   # students see 240 images
 
 ``write``: every third scan (in the package's order) goes to ``val/`` (599 images), the rest to ``train/`` (1198);
 the 0–16 grey levels are scaled to 0–255 and saved as 8-bit greyscale PNG (kdlab decodes them as RGB).
@@ -44,25 +45,27 @@ def _kdlab(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def run(root: Path, out: Path, seeds: list[int], student: str, methods: list[str]) -> None:
+def run(root: Path, out: Path, seeds: list[int], student: str, methods: list[str], subset: int | None) -> None:
     teacher = out / "teacher"
     _kdlab("teacher", str(CONFIG), f"data.root={root}", f"out_dir={teacher}")
     rows = {}
     for method in methods:
         accs = []
         for seed in seeds:
-            run_dir = out / f"{method}-seed{seed}"
+            run_dir = out / (f"{method}-seed{seed}" + (f"-n{subset}" if subset else ""))
             _kdlab("train", str(CONFIG), f"data.root={root}", f"out_dir={run_dir}", f"seed={seed}",
                    f"student.arch={student}", f"method.name={method}",
-                   f"teacher.checkpoint={teacher / 'model.safetensors'}")
+                   f"teacher.checkpoint={teacher / 'model.safetensors'}",
+                   *([f"data.train_subset={subset}"] if subset else []))
             final = json.loads((run_dir / "final.json").read_text())
             accs.append(final["fidelity"]["student_acc"])
             rows.setdefault("agreement " + method, []).append(final["fidelity"]["agreement"])
         rows[method] = accs
     t = json.loads((teacher / "final.json").read_text())["teacher"]
     print(f"\nteacher {t['arch']}: {t['last_acc']:.2f}% on val")
-    print(f"\n| student {student} | val accuracy % (mean ± std over seeds {seeds}) | per seed | agreement with "
-          "the teacher % |")
+    seen = f"first {subset} training images" if subset else "all training images"
+    print(f"\n| student {student} ({seen}) | val accuracy % (mean ± std over seeds {seeds}) | per seed | "
+          "agreement with the teacher % |")
     print("|---|---|---|---|")
     for method in methods:
         accs, agree = rows[method], rows["agreement " + method]
@@ -81,11 +84,13 @@ def main() -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--student", default="resnet8")
     r.add_argument("--methods", nargs="+", default=["ce", "kd"])
+    r.add_argument("--student-subset", type=int, default=None,
+                   help="students train on the first N training images (the teacher on all of them)")
     a = p.parse_args()
     if a.cmd == "write":
         write(a.root)
     else:
-        run(a.root, a.out, a.seeds, a.student, a.methods)
+        run(a.root, a.out, a.seeds, a.student, a.methods, a.student_subset)
 
 
 if __name__ == "__main__":
