@@ -5,8 +5,8 @@ normalisation + the train augmentation); :class:`BatchLoader` turns a split into
 :class:`Batch` es whose order and views are a pure function of ``(seed, epoch)``. ``load_dataset("imagefolder" |
 "imagenet")`` returns :class:`ImageSplits`, files streamed by :class:`StreamLoader` (decoding in worker processes;
 order and crops a pure function of ``(seed, epoch, index)``). Modules: ``views`` (discrete, cacheable
-augmentations), ``mix`` and ``autoaugment`` (batch mixers), ``presets`` and ``policies`` (what a student is distilled on), ``splits`` (split
-control), ``archive``/``cifar``/``mnist1d``/``user`` (sources); on disk: ``folders``/``imagenet``/``tiny_imagenet``
+augmentations), ``mix`` and ``autoaugment`` (batch mixers), ``presets`` and ``policies`` (what a student is distilled
+on), ``splits`` (split control), ``archive``/``cifar``/``mnist1d``/``user`` (sources); on disk: ``folders``/``imagenet``/``tiny_imagenet``
 (layouts), ``decode`` (one file), ``image_index`` (files checked once), ``crops`` (crop geometry), ``stream`` and
 ``image_stream`` (the streamed loader), ``dataset_stream`` (a user's Dataset read every epoch). See docs/data.md.
 """
