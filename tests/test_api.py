@@ -116,3 +116,51 @@ def test_fit_rerun_with_another_augmentation_is_refused(tmp_path):
     kdlab.fit(net(1), net(2), **args, augment=Shift1D(max_shift=1), out_dir=tmp_path)
     with pytest.raises(CheckpointError, match="data.augment"):
         kdlab.fit(net(1), net(2), **args, augment=Shift1D(max_shift=2), out_dir=tmp_path)
+
+
+class _Jittered(torch.utils.data.Dataset):
+    """Items with a random transform in __getitem__ (noise from torch's global generator); counts its reads."""
+
+    def __init__(self, x, y):
+        self.x, self.y, self.calls = x, y, 0
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        self.calls += 1
+        return self.x[i] + 0.1 * torch.randn(self.x.shape[1:]), int(self.y[i])
+
+
+def test_fit_reads_a_dataset_every_epoch_with_fresh_random_transforms(monkeypatch):
+    """Issue 14: a Dataset's __getitem__ runs every epoch (not once), its random draws differ between epochs, and
+    they are a pure function of (seed, epoch, index): the same run with worker processes gives the same student."""
+    from kdlab.data import stream
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 1, 12, generator=g), torch.arange(40) % 2
+    seen = []
+    real = stream.StreamLoader.__iter__
+
+    def spy(self):
+        for b in real(self):
+            seen.append((self.epoch, b.index.clone(), b.x.clone()))
+            yield b
+
+    monkeypatch.setattr(stream.StreamLoader, "__iter__", spy)
+    data = _Jittered(x, y)
+    student = lambda: nn.Sequential(nn.Flatten(), nn.Linear(12, 2))  # noqa: E731
+    torch.manual_seed(0)
+    a = kdlab.fit(student(), None, data, method="ce", epochs=3, batch_size=8, lr=0.1)
+    # one identity pass, every epoch (not one read frozen for all epochs), and the final report (no eval set given)
+    assert data.calls == 40 + 3 * 40 + 40
+    first = {int(i): x for e, idx, xb in seen if e == 1 for i, x in zip(idx, xb)}
+    second = {int(i): x for e, idx, xb in seen if e == 2 for i, x in zip(idx, xb)}
+    assert not torch.allclose(first[0], second[0])  # a fresh draw per epoch
+    assert torch.allclose(first[0], x[0], atol=0.5)  # of the same item
+    torch.manual_seed(0)
+    b = kdlab.fit(student(), None, _Jittered(x, y), method="ce", epochs=3, batch_size=8, lr=0.1, workers=2)
+    for k, v in a.student.state_dict().items():
+        assert torch.equal(v, b.student.state_dict()[k])  # workers do not change what is read
+    with pytest.raises(ValueError, match="put the augmentation in its __getitem__"):
+        kdlab.fit(student(), None, _Jittered(x, y), method="ce", epochs=1, augment=Shift1D(2))

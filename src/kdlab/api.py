@@ -30,12 +30,15 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
         method_args: dict[str, Any] | None = None, epochs: int = 10, batch_size: int = 64, lr: float = 0.05,
         seed: int = 0, device: str = "cpu", out_dir: str | Path | None = None, *, momentum: float = 0.9,
         weight_decay: float = 5e-4, milestones: Sequence[int] = (), gamma: float = 0.1, augment=None,
-        eval_every: int = 1, progress: bool = False) -> Result:
+        eval_every: int = 1, progress: bool = False, workers: int = 0) -> Result:
     """Train ``student`` by ``method`` from ``teacher`` (a module, or a list of modules = probability-averaging
     ensemble; None for ``method="ce"``).
 
     ``train``/``eval``: ``(inputs, labels)`` tensor pairs or any ``torch.utils.data.Dataset`` of (input, label);
-    inputs are used as given (normalise them yourself). ``augment``: an optional ``kdlab.data`` view augmentation.
+    inputs are used as given (normalise them yourself). Tensor pairs are held in memory; a ``train`` Dataset is read
+    every epoch (a random transform in its ``__getitem__`` draws anew each epoch, seeded by (seed, epoch, index)), in
+    ``workers`` processes (0: in this one); an ``eval`` Dataset is read once. ``augment``: an optional ``kdlab.data``
+    view augmentation of tensor pairs.
     With ``out_dir``, checkpoints, logs, ``config.yaml`` and ``final.json`` are written there and a rerun resumes;
     a rerun with any argument, the data, the student's architecture or the teacher's weights changed is refused.
     """
@@ -49,7 +52,7 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
         "teacher": {"cache": {"enabled": False}},
     }, "kdlab.fit", method_schema=lambda name: methods.get(name).Params)
     outcome, _, data = build.distil_objects(student, teacher, train, eval, cfg,
-                                            Path(out_dir) if out_dir is not None else None, augment)
+                                            Path(out_dir) if out_dir is not None else None, augment, workers)
     final_net = outcome.method.eval_model()
     dev, bs = torch.device(device), max(batch_size, 256)
     teacher_module = outcome.method.teacher.module if outcome.method.teacher is not None else None

@@ -32,7 +32,10 @@ from kdlab._io import atomic_write_text
 from kdlab.config import RunConfig
 from kdlab.config import load_config as _load_config
 from kdlab.config.schema import ModelConfig, TeacherCacheConfig
-from kdlab.data import BatchLoader, DataSplits, ViewAugmentation, as_tensors, default_root, load_dataset
+from kdlab.data import BatchLoader, DataSplits, ImageSplits, ViewAugmentation, as_tensors, default_root, load_dataset
+from kdlab.data.dataset_stream import dataset_loader
+from kdlab.data.image_index import STREAMED, report_skipped
+from kdlab.data.user import is_pair
 from kdlab.data.policies import build_policy
 from kdlab.data.splits import select_split
 from kdlab.engine.checkpoint import check_same_run, identity_hash, read_training_info
@@ -59,7 +62,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 # ---------------------------------------------------------------------------------------------------------------
 # data, teacher and checks from a config
 # ---------------------------------------------------------------------------------------------------------------
-def load_data(cfg: RunConfig, part: str | None = None) -> DataSplits:
+def load_data(cfg: RunConfig, part: str | None = None) -> DataSplits | ImageSplits:
     """The data set of ``cfg`` (subsets applied). Under split control (``distill_data.holdout_fraction``) only
     ``part`` of the train split is kept: ``"teacher"``, or by default the student's ``distill_data.split``."""
     kwargs: dict[str, Any] = {}
@@ -68,9 +71,16 @@ def load_data(cfg: RunConfig, part: str | None = None) -> DataSplits:
     if cfg.data.name == "cifar100":
         kwargs.update({k: v for k, v in (("url", cfg.data.url), ("md5", cfg.data.md5)) if v is not None})
         kwargs["progress"] = cfg.run.progress
+    if cfg.data.name in STREAMED:  # the subsets are taken before the files are checked (a quick run stays quick)
+        kwargs.update(image_size=cfg.data.image_size, train_subset=cfg.data.train_subset,
+                      test_subset=cfg.data.test_subset)
+    if cfg.data.name in (*STREAMED, "tiny_imagenet"):
+        kwargs.update(workers=cfg.data.workers, skip_bad=cfg.data.skip_bad, progress=cfg.run.progress)
     splits = load_dataset(cfg.data.name, root=cfg.data.root, download=cfg.data.download, **kwargs)
-    if cfg.data.train_subset or cfg.data.test_subset:
+    if (cfg.data.train_subset or cfg.data.test_subset) and cfg.data.name not in STREAMED:
         splits = splits.subset(cfg.data.train_subset, cfg.data.test_subset)
+    if splits.skipped:
+        report_skipped(splits.skipped, Path(cfg.out_dir), dist.is_main())
     if cfg.distill_data.holdout_fraction:
         splits = select_split(cfg.distill_data, splits, part or cfg.distill_data.split)
     return splits
@@ -161,7 +171,8 @@ def cached_teacher(teacher: FrozenTeacher, cache: TeacherCacheConfig, method: ty
     if policy:
         reasons.append("a distill_data policy rewrites the training batches")
     if train.augment is None:
-        reasons.append("the training loader has no discrete view augmentation (data.augment is not 'default')")
+        reasons.append("the training loader has no discrete view augmentation (data.augment is not 'default', or "
+                       "the data is streamed with continuous crops)")
     if reasons:
         if cache.enabled is True:
             raise ValueError("teacher.cache.enabled=true but the cache cannot be exact here: " + "; ".join(reasons)
@@ -269,8 +280,9 @@ def _identity(section: dict[str, Any], teacher_module: nn.Module | None, **extra
 
 
 def _config_section(cfg: RunConfig) -> dict[str, Any]:
-    """Everything in ``cfg`` that changes training (out_dir and display options excluded)."""
-    return cfg.model_dump(mode="json", exclude={"out_dir": True, "run": {"progress", "tensorboard"}})
+    """Everything in ``cfg`` that changes training (out_dir, display options and data.workers excluded)."""
+    return cfg.model_dump(mode="json", exclude={"out_dir": True, "run": {"progress", "tensorboard"},
+                                                 "data": {"workers"}})
 
 
 def _finished(out_dir: Path | None, parts_identity: dict[str, Any], epochs: int) -> dict | None:
@@ -454,33 +466,41 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
 
 
 def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, train, eval, cfg: RunConfig,
-                   out_dir: Path | None, augment: ViewAugmentation | None = None
+                   out_dir: Path | None, augment: ViewAugmentation | None = None, workers: int = 0
                    ) -> tuple[Outcome, dict[str, Any], tuple[torch.Tensor, torch.Tensor]]:
     """``kdlab.fit``'s assembly: the user's modules and data (tensor pairs or Datasets), hyperparameters in ``cfg``.
     Returns the outcome, the final report (``final.json``) and the data to report on (``eval``, else ``train``, as
-    tensors).
+    tensors). Tensor pairs are held in memory; a ``train`` Dataset is read every epoch by the streamed loader
+    (``workers`` processes; :mod:`kdlab.data.dataset_stream`).
 
     The run's identity covers every hyperparameter, the data (hashes of the tensors), the augmentation, the
     student's structure and the teacher's weights, so a rerun on ``out_dir`` with any of them changed is refused.
     """
     device = torch.device(cfg.run.device)
     seed_everything(cfg.seed)
-    x, y = as_tensors(train)
+    bs, seed = cfg.optim.batch_size, cfg.seed
+    x = y = None
+    if is_pair(train) or not hasattr(train, "__getitem__"):  # tensors (as_tensors names what else is wrong)
+        x, y = as_tensors(train)
+        probe, max_train, train_digest = x[:2], int(y.max()), _digest(x, y)
+        train_loader = BatchLoader(x, y, bs, shuffle=True, augment=augment, seed=seed, device=device)
+    else:  # a Dataset is read every epoch, so a random transform in its __getitem__ draws anew each epoch
+        train_loader, probe, labels, train_digest = dataset_loader(train, bs, seed=seed, device=device,
+                                                                   workers=workers, augment=augment)
+        max_train = int(labels.max())
     eval_xy = as_tensors(eval) if eval is not None else None
     teacher_module = None
     if teacher is not None:
         teacher_module = Ensemble(list(teacher)) if isinstance(teacher, (list, tuple)) else teacher
         teacher_module = teacher_module.to(device)
     student = student.to(device)
-    max_label = int(max(y.max(), eval_xy[1].max() if eval_xy is not None else 0))
-    num_classes = _check_outputs(student, teacher_module, x[:2].to(device), max_label)
-    bs, seed = cfg.optim.batch_size, cfg.seed
-    train_loader = BatchLoader(x, y, bs, shuffle=True, augment=augment, seed=seed, device=device)
+    max_label = max(max_train, int(eval_xy[1].max()) if eval_xy is not None else 0)
+    num_classes = _check_outputs(student, teacher_module, probe.to(device), max_label)
     eval_loader = (BatchLoader(*eval_xy, max(bs, 256), shuffle=False, seed=seed, device=device)
                    if eval_xy is not None else None)
     section = cfg.model_dump(mode="json", include={"seed", "method", "optim", "eval"})
     identity = _identity(section, teacher_module, **{
-        "data.train_sha256": _digest(x, y),
+        "data.train_sha256": train_digest,
         "data.eval_sha256": _digest(*eval_xy) if eval_xy is not None else None,
         "data.augment": json.dumps(augment.describe()) if augment is not None else None,
         "student.structure": _structure(student),
@@ -489,7 +509,8 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     parts = RunParts(cfg, out_dir, device, DevicePath(device.type), train_loader, eval_loader, num_classes, student,
                      None, teacher_module, identity, {"kdlab.fit": identity})
     outcome = _train(parts)
-    return outcome, _final(parts, outcome, "student"), (eval_xy if eval_xy is not None else (x, y))
+    report_on = eval_xy if eval_xy is not None else (x, y) if x is not None else as_tensors(train)
+    return outcome, _final(parts, outcome, "student"), report_on
 
 
 def _digest(*tensors: torch.Tensor) -> str:

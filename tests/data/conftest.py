@@ -173,3 +173,132 @@ def http_server(tmp_path, monkeypatch):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# image files on disk, in each layout kdlab reads (real JPEG/PNG files written by Pillow)
+# ----------------------------------------------------------------------------------------------------------------
+def image_array(label: int, seed: int, size=(48, 40)) -> np.ndarray:
+    """An RGB image whose colour and stripe direction depend on ``label`` (learnable after any crop), plus noise."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.array([(label * 97) % 256, (label * 57 + 80) % 256, (label * 151 + 160) % 256], dtype=np.float64)
+    stripes = np.sin((xx if label % 2 else yy) * (0.5 + 0.15 * (label % 3)))[..., None] * 50
+    img = base + stripes + rng.normal(0, 12, (h, w, 3))
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def write_image(path, label: int, seed: int, kind: str = "jpeg", size=(48, 40)) -> None:
+    """``kind``: jpeg, png, grey (L JPEG), cmyk (CMYK JPEG), png_as_jpeg (PNG data under a .JPEG name),
+    truncated (a JPEG cut in half), text (not an image)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = image_array(label, seed, size)
+    im = Image.fromarray(arr)
+    if kind == "jpeg":
+        im.save(path, format="JPEG", quality=90)
+    elif kind == "png" or kind == "png_as_jpeg":
+        im.save(path, format="PNG")
+    elif kind == "grey":
+        im.convert("L").save(path, format="JPEG", quality=90)
+    elif kind == "cmyk":
+        im.convert("CMYK").save(path, format="JPEG", quality=90)
+    elif kind == "truncated":
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=90)
+        path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    elif kind == "text":
+        path.write_text("this is not an image\n")
+    else:
+        raise ValueError(kind)
+
+
+def make_imagefolder(root, classes=("cat", "dog", "eel"), n_train=8, n_val=4, size=(48, 40), val_name="val",
+                     kinds=None):
+    """ROOT/train/<class>/img_k.jpg and ROOT/<val_name>/<class>/img_k.jpg; ``kinds[(split, class, k)]`` overrides
+    the file kind (and its extension stays .jpg unless the kind is png)."""
+    kinds = kinds or {}
+    for split, n in (("train", n_train), (val_name, n_val)):
+        for c, name in enumerate(classes):
+            for k in range(n):
+                kind = kinds.get((split, name, k), "jpeg")
+                ext = ".png" if kind == "png" else ".jpg"
+                write_image(root / split / name / f"img_{k}{ext}", c, seed=hash((split, c, k)) % 10_000, kind=kind,
+                            size=size)
+    return root
+
+
+WNIDS = ("n01440764", "n01443537", "n01484850", "n01491361")
+
+
+def make_imagenet(root, wnids=WNIDS, n_train=6, n_val=3, size=(56, 48), val="folders"):
+    """ILSVRC-2012 layout; ``val``: folders, csv (flat + LOC_val_solution.csv), devkit (flat + extracted devkit whose
+    ILSVRC ids are the reverse of the sorted-wnid order, so a sorted-order mapping would be wrong) or devkit_tar."""
+    import tarfile
+
+    import scipy.io
+
+    for c, w in enumerate(wnids):
+        for k in range(n_train):
+            write_image(root / "train" / w / f"{w}_{k}.JPEG", c, seed=c * 100 + k, size=size)
+    labels = []
+    for k in range(n_val * len(wnids)):
+        c = (k * 7 + 3) % len(wnids)
+        labels.append(c)
+        name = f"ILSVRC2012_val_{k + 1:08d}.JPEG"
+        target = root / "val" / (wnids[c] if val == "folders" else "") / name
+        write_image(target, c, seed=5000 + k, size=size)
+    if val == "csv":
+        rows = [f"ILSVRC2012_val_{k + 1:08d},{wnids[c]} 1 2 30 40 {wnids[c]} 3 4 20 20" for k, c in enumerate(labels)]
+        (root / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "\n".join(reversed(rows)) + "\n")
+    if val in ("devkit", "devkit_tar"):
+        n = len(wnids)
+        ids = {w: n - i for i, w in enumerate(wnids)}  # ILSVRC ids in reverse sorted order
+        dtype = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("gloss", "O"), ("num_children", "O")]
+        synsets = np.zeros((n + 1,), dtype=dtype)
+        for i, w in enumerate(wnids):
+            synsets[i] = (ids[w], w, f"class {i}", "", 0)
+        synsets[n] = (n + 1, "n00000001", "an inner node", "", 2)  # not a class: it has children
+        data = root / "ILSVRC2012_devkit_t12" / "data"
+        data.mkdir(parents=True)
+        scipy.io.savemat(data / "meta.mat", {"synsets": synsets})
+        (data / "ILSVRC2012_validation_ground_truth.txt").write_text(
+            "".join(f"{ids[wnids[c]]}\n" for c in labels))
+        if val == "devkit_tar":
+            with tarfile.open(root / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+                tar.add(root / "ILSVRC2012_devkit_t12", arcname="ILSVRC2012_devkit_t12")
+            import shutil
+
+            shutil.rmtree(root / "ILSVRC2012_devkit_t12")
+    return root, labels
+
+
+def make_tiny(root, wnids=WNIDS[:3], n_train=6, n_val=3, kinds=None):
+    """tiny-imagenet-200 layout under ROOT (64×64 JPEGs)."""
+    kinds = kinds or {}
+    base = root / "tiny-imagenet-200"
+    base.mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(reversed(wnids)) + "\n")  # not sorted, as the real file
+    for c, w in enumerate(wnids):
+        for k in range(n_train):
+            write_image(base / "train" / w / "images" / f"{w}_{k}.JPEG", c, seed=c * 10 + k, size=(64, 64),
+                        kind=kinds.get(("train", c, k), "jpeg"))
+        (base / "train" / w / f"{w}_boxes.txt").write_text("")
+    lines = []
+    for k in range(n_val * len(wnids)):
+        c = k % len(wnids)
+        write_image(base / "val" / "images" / f"val_{k}.JPEG", c, seed=900 + k, size=(64, 64),
+                    kind=kinds.get(("val", c, k), "jpeg"))
+        lines.append(f"val_{k}.JPEG\t{wnids[c]}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return base
+
+
+@pytest.fixture
+def image_tools(tmp_path, monkeypatch):
+    """The image-file builders above; ``$KDLAB_DATA`` (the image-index cache) points into ``tmp_path``."""
+    monkeypatch.setenv("KDLAB_DATA", str(tmp_path / "kdlab-cache"))
+    return types.SimpleNamespace(write_image=write_image, image_array=image_array, make_imagefolder=make_imagefolder,
+                                 make_imagenet=make_imagenet, make_tiny=make_tiny, WNIDS=WNIDS)

@@ -86,7 +86,9 @@ def test_load_dataset_dispatch(tmp_path, cifar_tools):
     fake = cifar_tools.make_fake(seed=7)
     cifar_tools.write_tar(tmp_path / "cifar-100-python.tar.gz", cifar_tools.python_members(fake))
     expect_equal(load_dataset("CIFAR-100", root=tmp_path), fake)
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
+        load_dataset("svhn", root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="expected the ILSVRC-2012 layout"):  # a name of a data set on disk
         load_dataset("imagenet", root=tmp_path)
 
 

@@ -9,13 +9,15 @@ from kdlab import build
 from kdlab._io import atomic_write_text
 from kdlab.config.schema import ModelConfig
 from kdlab.data import DATASETS, load_dataset
+from kdlab.data.image_index import STREAMED
 from kdlab.eval.fidelity import evaluate_accuracy, fidelity_report
 from kdlab.fidelity.sources import SOURCES, evaluate_sources, fidelity_with_control
 from kdlab.models import load_model
 
 
 def _eval(args) -> int:
-    splits = load_dataset(args.data, root=args.root)
+    streamed = {"image_size": args.image_size} if args.data in STREAMED else {}  # the size the model was trained at
+    splits = load_dataset(args.data, root=args.root, **streamed)
     _, test_loader = build.make_loaders(splits, 256, 512, 0, "cpu", augment=False)
     student = load_model(args.student, num_classes=splits.num_classes)
     if args.teacher:
@@ -42,7 +44,8 @@ def _fidelity(args) -> int:
             raise FileNotFoundError(f"{cfg_path} not found: --run must be the out_dir of `kdlab train`")
         cfg = build.load_config(cfg_path, [])
     else:
-        cfg = build.load_config(None, [f"data.name={args.data}"] + ([f"data.root={args.root}"] if args.root else []))
+        cfg = build.load_config(None, [f"data.name={args.data}", f"data.image_size={args.image_size}"]
+                                + ([f"data.root={args.root}"] if args.root else []))
         if "distill_stream" in sources:
             raise ValueError("the distill_stream source needs --run (the training out_dir with metrics.jsonl)")
     splits = build.load_data(cfg)
@@ -89,6 +92,8 @@ def register(sub) -> None:
     e.add_argument("--teacher", action="append", help="teacher model.safetensors (repeat for an ensemble)")
     e.add_argument("--data", default="mnist1d", choices=list(DATASETS))
     e.add_argument("--root", default=None, help="dataset directory")
+    e.add_argument("--image-size", type=int, default=224, help="crop side for imagenet/imagefolder (the training "
+                                                                 "run's data.image_size)")
     e.add_argument("--temperature", type=float, default=None, help="also report KL at this temperature")
     e.set_defaults(func=_eval)
 
@@ -103,6 +108,7 @@ def register(sub) -> None:
                    help=f"comma-separated subset of {','.join(SOURCES)}")
     f.add_argument("--data", default="mnist1d", choices=list(DATASETS), help="dataset (without --run)")
     f.add_argument("--root", default=None, help="dataset directory (without --run)")
+    f.add_argument("--image-size", type=int, default=224, help="crop side for imagenet/imagefolder (without --run)")
     f.add_argument("--temperature", type=float, default=None,
                    help="also report KL at this (training) temperature; default: the run's method temperature")
     f.add_argument("--ensemble-rule", choices=["prob", "tempered_prob", "logit"], default=None)

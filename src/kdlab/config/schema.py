@@ -36,6 +36,12 @@ class DataConfig(_Strict):
     train_subset: int | None = Field(default=None, ge=1)  # first n training samples (quick runs)
     test_subset: int | None = Field(default=None, ge=1)
     num_samples: int | None = Field(default=None, ge=20)  # MNIST-1D only: total generated samples
+    # on-disk data sets (kdlab.data.image_stream / tiny_imagenet): crop side of imagenet / imagefolder samples,
+    # decoding processes per training process (None: from the core count), skip unreadable files (listed in the
+    # run's skipped_files.txt) instead of stopping at the first
+    image_size: int = Field(default=224, ge=8)
+    workers: int | None = Field(default=None, ge=0)
+    skip_bad: bool = False
 
 
 class TeacherCacheConfig(_Strict):

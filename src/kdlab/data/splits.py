@@ -42,6 +42,7 @@ class DataSplits:
         class_names: optional class names, ``num_classes`` of them.
         holdout_x: the held-out train inputs under split control (:func:`select_split`), kept for a data policy's
             ``holdout`` source; ``None`` otherwise.
+        skipped: ``(path, reason)`` of source files left out as unreadable (``data.skip_bad``), for the run log.
     """
 
     name: str
@@ -55,6 +56,7 @@ class DataSplits:
     train_augment: ViewAugmentation | None = None
     class_names: tuple[str, ...] | None = None
     holdout_x: torch.Tensor | None = None
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from kdlab._checks import check_int
 
-__all__ = ["as_tensors"]
+__all__ = ["as_tensors", "dataset_item", "is_pair"]
 
 # Datasets at least this long get a progress bar while they are stacked.
 _PROGRESS_THRESHOLD = 10_000
@@ -87,6 +87,22 @@ def _finalise(x: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> tupl
     return x.contiguous(), y.contiguous()
 
 
+def dataset_item(data: Any, i: int) -> tuple[torch.Tensor, int]:
+    """Item ``i`` of a map-style dataset as ``(input tensor [C, ...], int label)``, or a ValueError naming it."""
+    pair = data[i]
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ValueError(
+            f"dataset item {i} must be an (input, label) pair; got {type(pair).__name__}"
+            + (f" of length {len(pair)}" if isinstance(pair, (tuple, list)) else "")
+        )
+    return _input_tensor(pair[0], f"input of item {i}"), _label_int(pair[1], f"label of item {i}")
+
+
+def is_pair(data: Any) -> bool:
+    """An ``(inputs, labels)`` pair of tensors/arrays (else a Dataset, or something invalid)."""
+    return isinstance(data, (tuple, list)) and len(data) == 2 and _is_array(data[0]) and _is_array(data[1])
+
+
 def as_tensors(
     data: Any, *, num_classes: int | None = None, progress: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +118,7 @@ def as_tensors(
     """
     if num_classes is not None:
         num_classes = check_int(num_classes, "num_classes", 1, note=" or None")
-    if isinstance(data, (tuple, list)) and len(data) == 2 and _is_array(data[0]) and _is_array(data[1]):
+    if is_pair(data):
         x = _input_tensor(data[0], "inputs")
         y = data[1]
         y = torch.from_numpy(np.ascontiguousarray(y)) if isinstance(y, np.ndarray) else y.detach().cpu()
@@ -118,13 +134,7 @@ def as_tensors(
         raise ValueError(f"the dataset {type(data).__name__} is empty; give at least one sample")
 
     def item(i: int) -> tuple[torch.Tensor, int]:
-        pair = data[i]
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise ValueError(
-                f"dataset item {i} must be an (input, label) pair; got {type(pair).__name__}"
-                + (f" of length {len(pair)}" if isinstance(pair, (tuple, list)) else "")
-            )
-        return _input_tensor(pair[0], f"input of item {i}"), _label_int(pair[1], f"label of item {i}")
+        return dataset_item(data, i)
 
     x0, y0 = item(0)
     x = torch.empty((n, *x0.shape), dtype=x0.dtype)
