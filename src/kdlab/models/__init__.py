@@ -11,9 +11,9 @@ from kdlab.models.registry import create, names, register
 from kdlab.models import (  # noqa: E402,F401  isort: skip
     mnist1d, mobilenetv2, resnet, resnet_bottleneck, shufflenetv1, shufflenetv2, vgg, wrn,
 )
-from kdlab.models.modes import eval_mode  # noqa: E402
+from kdlab.models.modes import eval_mode, left_as_found  # noqa: E402
 from kdlab.models.init_from_teacher import init_from_teacher, recompute_bn_stats  # noqa: E402
 from kdlab.models.weights import load_model, load_weights, save_model  # noqa: E402
 
 __all__ = ["create", "names", "register", "forward_features", "classifier_of", "count_parameters",
-           "eval_mode", "init_from_teacher", "recompute_bn_stats", "load_model", "load_weights", "save_model"]
+           "eval_mode", "left_as_found", "init_from_teacher", "recompute_bn_stats", "load_model", "load_weights", "save_model"]

@@ -45,14 +45,18 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
 
 
 def load_model(path: str | Path, arch: str | None = None, num_classes: int | None = None) -> torch.nn.Module:
-    """Rebuild a zoo model from a kdlab weights file (arch and class count from its metadata)."""
+    """Rebuild a zoo model from a kdlab weights file (``model.safetensors``, ``best.safetensors``): its architecture
+    and class count come from the file's metadata, or from ``arch``/``num_classes`` where it has none. Returned on
+    the CPU in train mode; call ``.eval()`` (and ``.to(device)``) before predicting. ``kdlab.load_model``."""
     meta = read_metadata(path)
     file_arch = meta.get("arch")
     if arch is not None and file_arch is not None and arch != file_arch:
         raise CheckpointError(f"{path}: holds a {file_arch!r} model but the config says arch {arch!r}")
     arch = arch or file_arch
     if arch is None:
-        raise CheckpointError(f"{path}: no architecture recorded; give the arch in the config")
+        raise CheckpointError(f"{path}: no architecture recorded (weights of a model that is not in kdlab's zoo, e.g. "
+                              "from kdlab.fit); give the zoo name (kdlab.load_model(path, arch=...), `kdlab eval "
+                              "--arch`) or load them into your own model with kdlab.models.load_weights")
     n = int(meta["num_classes"]) if "num_classes" in meta else num_classes
     if n is None:
         raise CheckpointError(f"{path}: no class count recorded; give num_classes")
