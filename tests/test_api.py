@@ -167,6 +167,9 @@ def test_fit_errors_speak_the_api():
     with pytest.raises(ValueError, match=r"set method_args\['augment'\] to none for other inputs") as info:
         kdlab.fit(_mlp(1), _mlp(2), _data(64), method="r2kd", epochs=1)
     assert "method.args" not in str(info.value)
+    with pytest.raises(ValueError, match=r"the student \(Sequential\) has no forward_features, so name the module "
+                                         r"whose output is its feature map in method_args\['student_stage'\]"):
+        kdlab.fit(_mlp(1), _mlp(2), _data(64), method="cakd", method_args={"feature": True}, epochs=1)
 
 
 def test_fit_on_a_cpu_only_build_says_cuda_is_missing_in_one_line(monkeypatch):

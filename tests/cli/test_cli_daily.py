@@ -134,3 +134,18 @@ def test_export_needs_a_shape_for_a_bare_weights_file(run, tmp_path, capsys):
     assert main(["export", str(lone)]) == 2
     assert "--input-shape" in capsys.readouterr().err
     assert main(["export", str(lone), "--input-shape", "1,40"]) == 0
+
+
+def test_the_cli_adapts_the_same_defaults_and_records_them(teacher, tmp_path, caplog):
+    """A user's config that leaves TTM's β at its CIFAR-100 default: on MNIST-1D's 10 classes it is 10, logged (on
+    stderr outside pytest), and recorded in config.yaml (the value used) and final.json (what changed and why)."""
+    cfg = tmp_path / "ttm.yaml"
+    cfg.write_text("data: {name: mnist1d}\nmethod: {name: ttm}\n", encoding="utf-8")
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING", logger="kdlab"):
+        assert main(["train", str(cfg), *COMMON, "optim.epochs=1", f"teacher.checkpoint={teacher}",
+                     f"out_dir={out}"]) == 0
+    assert "kdlab: method.args.beta = 10.0 instead of the default 100.0" in caplog.text
+    final = json.loads((out / "final.json").read_text())
+    assert [(a["key"], a["value"]) for a in final["adapted_defaults"]] == [("beta", 10.0)]
+    assert final["config"]["method"]["args"]["beta"] == 10.0
