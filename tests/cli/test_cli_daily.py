@@ -17,11 +17,8 @@ COMMON = ["data.train_subset=128", "data.test_subset=64", "optim.milestones=[]",
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    path = tmp_path_factory.mktemp("teacher") / "model.safetensors"
-    torch.manual_seed(0)
-    save_model(path, models.create("mnist1d_cnn_small", 10), arch="mnist1d_cnn_small", num_classes=10)
-    return path
+def teacher(random_teacher):
+    return random_teacher
 
 
 @pytest.fixture(scope="module")
