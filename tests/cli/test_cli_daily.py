@@ -146,3 +146,12 @@ def test_the_cli_adapts_the_same_defaults_and_records_them(teacher, tmp_path, ca
     final = json.loads((out / "final.json").read_text())
     assert [(a["key"], a["value"]) for a in final["adapted_defaults"]] == [("beta", 10.0)]
     assert final["config"]["method"]["args"]["beta"] == 10.0
+
+
+def test_help_and_readme_give_the_same_demo_time():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    demo = next(a for a in build_parser()._subparsers._group_actions[0].choices["demo"]._actions
+                if "--quick" in a.option_strings)
+    assert "`kdlab demo --quick`: 20 s" in readme and "about 20 s" in demo.help

@@ -35,7 +35,8 @@ def register(sub) -> None:
     x = sub.add_parser("experiment", help="run a fidelity experiment of Stanton et al. on MNIST-1D")
     x.add_argument("name", nargs="?", help="experiment name (see --list)")
     x.add_argument("--list", action="store_true", help="list the experiments")
-    x.add_argument("--quick", action="store_true", help="fewer variants, seeds and epochs (about a minute)")
+    x.add_argument("--quick", action="store_true",
+                   help="fewer variants, seeds and epochs (10-21 s each on 2 cores, docs/fidelity.md)")
     x.add_argument("--seeds", type=int, default=None, help="seeds per variant (default 3, 2 with --quick; min 2)")
     x.add_argument("--epochs", type=int, default=None, help="student epochs (default 30, 10 with --quick)")
     x.add_argument("--out", default=None, help="output directory (default experiments/NAME[_quick])")
