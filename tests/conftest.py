@@ -62,3 +62,15 @@ def _killed_after(cmd, out, epochs=2):
 def run_tools():
     """Helpers of the kill-and-resume tests: ``env()``, ``history(out)``, ``killed_after(cmd, out, epochs)``."""
     return types.SimpleNamespace(env=_subprocess_env, history=_history, killed_after=_killed_after)
+
+
+@pytest.fixture(scope="session")
+def random_teacher(tmp_path_factory):
+    """A randomly initialised (seed 0) mnist1d_cnn_small saved as a kdlab weights file: a teacher for runs that test
+    the machinery, not accuracy."""
+    from kdlab import models
+
+    path = tmp_path_factory.mktemp("random_teacher") / "model.safetensors"
+    torch.manual_seed(0)
+    models.save_model(path, models.create("mnist1d_cnn_small", 10), arch="mnist1d_cnn_small", num_classes=10)
+    return path

@@ -1,8 +1,12 @@
+import json
+
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import kdlab
+from kdlab.config import ConfigError
 from kdlab.data import Shift1D
 from kdlab.engine.checkpoint import CheckpointError
 
@@ -29,7 +33,6 @@ def test_fit_on_tensors_distils_and_reports(tmp_path):
     assert res.report["teacher_acc"] > 80
     assert res.report["agreement"] > 50
     assert (tmp_path / "run" / "model.safetensors").exists()
-    assert all(not p.requires_grad for p in teacher.parameters())  # frozen by the method
 
 
 def test_fit_with_an_ensemble_teacher_and_dataset():
@@ -74,8 +77,10 @@ CHANGES = {  # one per argument family
     "weight_decay": dict(weight_decay=0.0),
     "lr": dict(lr=0.01),
     "schedule": dict(milestones=(1,), gamma=0.5),
+    "schedule_kind": dict(schedule="cosine"),
+    "lr_warmup": dict(warmup_epochs=1),
+    "optimizer": dict(optimizer="adamw"),
     "batch_size": dict(batch_size=16),
-    "epochs": dict(epochs=3),
     "seed": dict(seed=1),
     "train_data": dict(train=_data(96, 5)),
     "eval_data": dict(eval=_data(32, 6)),
@@ -164,3 +169,140 @@ def test_fit_reads_a_dataset_every_epoch_with_fresh_random_transforms(monkeypatc
         assert torch.equal(v, b.student.state_dict()[k])  # workers do not change what is read
     with pytest.raises(ValueError, match="put the augmentation in its __getitem__"):
         kdlab.fit(student(), None, _Jittered(x, y), method="ce", epochs=1, augment=Shift1D(2))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# a new user's defaults and errors (issue 14)
+# ------------------------------------------------------------------------------------------------------------------
+def test_fit_defaults_to_kd():
+    import inspect
+
+    assert inspect.signature(kdlab.fit).parameters["method"].default == "kd"
+    res = kdlab.fit(_mlp(1), _mlp(2), _data(64), epochs=1)
+    assert set(res.history[0]["train"]) >= {"loss_ce", "loss_kd"} and res.adapted == []
+
+
+def test_fit_adapts_cifar_defaults_to_the_data_and_says_so(tmp_path, caplog):
+    """TTM's β = 100 is CIFAR-100's (100 classes): on 4 classes it is scaled to 4, logged, and in final.json;
+    a β the user gives is kept."""
+    with caplog.at_level("WARNING", logger="kdlab"):
+        res = kdlab.fit(_mlp(1), _mlp(2), _data(64), method="ttm", epochs=1, out_dir=tmp_path / "a")
+    assert res.adapted == [{"key": "beta", "default": 100.0, "value": 4.0, "why": res.adapted[0]["why"]}]
+    assert "method_args['beta'] = 4.0 instead of the default 100.0" in caplog.text
+    final = json.loads((tmp_path / "a" / "final.json").read_text())
+    assert final["adapted_defaults"] == res.adapted
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["kdlab.fit"]["method.args.beta"] == 4.0
+    kept = kdlab.fit(_mlp(1), _mlp(2), _data(64), method="ttm", method_args={"beta": 100.0}, epochs=1)
+    assert kept.adapted == []
+
+
+def test_fit_dkd_default_warmup_is_scaled_to_the_run():
+    res = kdlab.fit(_mlp(1), _mlp(2), _data(64), method="dkd", epochs=24, batch_size=64)
+    assert res.adapted[0]["key"] == "warmup" and res.adapted[0]["value"] == 2  # 20 of 240 epochs → 2 of 24
+    assert [h["train"]["warmup"] for h in res.history[:3]] == [0.5, 1.0, 1.0]  # the warm-up finishes
+
+
+def test_fit_errors_speak_the_api():
+    with pytest.raises(ConfigError, match=r"method_args\['temprature'\]: not an argument of method 'kd' \(did you "
+                                          r"mean temperature\?\); valid: temperature, ce_weight, kd_weight"):
+        kdlab.fit(_mlp(1), _mlp(2), _data(64), method_args={"temprature": 2.0}, epochs=1)
+    with pytest.raises(ConfigError, match=r"kdlab\.fit: epochs: Input should be greater than or equal to 1"):
+        kdlab.fit(_mlp(1), _mlp(2), _data(64), epochs=0)
+    with pytest.raises(ValueError, match=r"method 'kd' needs a teacher; set teacher \(a module"):
+        kdlab.fit(_mlp(1), None, _data(64), epochs=1)
+    with pytest.raises(ValueError, match=r"cakd: method_args\['k'\]=9 exceeds the number of classes \(4\)"):
+        kdlab.fit(_mlp(1), _mlp(2), _data(64), method="cakd", method_args={"k": 9}, epochs=1)
+    with pytest.raises(ValueError, match=r"set method_args\['augment'\] to none for other inputs") as info:
+        kdlab.fit(_mlp(1), _mlp(2), _data(64), method="r2kd", epochs=1)
+    assert "method.args" not in str(info.value)
+    with pytest.raises(ValueError, match=r"the student \(Sequential\) has no forward_features, so name the module "
+                                         r"whose output is its feature map in method_args\['student_stage'\]"):
+        kdlab.fit(_mlp(1), _mlp(2), _data(64), method="cakd", method_args={"feature": True}, epochs=1)
+
+
+def test_fit_on_a_cpu_only_build_says_cuda_is_missing_in_one_line(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    with pytest.raises(ValueError, match=r"^device='cuda' but this PyTorch .* is a CPU-only build; use cpu") as info:
+        kdlab.fit(_mlp(1), _mlp(2), _data(64), epochs=1, device="cuda")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"device='gpu' is not a device"):
+        kdlab.fit(_mlp(1), _mlp(2), _data(64), epochs=1, device="gpu")
+
+
+def test_kd_ls_is_kd_with_logit_standardisation_and_its_published_defaults():
+    from kdlab import methods
+
+    hp = methods.get("kd_ls").Params()
+    assert (hp.temperature, hp.kd_weight, hp.ce_weight, hp.logit_standardization) == (2.0, 9.0, 0.1, True)
+    a = kdlab.fit(_mlp(1), _mlp(2), _data(64), method="kd_ls", epochs=1)
+    b = kdlab.fit(_mlp(1), _mlp(2), _data(64), method="kd", epochs=1, method_args=hp.model_dump())
+    assert a.history[0]["train"] == b.history[0]["train"]
+
+
+def test_fit_leaves_the_teacher_as_found_and_returns_the_student_in_eval_mode():
+    teacher = _mlp(2)
+    teacher.train()
+    teacher[0].requires_grad_(False)  # a partly frozen teacher: each flag comes back as it was
+    before = [p.requires_grad for p in teacher.parameters()]
+    res = kdlab.fit(_mlp(1), teacher, _data(64), epochs=1)
+    assert teacher.training and all(m.training for m in teacher.modules())
+    assert [p.requires_grad for p in teacher.parameters()] == before == [False, False, True, True]
+    assert not res.student.training and not any(m.training for m in res.student.modules())
+
+
+def test_fit_takes_numpy_pairs_and_fidelity_report_takes_the_same():
+    x, y = _data(64)
+    xn, yn = x.double().numpy(), y.numpy()  # float64, as scikit-learn gives them
+    res = kdlab.fit(_mlp(1), _mlp(2), (xn, yn), eval=(xn, yn), epochs=1)
+    report = kdlab.fidelity_report(_mlp(2), res.student, (xn, yn))
+    assert report["n"] == 64 and report["student_acc"] == pytest.approx(res.report["student_acc"])
+
+
+def test_fit_optimisers_and_schedules():
+    args = dict(student=_mlp(1), teacher=_mlp(2), train=_data(64), epochs=4, lr=0.1)
+    warm = kdlab.fit(**args, schedule="cosine", warmup_epochs=2)
+    assert [h["lr"] for h in warm.history] == pytest.approx([0.05, 0.1, 0.1, 0.05])  # warm-up, then cosine
+    adamw = kdlab.fit(**{**args, "student": _mlp(1), "lr": 1e-3}, optimizer="adamw")
+    sgd = kdlab.fit(**{**args, "student": _mlp(1), "lr": 1e-3})
+    assert adamw.history[-1]["train"]["loss"] != sgd.history[-1]["train"]["loss"]
+    with pytest.raises(ConfigError, match="nesterov applies to SGD only"):
+        kdlab.fit(**args, optimizer="adamw", nesterov=True)
+
+
+def test_a_finished_run_is_extended_by_more_epochs_exactly(tmp_path):
+    """Step schedule: the first epochs' lr does not depend on the length, so 2 epochs then 4 on the same out_dir
+    equal 4 epochs at once, bit for bit."""
+    common = dict(teacher=_mlp(2, 64), train=_data(96, 0), eval=_data(32, 1), method="kd", milestones=(3,))
+    kdlab.fit(_mlp(1), **common, epochs=2, out_dir=tmp_path / "ext")
+    extended = kdlab.fit(_mlp(1), **common, epochs=4, out_dir=tmp_path / "ext")
+    whole = kdlab.fit(_mlp(1), **common, epochs=4)
+    assert [h["epoch"] for h in extended.history] == [1, 2, 3, 4]
+    for a, b in zip(extended.student.state_dict().values(), whole.student.state_dict().values()):
+        assert torch.equal(a, b)
+    assert json.loads((tmp_path / "ext" / "final.json").read_text())["resumed_from_epoch"] == 3
+
+
+def test_a_cosine_run_cannot_be_extended_and_the_refusal_says_why(tmp_path):
+    common = dict(teacher=_mlp(2, 64), train=_data(96, 0), method="kd", schedule="cosine")
+    kdlab.fit(_mlp(1), **common, epochs=2, out_dir=tmp_path)
+    with pytest.raises(CheckpointError, match=r"optim\.epochs \(2 -> 3\) differ \(the cosine schedule's learning "
+                                              r"rate depends on the number of epochs"):
+        kdlab.fit(_mlp(1), **common, epochs=3, out_dir=tmp_path)
+
+
+def test_load_model_is_public(tmp_path):
+    from kdlab import models
+
+    net = models.create("mnist1d_mlp", 10)
+    models.save_model(tmp_path / "m.safetensors", net, arch="mnist1d_mlp", num_classes=10)
+    loaded = kdlab.load_model(tmp_path / "m.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
+    models.save_model(tmp_path / "anon.safetensors", net, num_classes=10)
+    with pytest.raises(CheckpointError, match=r"records no architecture.*kdlab\.load_model\(path, arch=\.\.\.\)"):
+        kdlab.load_model(tmp_path / "anon.safetensors")
+    assert kdlab.load_model(tmp_path / "anon.safetensors", arch="mnist1d_mlp") is not None
+
+
+def test_fit_without_a_teacher_reports_the_student_keys():
+    res = kdlab.fit(_mlp(1), None, _data(64), method="ce", epochs=1)
+    assert {"student_acc", "student_nll", "student_ece", "n"} == set(res.report)

@@ -19,11 +19,8 @@ RUN = ["data.train_subset=256", "data.test_subset=64", "optim.epochs=2", "optim.
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    path = tmp_path_factory.mktemp("teacher") / "model.safetensors"
-    torch.manual_seed(0)
-    save_model(path, models.create("mnist1d_cnn_small", 10), arch="mnist1d_cnn_small", num_classes=10)
-    return path
+def teacher(random_teacher):
+    return random_teacher
 
 
 def test_cli_and_fit_train_the_same_student(tmp_path, teacher):

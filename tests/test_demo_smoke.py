@@ -28,3 +28,13 @@ def test_demo_writes_results_table_and_plot_and_kd_beats_ce(tmp_path, capsys):
     table = (tmp_path / "out" / "results.md").read_text()
     assert table.strip() in capsys.readouterr().out
     assert "| kd | 2 |" in table and "| ce | 2 |" in table
+
+
+def test_one_seed_tables_print_no_spread():
+    one = {"n_seeds": 1, "acc_mean": 91.5, "acc_std": 0.0, "best_acc_mean": 92.0, "best_acc_std": 0.0,
+           "agreement_mean": 90.0, "agreement_std": 0.0, "kl_mean": 0.2, "kl_std": 0.0, "ece_mean": 0.02}
+    results = {"teacher": {"arch": "t", "acc": 98.0}, "student_arch": "s", "epochs": 10, "seeds": 1,
+               "methods": {"kd": one, "dhkd": one}, "checks": {"single_head_bkl": one}}
+    table = demo._table(results)
+    assert "| kd | 1 | 91.50 | 92.00 | 90.00 | 0.200 | 2.00 |" in table
+    assert "| single_head_bkl | 91.50 | 90.00 |" in table and "±" not in table.split("mean ± std")[1]

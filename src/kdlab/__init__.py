@@ -2,12 +2,13 @@
 
 Layers, bottom up (docs/architecture.md): ``losses``, ``models``, ``data``, ``config`` → ``teachers`` → ``methods``,
 ``eval`` → ``engine`` → ``build`` (the composition root) → ``api`` (``fit``), ``sweep`` → ``fidelity``, ``demo`` →
-``cli``. ``fit`` and ``fidelity_report`` are the Python entry points.
+``cli``. ``fit``, ``fidelity_report`` and ``load_model`` (a saved ``model.safetensors`` back as a module) are the
+Python entry points.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "fit", "fidelity_report"]
+__all__ = ["__version__", "fit", "fidelity_report", "load_model"]
 
 
 def __getattr__(name):
@@ -20,4 +21,8 @@ def __getattr__(name):
         from kdlab.eval.fidelity import fidelity_report
 
         return fidelity_report
+    if name == "load_model":
+        from kdlab.models import load_model
+
+        return load_model
     raise AttributeError(f"module 'kdlab' has no attribute {name!r}")

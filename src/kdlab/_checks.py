@@ -1,4 +1,5 @@
-"""Argument checks shared across kdlab: an int that is not a bool, a finite real number, a positive temperature.
+"""Argument checks shared across kdlab: an int that is not a bool, a finite real number, a positive temperature, and
+:class:`SettingError`, a bad run setting named by its config key.
 
 A leaf: it imports nothing from kdlab. Each ``check_*`` returns the value as a plain ``int``/``float`` or raises
 ``error`` (``ValueError`` unless a call site's contract says otherwise) with a message naming the argument and the
@@ -9,9 +10,33 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["check_int", "check_positive", "check_real", "is_int", "is_real"]
+__all__ = ["SettingError", "check_int", "check_positive", "check_real", "is_int", "is_real"]
+
+
+class SettingError(ValueError):
+    """A bad run setting, named by its config key: ``SettingError("lower {k}", k="method.args.k")``.
+
+    The layer that finds the problem knows only the config key; the front end that took the setting words it for
+    its user: the CLI prints the key as written in a config (``method.args.k``), ``kdlab.fit`` re-raises it with
+    :meth:`renamed` in its own argument names (``method_args['k']``). Only the named ``{placeholders}`` are
+    replaced, so the rest of the message may hold any text (shapes, dicts).
+    """
+
+    def __init__(self, template: str, **keys: str):
+        self.template, self.keys = template, keys
+        super().__init__(self.render())
+
+    def render(self, name: Callable[[str], str] = str) -> str:
+        text = self.template
+        for placeholder, key in self.keys.items():
+            text = text.replace("{" + placeholder + "}", name(key))
+        return text
+
+    def renamed(self, name: Callable[[str], str]) -> "SettingError":
+        """The same error worded with ``name(config_key)`` for every key."""
+        return SettingError(self.render(name))
 
 
 def is_int(value: Any) -> bool:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,14 +40,16 @@ from kdlab.data.user import is_pair
 from kdlab.data.policies import build_policy
 from kdlab.data.splits import select_split
 from kdlab.engine.checkpoint import check_same_run, identity_hash, read_training_info
+from kdlab.engine.device import resolve_device
 from kdlab.engine.environment import environment
 from kdlab.engine.loop import LoopResult, LoopSettings, collect_logits, logits_report, train_loop
 from kdlab.engine.metrics_log import flatten
 from kdlab.engine.precision import DevicePath, resolve
 from kdlab.engine.seeding import seed_everything
-from kdlab.methods import Method
 from kdlab._modes import eval_mode
+from kdlab.methods import Method, RunFacts
 from kdlab.models.weights import weights_metadata
+from kdlab.plots import training_curves
 from kdlab.teachers import CachedTeacher, Ensemble, FrozenTeacher, module_digest, tensor_digest
 from kdlab.teachers.eval_logits import stored_logits
 
@@ -135,6 +138,27 @@ def check_classes(model: nn.Module, x: torch.Tensor, num_classes: int, who: str)
 def _method_class(cfg: RunConfig) -> tuple[type[Method], Any]:
     cls = methods.get(cfg.method.name)
     return cls, cls.Params.model_validate(cfg.method.args or {})
+
+
+def _adapt_method(cfg: RunConfig, num_classes: int, input_shape: Sequence[int],
+                  name: Callable[[str], str] = str) -> list[dict[str, Any]]:
+    """Fit the method's CIFAR-100 defaults to this run (``Method.adapt``: class count, epochs, sample shape) in
+    ``cfg.method.args``, before the run's identity is taken; each change is logged (keys worded by ``name``) and
+    returned for ``final.json``. Arguments the user gave are never changed."""
+    cls, hp = _method_class(cfg)
+    adapted, changes = cls.adapt(hp, RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape)), cfg.method.given)
+    if changes:
+        given = cfg.method.given
+        cfg.method.args = adapted.model_dump()
+        cfg.method.given = given
+    for c in changes:
+        if dist.is_main():
+            _log.warning(f"kdlab: {name('method.args.' + c.key)} = {c.value!r} instead of the default {c.default!r}: "
+                         f"{c.why} (give it explicitly to keep another value)")
+    return [asdict(c) for c in changes]
+
+
+_log = logging.getLogger("kdlab")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -262,6 +286,7 @@ class RunParts:
     record: dict[str, Any]  # written to config.yaml
     batch_transform: Callable | None = None  # a distillation-data policy
     reuse_teacher_logits: bool = False  # store/reuse the teacher's test logits across runs (config runs only)
+    adapted: list[dict[str, Any]] = field(default_factory=list)  # method defaults fitted to the run (Method.adapt)
 
 
 @dataclass
@@ -317,8 +342,9 @@ def _train(parts: RunParts) -> Outcome:
     teacher_logits, reused = _teacher_eval_logits(teacher, parts) if teacher is not None and parts.test else (None, False)
     o = cfg.optim
     settings = LoopSettings(
-        epochs=o.epochs, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov,
-        schedule=o.schedule, milestones=list(o.milestones), gamma=o.gamma, eval_every=cfg.eval.every,
+        epochs=o.epochs, lr=o.lr, optimizer=o.optimizer, momentum=o.momentum, weight_decay=o.weight_decay,
+        nesterov=o.nesterov, schedule=o.schedule, milestones=list(o.milestones), gamma=o.gamma,
+        warmup_epochs=o.warmup_epochs, eval_every=cfg.eval.every,
         out_dir=out_dir, progress=cfg.run.progress, tensorboard=cfg.run.tensorboard, config_hash=ihash,
         identity=parts.identity, weights_metadata=weights_metadata(parts.arch, parts.num_classes), device_path=dp,
     )
@@ -361,6 +387,7 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | Non
         "test" if role == "teacher" else "fidelity": r.last,
         "epochs": parts.cfg.optim.epochs,
         "resumed_from_epoch": r.resumed_from,
+        "adapted_defaults": parts.adapted,
         "wall_time_s": r.wall_time_s,
         "config": parts.record,
         "environment": environment(parts.device, parts.cfg.seed),
@@ -372,7 +399,13 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | Non
     finished_before = r.resumed_from is not None and r.resumed_from > parts.cfg.optim.epochs
     if parts.out_dir is not None and dist.is_main() and not finished_before:
         atomic_write_text(parts.out_dir / "final.json", json.dumps(final, indent=2))
+        training_curves(r.history, parts.out_dir / "curves.png", title=_title(parts, role))
     return final
+
+
+def _title(parts: RunParts, role: str) -> str:
+    net = parts.arch or type(parts.student).__name__
+    return f"{role} {net}, {parts.cfg.method.name}" + (f", {parts.out_dir.name}" if parts.out_dir else "")
 
 
 @contextmanager
@@ -399,7 +432,7 @@ def _process_group(leave_group: bool):
 def _setup(cfg: RunConfig) -> tuple[torch.device, DevicePath]:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    device = dist.init_from_env(cfg.run.device)
+    device = dist.init_from_env(str(resolve_device(cfg.run.device)))
     device_path = resolve(device, cfg.run.precision, cfg.run.channels_last, cfg.run.compile)
     seed_everything(cfg.seed, cfg.run.deterministic)
     return device, device_path
@@ -439,11 +472,12 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
     run is left as it is (its ``final.json`` is returned)."""
     with _process_group(leave_group):
         device, dp = _setup(cfg)
-        cls, hp = _method_class(cfg)
         splits = load_data(cfg)
         nc = splits.num_classes
         train, test = _loaders(cfg, splits, device)
         probe = next(iter(test)).x
+        adapted = _adapt_method(cfg, nc, probe.shape[1:])
+        cls, hp = _method_class(cfg)
         teacher_module = None
         if cls.needs_teacher(hp) or cfg.teacher.checkpoint or cfg.teacher.checkpoints:
             teacher_module = load_teacher_module(cfg.teacher, nc).to(device)
@@ -461,22 +495,23 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
             models.init_from_teacher(student, teacher_module, cfg.student.init_from_teacher, train)
         policy = build_policy(cfg.distill_data, splits, device) if cfg.distill_data.policy != "none" else None
         parts = RunParts(cfg, out_dir, device, dp, train, test, nc, student, cfg.student.arch, teacher_module,
-                         identity, cfg.model_dump(mode="json"), policy, reuse_teacher_logits=True)
+                         identity, cfg.model_dump(mode="json"), policy, adapted=adapted, reuse_teacher_logits=True)
         return _final(parts, _train(parts), "student", cfg.teacher.arch)
 
 
 def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, train, eval, cfg: RunConfig,
-                   out_dir: Path | None, augment: ViewAugmentation | None = None, workers: int = 0
-                   ) -> tuple[Outcome, dict[str, Any], tuple[torch.Tensor, torch.Tensor]]:
-    """``kdlab.fit``'s assembly: the user's modules and data (tensor pairs or Datasets), hyperparameters in ``cfg``.
-    Returns the outcome, the final report (``final.json``) and the data to report on (``eval``, else ``train``, as
-    tensors). Tensor pairs are held in memory; a ``train`` Dataset is read every epoch by the streamed loader
-    (``workers`` processes; :mod:`kdlab.data.dataset_stream`).
+                   out_dir: Path | None, augment: ViewAugmentation | None = None, workers: int = 0,
+                   name: Callable[[str], str] = str) -> tuple[Outcome, dict[str, Any], tuple[torch.Tensor, torch.Tensor]]:
+    """``kdlab.fit``'s assembly: the user's modules and data (tensor or numpy pairs, or Datasets), hyperparameters in
+    ``cfg``. Returns the outcome, the final report (``final.json``) and the data to report on (``eval``, else
+    ``train``, as tensors). Tensor pairs are held in memory; a ``train`` Dataset is read every epoch by the streamed
+    loader (``workers`` processes; :mod:`kdlab.data.dataset_stream`). ``name`` words config keys in the log as the
+    caller's arguments.
 
     The run's identity covers every hyperparameter, the data (hashes of the tensors), the augmentation, the
     student's structure and the teacher's weights, so a rerun on ``out_dir`` with any of them changed is refused.
     """
-    device = torch.device(cfg.run.device)
+    device = resolve_device(cfg.run.device)
     seed_everything(cfg.seed)
     bs, seed = cfg.optim.batch_size, cfg.seed
     x = y = None
@@ -496,6 +531,7 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     student = student.to(device)
     max_label = max(max_train, int(eval_xy[1].max()) if eval_xy is not None else 0)
     num_classes = _check_outputs(student, teacher_module, probe.to(device), max_label)
+    adapted = _adapt_method(cfg, num_classes, probe.shape[1:], name)
     eval_loader = (BatchLoader(*eval_xy, max(bs, 256), shuffle=False, seed=seed, device=device)
                    if eval_xy is not None else None)
     section = cfg.model_dump(mode="json", include={"seed", "method", "optim", "eval"})
@@ -507,7 +543,7 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     })
     _finished(out_dir, identity, cfg.optim.epochs)  # refuses a directory of another run before anything is written
     parts = RunParts(cfg, out_dir, device, DevicePath(device.type), train_loader, eval_loader, num_classes, student,
-                     None, teacher_module, identity, {"kdlab.fit": identity})
+                     None, teacher_module, identity, {"kdlab.fit": identity}, adapted=adapted)
     outcome = _train(parts)
     report_on = eval_xy if eval_xy is not None else (x, y) if x is not None else as_tensors(train)
     return outcome, _final(parts, outcome, "student"), report_on

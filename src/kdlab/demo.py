@@ -18,7 +18,8 @@ from kdlab._io import atomic_write_text
 from kdlab.config import config_hash, read_yaml, resolve_config_path
 from kdlab.data import default_root
 from kdlab.engine.environment import environment
-from kdlab.eval import summarize_seeds
+from kdlab.eval import mean_std, summarize_seeds
+from kdlab.plots import method_comparison
 from kdlab.sweep import pool_size, run_cells, train_cell
 from kdlab.teachers import StaleCacheError
 
@@ -98,11 +99,9 @@ def _table(results: dict[str, Any]) -> str:
     ]
 
     def row(name, r):
-        fmt = lambda k, d=2: (f"{r[k + '_mean']:.{d}f} ± {r[k + '_std']:.{d}f}"  # noqa: E731
-                              if k + "_mean" in r else "–")
         ece = (f"{100 * r['ece_mean']:.2f}" if "ece_mean" in r else "–")
-        return (f"| {name} | {r['n_seeds']} | {fmt('acc')} | {fmt('best_acc')} | {fmt('agreement')} | "
-                f"{fmt('kl', 3)} | {ece} |")
+        return (f"| {name} | {r['n_seeds']} | {mean_std(r, 'acc')} | {mean_std(r, 'best_acc')} | "
+                f"{mean_std(r, 'agreement')} | {mean_std(r, 'kl', 3)} | {ece} |")
 
     for name, r in results["methods"].items():
         lines.append(row(name, r))
@@ -111,37 +110,8 @@ def _table(results: dict[str, Any]) -> str:
                   "| configuration | accuracy % | agreement % |", "|---|---|---|"]
         for name, r in {**results["checks"], "dhkd": results["methods"].get("dhkd")}.items():
             if r:
-                lines.append(f"| {name} | {r['acc_mean']:.2f} ± {r['acc_std']:.2f} | "
-                             f"{r.get('agreement_mean', float('nan')):.2f} |")
+                lines.append(f"| {name} | {mean_std(r, 'acc')} | {r.get('agreement_mean', float('nan')):.2f} |")
     return "\n".join(lines)
-
-
-def _plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    markers = "osD^vP*Xhp<>"
-    checks = results.get("checks", {})
-    for i, (name, r) in enumerate({**results["methods"], **checks}.items()):
-        if "agreement_mean" not in r:  # no teacher in that run: accuracy only
-            ax.axvline(r["acc_mean"], color="grey", ls="--", lw=1, label=f"{name} (no teacher)")
-            continue
-        # a legend instead of labels on the points: the methods sit close together
-        ax.errorbar(r["acc_mean"], r["agreement_mean"], xerr=r["acc_std"], yerr=r["agreement_std"],
-                    fmt=markers[i % len(markers)], capsize=3, label=name,
-                    mfc="none" if name in checks else None)
-    ax.legend(fontsize=8, loc="lower right", ncol=2)
-    ax.set_xlabel("student test accuracy (%)")
-    ax.set_ylabel("teacher–student test agreement (%)")
-    ax.set_title(f"MNIST-1D: {results['teacher']['arch']} ({results['teacher']['acc']:.1f}%) → "
-                 f"{results['student_arch']}, {results['seeds']} seed(s)")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def run_demo(out_dir: Path, quick: bool = False, seeds: int | None = None, progress: bool = True,
@@ -197,7 +167,7 @@ def run_demo(out_dir: Path, quick: bool = False, seeds: int | None = None, progr
     table = _table(results)
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
     atomic_write_text(out_dir / "results.md", table + "\n")
-    _plot(results, out_dir / "results.png")
+    method_comparison(results, out_dir / "results.png")
     print(table)
     print(f"\nwrote {out_dir / 'results.json'}, {out_dir / 'results.md'}, {out_dir / 'results.png'} "
           f"in {results['wall_time_s']:.0f} s")

@@ -68,3 +68,19 @@ def test_config_hash_ignores_display_options():
     b = validate({"out_dir": "b", "run": {"progress": False}})
     c = validate({"out_dir": "a", "seed": 1})
     assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_a_misspelt_method_argument_lists_the_valid_ones_on_one_line():
+    with pytest.raises(ConfigError) as info:
+        load_config("mnist1d/dkd", ["method.args.betta=2"])
+    msg = str(info.value)
+    assert "method.args.betta: not an argument of method 'dkd' (did you mean beta?); valid: alpha, beta," in msg
+    assert "\n" not in msg and "Extra inputs" not in msg
+
+
+def test_optimiser_and_warmup_settings_are_checked():
+    assert validate({"optim": {"optimizer": "adamw", "warmup_epochs": 5}}).optim.optimizer == "adamw"
+    with pytest.raises(ConfigError, match="nesterov applies to SGD only"):
+        validate({"optim": {"optimizer": "adamw", "nesterov": True}})
+    with pytest.raises(ConfigError, match="warmup_epochs=240 must be below epochs=240"):
+        validate({"optim": {"warmup_epochs": 240}})

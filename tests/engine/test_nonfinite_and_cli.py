@@ -59,7 +59,7 @@ def test_cli_teacher_train_and_final_json(tiny_runs):
 def test_cli_eval_reports_fidelity(tiny_runs, capsys):
     capsys.readouterr()
     assert main(["eval", "--teacher", str(tiny_runs / "t/model.safetensors"),
-                 "--student", str(tiny_runs / "s/model.safetensors"), "--temperature", "4"]) == 0
+                 "--student", str(tiny_runs / "s/model.safetensors"), "--temperature", "4", "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     final = json.loads((tiny_runs / "s" / "final.json").read_text())
     # the full MNIST-1D test split here (1000), the 128-sample subset during training

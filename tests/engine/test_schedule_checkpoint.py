@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from kdlab._io import load_tensors
-from kdlab.engine.checkpoint import CheckpointError, load_training_state, save_training_state
+from kdlab.engine.checkpoint import (CheckpointError, check_same_run, identity_hash, load_training_state,
+                                    save_training_state)
 from kdlab.models import load_weights, save_model
 from kdlab.engine.metrics_log import MetricsLog, flatten
-from kdlab.engine.schedule import learning_rate
+from kdlab.engine.schedule import depends_on_length, learning_rate
 
 
 def test_step_schedule_drops_after_each_milestone():
@@ -83,3 +84,35 @@ def test_metrics_log_truncate_drops_epochs_after_checkpoint(tmp_path):
     header = log.csv.read_text().splitlines()[0]
     assert header == "epoch,train/loss"
     assert flatten({"a": {"b": 1}, "c": 2}) == {"a/b": 1, "c": 2}
+
+
+def test_linear_warmup_then_the_schedule():
+    assert [learning_rate(e, 0.1, 10, "step", [6], 0.1, warmup=4) for e in (1, 2, 4, 5, 6, 7)] == pytest.approx(
+        [0.025, 0.05, 0.1, 0.1, 0.1, 0.01])
+    # cosine over the epochs after the warm-up, starting at the full rate
+    assert [learning_rate(e, 0.1, 6, "cosine", warmup=2) for e in (1, 2, 3, 5)] == pytest.approx(
+        [0.05, 0.1, 0.1, 0.05])
+    assert learning_rate(3, 0.1, 6, "constant", warmup=2) == 0.1
+    assert depends_on_length("cosine") and not depends_on_length("step") and not depends_on_length("constant")
+
+
+def test_only_the_length_of_an_epoch_pure_run_may_change_on_resume(tmp_path):
+    def ident(**kw):
+        return {"optim.epochs": 10, "optim.schedule": "step", "optim.lr": 0.05, **kw}
+
+    stored = ident()
+    info = {"epoch": 10, "config_hash": identity_hash(stored), "identity": stored}
+    longer = ident(**{"optim.epochs": 20})
+    check_same_run(info, identity_hash(longer), longer, tmp_path)  # extended: no error
+    with pytest.raises(CheckpointError, match="already trained 10 epochs"):
+        shorter = ident(**{"optim.epochs": 5})
+        check_same_run(info, identity_hash(shorter), shorter, tmp_path)
+    cos = ident(**{"optim.schedule": "cosine"})
+    cos_info = {"epoch": 10, "config_hash": identity_hash(cos), "identity": cos}
+    with pytest.raises(CheckpointError, match="the cosine schedule's learning rate depends on the number of epochs"):
+        longer_cos = ident(**{"optim.schedule": "cosine", "optim.epochs": 20})
+        check_same_run(cos_info, identity_hash(longer_cos), longer_cos, tmp_path)
+    with pytest.raises(CheckpointError, match=r"optim\.lr \(0\.05 -> 0\.1\) differ \(to train longer, change the "
+                                              r"number of epochs alone\)"):
+        both = ident(**{"optim.epochs": 20, "optim.lr": 0.1})
+        check_same_run(info, identity_hash(both), both, tmp_path)

@@ -13,9 +13,11 @@ from kdlab.eval import (
     ece,
     linear_cka,
     logit_l2,
+    mean_std,
     nll,
     predictive_kl,
     reliability_bins,
+    summarize_seeds,
     topk_agreement,
 )
 
@@ -230,3 +232,9 @@ def test_teacher_and_student_logits_are_keyword_only():
     for fn in (agreement, topk_agreement, predictive_kl, logit_l2, FidelityAccumulator(3).update):
         with pytest.raises(TypeError):
             fn(t, s)
+
+
+def test_mean_std_prints_no_spread_for_one_seed():
+    assert mean_std(summarize_seeds([{"acc": 91.0}]), "acc") == "91.00"
+    assert mean_std(summarize_seeds([{"acc": 91.0}, {"acc": 93.0}]), "acc") == "92.00 ± 1.41"
+    assert mean_std(summarize_seeds([{"acc": 91.0}]), "kl") == "–"

@@ -1,5 +1,7 @@
 """Smoke run of `kdlab experiment` (1 epoch, 2 seeds) and `kdlab fidelity` on its checkpoints."""
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -11,14 +13,16 @@ from kdlab.fidelity.experiments import experiment_names, run_experiment
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("exp")
-    res = run_experiment("init_interpolation", out, quick=True, seeds=2, progress=False, workers=1, epochs=1,
-                         teacher_epochs=1)
-    return out, res
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # as `kdlab experiment --no-progress` runs it
+        res = run_experiment("init_interpolation", out, quick=True, seeds=2, progress=False, workers=1, epochs=1,
+                             teacher_epochs=1)
+    return out, res, printed.getvalue()
 
 
 @pytest.mark.slow
 def test_experiment_writes_json_md_png(tiny):
-    out, res = tiny
+    out, res, _ = tiny
     saved = json.loads((out / "results.json").read_text())
     assert list(saved["variants"]) == ["lambda=0", "lambda=0.5", "lambda=1"]
     for v in saved["variants"].values():
@@ -34,7 +38,7 @@ def test_experiment_writes_json_md_png(tiny):
 
 @pytest.mark.slow
 def test_fidelity_cli_on_a_run_with_control(tiny, tmp_path, capsys):
-    out, _ = tiny
+    out, _, _ = tiny
     run, other = out / "runs" / "lambda=0.5" / "seed0", out / "runs" / "lambda=0.5" / "seed1"
     report_path = tmp_path / "fid.json"
     rc = main(["fidelity", "--run", str(run), "--control", str(other / "model.safetensors"),
@@ -53,3 +57,10 @@ def test_cli_lists_and_rejects(capsys):
     assert all(name in listed for name in experiment_names())
     assert main(["experiment", "nope"]) == 2
     assert main(["fidelity", "--student", "missing.safetensors", "--teacher", "missing.safetensors"]) == 2
+
+
+@pytest.mark.slow
+def test_experiment_without_progress_prints_the_table_and_the_paths(tiny):
+    out, _, printed = tiny
+    assert (out / "results.md").read_text().strip() in printed
+    assert f"wrote {out / 'results.json'}" in printed

@@ -3,6 +3,7 @@
 * :mod:`kdlab.cli.train` — ``teacher``, ``train``, ``config``, ``recipes``, ``methods``;
 * :mod:`kdlab.cli.teachers` — ``teacher import`` (published weights → a kdlab weights file);
 * :mod:`kdlab.cli.evaluate` — ``eval``, ``fidelity``;
+* :mod:`kdlab.cli.export` — ``export``;
 * :mod:`kdlab.cli.showcase` — ``demo``, ``experiment``.
 
 :func:`main` maps the library's errors to one line on stderr and an exit code: 2 for bad input (config, data,
@@ -16,7 +17,7 @@ import os
 import sys
 
 from kdlab import __version__
-from kdlab.cli import evaluate, showcase, teachers, train
+from kdlab.cli import evaluate, export, showcase, teachers, train
 from kdlab.config import ConfigError
 from kdlab.distributed import launched_by_torchrun
 from kdlab.engine.checkpoint import CheckpointError
@@ -24,7 +25,7 @@ from kdlab.engine.loop import NonFiniteLossError
 
 __all__ = ["build_parser", "main"]
 
-GROUPS = (showcase, train, teachers, evaluate)
+GROUPS = (showcase, train, teachers, evaluate, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,3 +61,6 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         print("kdlab: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kdlab recipes | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not fail again
+        return 0

@@ -6,26 +6,47 @@ import json
 from pathlib import Path
 
 from kdlab import build
+from kdlab._checks import SettingError
 from kdlab._io import atomic_write_text
 from kdlab.config.schema import ModelConfig
 from kdlab.data import DATASETS, load_dataset
 from kdlab.data.image_index import STREAMED
+from kdlab.engine.device import resolve_device
 from kdlab.eval.fidelity import evaluate_accuracy, fidelity_report
 from kdlab.fidelity.sources import SOURCES, evaluate_sources, fidelity_with_control
 from kdlab.models import load_model
 
 
 def _eval(args) -> int:
+    try:
+        device = resolve_device(args.device)
+    except SettingError as exc:
+        raise exc.renamed(lambda key: "--device") from None
     streamed = {"image_size": args.image_size} if args.data in STREAMED else {}  # the size the model was trained at
     splits = load_dataset(args.data, root=args.root, **streamed)
-    _, test_loader = build.make_loaders(splits, 256, 512, 0, "cpu", augment=False)
-    student = load_model(args.student, num_classes=splits.num_classes)
+    _, test_loader = build.make_loaders(splits, 256, 512, 0, device, augment=False)
+    student = load_model(args.student, arch=args.arch, num_classes=splits.num_classes)
     if args.teacher:
         teacher = build.load_teacher_module(_teacher_config(args.teacher), splits.num_classes)
-        report = fidelity_report(teacher, student, test_loader, temperature=args.temperature)
+        report = fidelity_report(teacher, student, test_loader, temperature=args.temperature, device=device)
     else:
-        report = evaluate_accuracy(student, test_loader)
-    print(json.dumps(report, indent=2))
+        acc = evaluate_accuracy(student, test_loader, device=device)
+        report = {"n": acc["n"], **{f"student_{k}": v for k, v in acc.items() if k != "n"}}
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(report, indent=2))
+    print(f"{args.data} test set, {report['n']} samples")
+    for who in ("student", "teacher"):
+        if f"{who}_acc" in report:
+            print(f"{who:8s} accuracy {report[who + '_acc']:6.2f}%  NLL {report[who + '_nll']:.4f}  "
+                  f"ECE {100 * report[who + '_ece']:.2f}%")
+    if "agreement" in report:
+        kl_t = "".join(f"  {k} {v:.4f}" for k, v in report.items() if k.startswith("kl_T"))
+        print(f"agreement {report['agreement']:.2f}%  KL(teacher‖student) {report['kl']:.4f}{kl_t}")
+    if args.json:
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -88,13 +109,18 @@ def _fidelity(args) -> int:
 
 def register(sub) -> None:
     e = sub.add_parser("eval", help="accuracy and teacher–student fidelity of checkpoints on a test set")
-    e.add_argument("--student", required=True, help="student model.safetensors")
-    e.add_argument("--teacher", action="append", help="teacher model.safetensors (repeat for an ensemble)")
-    e.add_argument("--data", default="mnist1d", choices=list(DATASETS))
-    e.add_argument("--root", default=None, help="dataset directory")
+    e.add_argument("--student", required=True, help="student weights (a run's model.safetensors)")
+    e.add_argument("--teacher", action="append", help="teacher weights (repeat for an ensemble)")
+    e.add_argument("--arch", default=None,
+                   help="zoo architecture of the student, for weights that do not record it (e.g. from kdlab.fit)")
+    e.add_argument("--data", default="mnist1d", choices=list(DATASETS), help="data set whose test split is used")
+    e.add_argument("--root", default=None, help="dataset directory (default $KDLAB_DATA or ~/.cache/kdlab)")
     e.add_argument("--image-size", type=int, default=224, help="crop side for imagenet/imagefolder (the training "
                                                                  "run's data.image_size)")
     e.add_argument("--temperature", type=float, default=None, help="also report KL at this temperature")
+    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
+    e.add_argument("--json", default=None, metavar="PATH",
+                   help="also write the full report as JSON to PATH ('-': print only the JSON, to stdout)")
     e.set_defaults(func=_eval)
 
     f = sub.add_parser("fidelity", help="fidelity report of checkpoints on named sources, with an optional "
@@ -111,8 +137,9 @@ def register(sub) -> None:
     f.add_argument("--image-size", type=int, default=224, help="crop side for imagenet/imagefolder (without --run)")
     f.add_argument("--temperature", type=float, default=None,
                    help="also report KL at this (training) temperature; default: the run's method temperature")
-    f.add_argument("--ensemble-rule", choices=["prob", "tempered_prob", "logit"], default=None)
-    f.add_argument("--batch-size", type=int, default=512)
+    f.add_argument("--ensemble-rule", choices=["prob", "tempered_prob", "logit"], default=None,
+                   help="how several teachers are combined (default: the run's teacher.ensemble_rule, else prob)")
+    f.add_argument("--batch-size", type=int, default=512, help="evaluation batch size (default 512)")
     f.add_argument("--seed", type=int, default=0, help="seed of the train_aug pass")
     f.add_argument("--cka", action="store_true", help="add linear CKA of pooled features (test, train_clean)")
     f.add_argument("--json", default=None, help="write the report to this JSON file")

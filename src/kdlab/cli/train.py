@@ -18,7 +18,7 @@ def _train(args, teacher: bool) -> int:
     s = final[role]
     if final.get("already_finished"):
         print(f"{cfg.out_dir} holds a finished run ({final['epochs']} epochs); left as it is. Use a new out_dir to "
-              "train again.")
+              "train again, or rerun with a larger optim.epochs alone to extend it (step or constant schedule).")
     elif final.get("resumed_from_epoch"):
         print(f"resumed from epoch {final['resumed_from_epoch']}")
     line = f"{role} {s['arch']}: best {s['best_acc']:.2f}% (epoch {s['best_epoch']}), last {s['last_acc']:.2f}%"
@@ -38,15 +38,29 @@ def _config(args) -> int:
 
 
 def _recipes(args) -> int:
-    for path in sorted(RECIPES_DIR.rglob("*.yaml")):
-        print(path.relative_to(RECIPES_DIR).with_suffix(""))
+    paths = sorted(RECIPES_DIR.rglob("*.yaml"))
+    names = [str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in paths]
+    width = max(map(len, names))
+    for name, path in zip(names, paths):
+        print(f"{name:{width}s}  {_first_comment(path)}" if args.long else name)
     return 0
+
+
+def _first_comment(path) -> str:
+    """A recipe's opening comment, on one line: what is published and what is a default (every shipped recipe
+    starts with it)."""
+    lines = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.startswith("#"):
+                break
+            lines.append(line.lstrip("#").strip())
+    return " ".join(lines)
 
 
 def _methods(args) -> int:
     for name in methods.names():
-        doc = (methods.get(name).__doc__ or "").strip().splitlines()
-        print(f"{name:18s} {doc[0] if doc else ''}")
+        print(f"{name:16s} {methods.get(name).summary}")
     return 0
 
 
@@ -60,9 +74,13 @@ def register(sub) -> None:
         t.set_defaults(func=lambda a, teacher=teacher: _train(a, teacher))
 
     c = sub.add_parser("config", help="print a config after overrides and validation")
-    c.add_argument("config", nargs="?", default=None)
-    c.add_argument("overrides", nargs="*")
+    c.add_argument("config", nargs="?", default=None,
+                   help="YAML file or shipped recipe name (default: the built-in defaults)")
+    c.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.1 seed=1")
     c.set_defaults(func=_config)
 
-    sub.add_parser("recipes", help="list the shipped configs").set_defaults(func=_recipes)
-    sub.add_parser("methods", help="list the registered methods").set_defaults(func=_methods)
+    r = sub.add_parser("recipes", help="list the shipped configs")
+    r.add_argument("--long", action="store_true",
+                   help="also show each recipe's opening comment (what is published, what is a default)")
+    r.set_defaults(func=_recipes)
+    sub.add_parser("methods", help="list the registered methods, one line each").set_defaults(func=_methods)

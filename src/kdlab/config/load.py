@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -68,14 +69,24 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def _format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
-    lines = [f"{source}: invalid config"]
+def _format_validation_error(exc: ValidationError, source: str, prefix: str = "", name: Callable[[str], str] = str,
+                             method: str | None = None, valid: list[str] | None = None) -> str:
+    """One line: ``source: key: problem; key: problem``. ``name`` words each config key for the front end (the CLI
+    as written, ``kdlab.fit`` as its arguments); a misspelt method argument lists the method's valid ones."""
+    problems = []
     for err in exc.errors():
-        where = prefix + ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = ("unknown key (check the spelling; `kdlab config` prints every valid key)"
-               if err["type"] == "extra_forbidden" else err["msg"])
-        lines.append(f"  {where}: {msg}")
-    return "\n".join(lines)
+        path = ".".join(str(p) for p in err["loc"])
+        where = name(prefix + path) if path or prefix else "(top level)"
+        if err["type"] == "extra_forbidden" and valid is not None:
+            close = difflib.get_close_matches(path, valid, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            msg = f"not an argument of method {method!r}{hint}; valid: {', '.join(valid)}"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `kdlab config` prints every valid key)"
+        else:
+            msg = err["msg"]
+        problems.append(f"{where}: {msg}")
+    return f"{source}: " + "; ".join(problems)
 
 
 #: ``method name -> its hyperparameter model`` (``kdlab.methods.get(name).Params``); the config layer sits below the
@@ -83,21 +94,30 @@ def _format_validation_error(exc: ValidationError, source: str, prefix: str = ""
 MethodSchema = Callable[[str], type[BaseModel]]
 
 
-def validate(data: dict[str, Any], source: str = "config", method_schema: MethodSchema | None = None) -> RunConfig:
+def validate(data: dict[str, Any], source: str = "config", method_schema: MethodSchema | None = None,
+             name: Callable[[str], str] = str) -> RunConfig:
     """Validate ``data`` against :class:`RunConfig`; with ``method_schema`` also ``method.args`` against the method's
-    own model (defaults filled in), so a typo there is an error naming ``method.args.<key>`` like any other."""
+    own model (defaults filled in), so a typo there is an error naming ``method.args.<key>`` and listing the valid
+    ones. ``name`` words a config key in an error (``kdlab.fit`` passes its argument names). The keys given
+    explicitly are kept in ``cfg.method.given`` (the others may be adapted to the data, ``Method.adapt``)."""
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, source, name=name)) from None
     if method_schema is not None:
+        given = sorted(cfg.method.args or {})
         try:
             params = method_schema(cfg.method.name)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {name('method.name')}: {exc}") from None
+        try:
             cfg.method.args = params.model_validate(cfg.method.args or {}).model_dump()
         except ValidationError as exc:
-            raise ConfigError(_format_validation_error(exc, source, prefix="method.args.")) from None
+            raise ConfigError(_format_validation_error(exc, source, "method.args.", name, cfg.method.name,
+                                                       list(params.model_fields))) from None
         except ValueError as exc:
-            raise ConfigError(f"{source}: method: {exc}") from None
+            raise ConfigError(f"{source}: {name('method.args')}: {exc}") from None
+        cfg.method.given = given
     return cfg
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -166,18 +166,31 @@ class ModelConfig(_Strict):
 class MethodConfig(_Strict):
     name: str = "kd"
     args: dict[str, Any] = Field(default_factory=dict)
+    # the args written in the config or passed to kdlab.fit (None: unknown, taken as all); not dumped: the others
+    # hold defaults that the method may adapt to the data (Method.adapt), recorded in final.json
+    _given: list[str] | None = PrivateAttr(default=None)
+
+    @property
+    def given(self) -> list[str] | None:
+        return self._given
+
+    @given.setter
+    def given(self, keys: list[str] | None) -> None:
+        self._given = keys
 
 
 class OptimConfig(_Strict):
     epochs: int = Field(default=240, ge=1)
     batch_size: int = Field(default=64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw: betas (0.9, 0.999), decoupled weight decay
     lr: float = Field(default=0.05, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    nesterov: bool = False
+    momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD only
+    nesterov: bool = False  # SGD only
     weight_decay: float = Field(default=5e-4, ge=0)
     schedule: Literal["step", "cosine", "constant"] = "step"
-    milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])
+    milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])  # step: lr ×gamma after each
     gamma: float = Field(default=0.1, gt=0)
+    warmup_epochs: int = Field(default=0, ge=0)  # linear lr warm-up: epoch e <= w runs at lr·e/w
 
     @field_validator("milestones")
     @classmethod
@@ -185,6 +198,14 @@ class OptimConfig(_Strict):
         if any(b <= a for a, b in zip(v, v[1:])) or any(m < 1 for m in v):
             raise ValueError("milestones must be positive and strictly increasing")
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.optimizer != "sgd" and self.nesterov:
+            raise ValueError(f"nesterov applies to SGD only, not to optimizer {self.optimizer!r}")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be below epochs={self.epochs}")
+        return self
 
 
 class EvalConfig(_Strict):

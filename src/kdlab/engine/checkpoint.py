@@ -5,7 +5,8 @@ the metadata (epoch, best, the run's identity and its hash). One file, so one re
 moment leaves either the previous or the new checkpoint, never a mix.
 
 The run's *identity* is a flat ``{key: value}`` dict of everything that changes training (config values, the
-teacher's weights hash, the data). A rerun on the same directory resumes only when its identity hashes the same;
+teacher's weights hash, the data). A rerun on the same directory resumes only when its identity hashes the same, or
+differs only in the number of epochs of an epoch-pure schedule (a longer run: the finished one is extended);
 otherwise :func:`check_same_run` refuses it and names the keys that differ.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from kdlab._io import CheckpointError, load_tensors, read_metadata, save_tensors
+from kdlab.engine.schedule import depends_on_length
 
 __all__ = ["CheckpointError", "check_same_run", "identity_hash", "load_training_state", "read_training_info",
            "save_training_state"]
@@ -32,20 +34,48 @@ def identity_hash(identity: dict[str, Any]) -> str:
 
 
 def check_same_run(info: dict[str, Any], config_hash: str, identity: dict[str, Any] | None, where: Path) -> None:
-    """Refuse to resume a checkpoint made by a run with another identity; the message names the differing keys."""
+    """Refuse to resume a checkpoint made by a run with another identity; the message names the differing keys.
+
+    One change is not a refusal: the number of epochs alone, when the lr schedule does not depend on it (step or
+    constant; :func:`~kdlab.engine.schedule.depends_on_length`) and the checkpoint has not trained past it. Every
+    epoch already trained then ran exactly as in a run started with the new length, so a finished run is extended
+    (or a killed one shortened) by rerunning with only ``optim.epochs`` changed."""
     if info.get("config_hash") == config_hash:
         return
     stored = info.get("identity")
+    hint = ""
     if isinstance(stored, dict) and identity is not None:
         keys = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        if keys == [EPOCHS]:
+            reason = _why_not_extendable(info, identity)
+            if reason is None:
+                return
+            hint = f" ({reason})"
+        elif EPOCHS in keys:
+            hint = " (to train longer, change the number of epochs alone)"
         shown = ", ".join(f"{k} ({_short(stored.get(k))} -> {_short(identity.get(k))})" for k in keys[:8])
         more = f" and {len(keys) - 8} more" if len(keys) > 8 else ""
-        what = f"its {shown}{more} differ"
+        what = f"its {shown}{more} differ{hint}"
     else:
         what = f"its config hash differs ({info.get('config_hash')} vs {config_hash})"
     raise CheckpointError(
         f"{where} holds a run with other settings: {what}. Rerun with the original settings to resume it, or use a "
         "new out_dir (or delete that directory) to start over")
+
+
+EPOCHS = "optim.epochs"  # the identity key of the run's length
+
+
+def _why_not_extendable(info: dict[str, Any], identity: dict[str, Any]) -> str | None:
+    """None when a run differing from the checkpoint only in its length may resume it, else why not."""
+    schedule = identity.get("optim.schedule", "step")
+    if depends_on_length(schedule):
+        return (f"the {schedule} schedule's learning rate depends on the number of epochs, so the epochs already "
+                "trained would differ; only a step or constant schedule can be extended")
+    trained = info.get("epoch", 0)
+    if identity.get(EPOCHS, 0) < trained:
+        return f"the checkpoint has already trained {trained} epochs"
+    return None
 
 
 def _short(value: Any) -> str:

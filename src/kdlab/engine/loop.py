@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
-
 from kdlab import distributed as dist
 from kdlab._io import save_tensors
 from kdlab._modes import eval_mode
 from kdlab.engine.checkpoint import check_same_run, load_training_state, save_training_state
 from kdlab.engine.metrics_log import MetricsLog
 from kdlab.engine.precision import DevicePath
+from kdlab.engine.progress import Progress
 from kdlab.engine.schedule import learning_rate
 from kdlab.engine.seeding import rng_state, set_rng_state
 from kdlab.eval import AccuracyAccumulator, FidelityAccumulator
@@ -38,12 +37,14 @@ class NonFiniteLossError(FloatingPointError):
 class LoopSettings:
     epochs: int
     lr: float
+    optimizer: str = "sgd"  # or "adamw"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
     schedule: str = "step"
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
+    warmup_epochs: int = 0  # linear lr warm-up (engine.schedule)
     eval_every: int = 1
     out_dir: Path | None = None
     progress: bool = True
@@ -67,6 +68,10 @@ def make_optimizer(method: torch.nn.Module, s: LoopSettings) -> torch.optim.Opti
     params = [p for p in method.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the method has no trainable parameters")
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer != "sgd":
+        raise ValueError(f"unknown optimizer {s.optimizer!r}; use sgd or adamw")
     return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.nesterov)
 
 
@@ -205,20 +210,17 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
             history = [r for r in log.records() if r.get("epoch", 0) <= info["epoch"]]
 
     check_every_step = device.type == "cpu"  # a host sync per step is free on CPU, costly on GPU
-    epochs_bar = tqdm(range(first_epoch, s.epochs + 1), desc="epochs", initial=first_epoch - 1, total=s.epochs,
-                      disable=not (s.progress and is_main), dynamic_ncols=True)
-    for epoch in epochs_bar:
+    progress = Progress(s.progress and is_main, s.epochs)  # bars on a terminal, a line per epoch in a log file
+    for epoch in progress.over_epochs(first_epoch):
         t0 = time.perf_counter()
-        lr = learning_rate(epoch, s.lr, s.epochs, s.schedule, s.milestones, s.gamma)
+        lr = learning_rate(epoch, s.lr, s.epochs, s.schedule, s.milestones, s.gamma, s.warmup_epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr
         method.train()
         train_loader.set_epoch(epoch)
         sums = _EpochSums(device)
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        steps = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not (s.progress and is_main),
-                     dynamic_ncols=True)
-        for step, batch in enumerate(steps):
+        for step, batch in enumerate(progress.over_steps(train_loader, epoch)):
             if batch_transform is not None:
                 batch = batch_transform(batch, epoch)
             if dp.channels_last:
@@ -251,11 +253,9 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
             log.append(record)  # log before checkpoint: a kill in between is undone by truncate() on resume
             info = {"epoch": epoch, "best": best, "config_hash": s.config_hash, "identity": s.identity}
             save_training_state(ckpt_path, method, optimizer, rng_state(), info)
-        postfix = {"loss": f"{record['train']['loss']:.3f}"}
-        if "test" in record:
-            postfix["test_acc"] = f"{record['test']['student_acc']:.2f}"
-        epochs_bar.set_postfix(postfix)
+        progress.epoch_done(record)
         dist.barrier()
+    progress.close()
     if log is not None and is_main:
         save_tensors(s.out_dir / "model.safetensors", method.eval_model().state_dict(), s.weights_metadata)
         log.close()

@@ -13,7 +13,7 @@ from kdlab.eval.metrics import (
     reliability_bins,
     topk_agreement,
 )
-from kdlab.eval.summary import summarize_seeds
+from kdlab.eval.summary import mean_std, summarize_seeds
 
 __all__ = [
     "AccuracyAccumulator",
@@ -28,6 +28,7 @@ __all__ = [
     "nll",
     "predictive_kl",
     "reliability_bins",
+    "mean_std",
     "summarize_seeds",
     "topk_agreement",
 ]

@@ -13,20 +13,22 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from kdlab._checks import check_int, check_positive
-from kdlab._modes import eval_mode
+from kdlab._modes import eval_mode, left_as_found
+from kdlab.data import as_tensors
 from kdlab.eval.accumulator import AccuracyAccumulator, FidelityAccumulator
 from kdlab.teachers.ensemble import Ensemble
 
 __all__ = ["evaluate_accuracy", "fidelity_report"]
 
 _DATA_FORMS = (
-    "an (inputs, labels) pair of tensors, a torch.utils.data.Dataset yielding (x, y), or an iterable of batches "
-    "that are (x, y) tuples or objects with .x/.y attributes"
+    "an (inputs, labels) pair of tensors or numpy arrays, a torch.utils.data.Dataset yielding (x, y), or an iterable "
+    "of batches that are (x, y) tuples or objects with .x/.y attributes"
 )
 
 
@@ -61,10 +63,17 @@ def _unpack(batch, index: int) -> tuple[Tensor, Tensor | None]:
     return x, y
 
 
+def _is_numpy_pair(data) -> bool:
+    return (isinstance(data, (tuple, list)) and len(data) == 2 and any(isinstance(a, np.ndarray) for a in data)
+            and all(isinstance(a, (np.ndarray, Tensor)) for a in data))
+
+
 def _iter_batches(data, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
     """Yield ``(x, y)`` batches from any accepted data form (``y`` may be None for unlabelled data)."""
     if isinstance(data, Tensor):
         raise TypeError(f"data must be {_DATA_FORMS}; got a lone tensor — pass (inputs, labels)")
+    if _is_numpy_pair(data):  # as kdlab.fit reads them: float inputs as float32, labels as int64
+        data = as_tensors(data, progress=False)
     if _is_tensor_pair(data):
         x, y = data
         if x.dim() == 0:
@@ -133,20 +142,18 @@ def _evaluation(modules: list[nn.Module], device: torch.device):
     """Move ``modules`` to ``device`` in eval mode under ``inference_mode``; on exit restore each module's training
     flag, each parameter's ``requires_grad`` and the device they came from (the user's models are left as found)."""
     modules = list({id(m): m for m in modules}.values())  # one module may be both teacher and student
-    grads = [(p, p.requires_grad) for m in modules for p in m.parameters()]
     homes = [(m, _module_device(m)) for m in modules]
     try:
-        for m, home in homes:
-            if home is not None and home != device:
-                m.to(device)
-        with eval_mode(*modules), torch.inference_mode():
-            yield
+        with left_as_found(*modules):
+            for m, home in homes:
+                if home is not None and home != device:
+                    m.to(device)
+            with eval_mode(*modules), torch.inference_mode():
+                yield
     finally:
         for m, home in homes:
             if home is not None and home != device:
                 m.to(home)
-        for p, flag in grads:
-            p.requires_grad_(flag)
 
 
 def _logits(model: nn.Module, x: Tensor, name: str) -> Tensor:
@@ -174,7 +181,8 @@ def fidelity_report(
     """Fidelity and accuracy of ``student`` against ``teacher`` on ``data`` (Stanton et al., NeurIPS 2021, §3).
 
     ``teacher`` is a module or a list of modules (combined by :class:`~kdlab.teachers.Ensemble` ``rule="prob"``).
-    ``data`` is an ``(inputs, labels)`` pair of tensors, a ``Dataset`` yielding ``(x, y)``, or an iterable of
+    ``data`` is an ``(inputs, labels)`` pair of tensors or numpy arrays (read as ``kdlab.fit`` reads them: float
+    inputs as float32), a ``Dataset`` yielding ``(x, y)``, or an iterable of
     ``(x, y)`` / ``.x``/``.y`` batches (its own batching is kept; ``batch_size`` applies to the first two).
     ``transform`` is applied to every input batch on ``device`` (e.g. normalisation) and both models see the same
     transformed batch. Both models run in eval mode under ``torch.inference_mode()``; their training flags,

@@ -6,7 +6,7 @@ import math
 
 from kdlab._checks import is_real
 
-__all__ = ["summarize_seeds"]
+__all__ = ["mean_std", "summarize_seeds"]
 
 
 def summarize_seeds(runs: list[dict]) -> dict:
@@ -40,3 +40,14 @@ def summarize_seeds(runs: list[dict]) -> dict:
         out[f"{key}_mean"] = mean
         out[f"{key}_std"] = math.sqrt(var)
     return out
+
+
+def mean_std(summary: dict, key: str, digits: int = 2, scale: float = 1.0) -> str:
+    """``"mean ± std"`` of ``key`` in a :func:`summarize_seeds` dict, just ``"mean"`` for one seed (a spread of one
+    value is not 0, it is unknown), ``"–"`` when the key is absent."""
+    if f"{key}_mean" not in summary:
+        return "–"
+    text = f"{scale * summary[key + '_mean']:.{digits}f}"
+    if summary.get("n_seeds", 2) > 1:
+        text += f" ± {scale * summary[key + '_std']:.{digits}f}"
+    return text

@@ -27,10 +27,11 @@ from kdlab._io import atomic_write_text
 from kdlab.config import config_hash
 from kdlab.data import default_root, load_dataset
 from kdlab.engine.environment import environment
-from kdlab.eval import summarize_seeds
+from kdlab.eval import mean_std, summarize_seeds
 from kdlab.eval.metrics import reliability_bins
 from kdlab.fidelity.sources import evaluate_sources
 from kdlab.models import load_model
+from kdlab.plots import experiment_figures
 from kdlab.sweep import pool_size, run_cells, train_cell
 
 __all__ = ["EXPERIMENTS", "Variant", "experiment_names", "run_experiment"]
@@ -178,70 +179,9 @@ def _table(results: dict[str, Any]) -> str:
              "| variant | " + " | ".join(c[0] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in results["variants"].items():
         s = r["summary"]
-        cells = []
-        for _, key, d, scale in cols:
-            if f"{key}_mean" in s:
-                cells.append(f"{scale * s[key + '_mean']:.{d}f} ± {scale * s[key + '_std']:.{d}f}")
-            else:
-                cells.append("–")
+        cells = [mean_std(s, key, d, scale) for _, key, d, scale in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _plots(results: dict[str, Any], out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    variants = results["variants"]
-
-    def finish(fig, ax, file: str, xlabel: str, ylabel: str, title: str, legend_size: int) -> None:
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{results['name']}: {title}", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=legend_size)
-        fig.tight_layout()
-        fig.savefig(out / file, dpi=110)
-        plt.close(fig)
-        paths.append(file)
-
-    # agreement vs accuracy (with the control)
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for i, (name, r) in enumerate(variants.items()):
-        s, c = r["summary"], f"C{i % 10}"
-        ax.errorbar(s["student_acc_mean"], s["test_agreement_mean"], xerr=s["student_acc_std"],
-                    yerr=s["test_agreement_std"], fmt="o", color=c, capsize=3, label=name)
-        if "control_agreement_mean" in s:
-            ax.errorbar(s["control_acc_mean"], s["control_agreement_mean"], fmt="o", mfc="none", color=c, capsize=3)
-    finish(fig, ax, "agreement_vs_accuracy.png", "student test accuracy (%)", "teacher–student test agreement (%)",
-           "agreement vs accuracy (hollow: independent control)", 7)
-    # train vs test agreement
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for i, (name, r) in enumerate(variants.items()):
-        s = r["summary"]
-        for key, marker in (("train_agreement", "o"), ("train_aug_agreement", "s")):
-            ax.errorbar(s[f"{key}_mean"], s["test_agreement_mean"], xerr=s[f"{key}_std"],
-                        yerr=s["test_agreement_std"], fmt=marker, color=f"C{i % 10}", capsize=3,
-                        label=f"{name} ({'clean' if marker == 'o' else 'distill data'})")
-    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
-    ax.plot([lo, 100], [lo, 100], color="grey", lw=0.8, ls="--")
-    finish(fig, ax, "train_vs_test_agreement.png",
-           "train agreement (%)  ● clean train split  ■ one pass of the distillation data", "test agreement (%)",
-           "train vs test agreement", 6)
-    # reliability diagram
-    fig, ax = plt.subplots(figsize=(6, 6))
-    first = next(iter(variants.values()))["bins"]["teacher"]
-    ax.plot(first["conf"], first["acc"], "k-o", label=f"teacher (ECE {100 * first['ece']:.1f}%)")
-    for i, (name, r) in enumerate(variants.items()):
-        b = r["bins"]["student"]
-        ax.plot(b["conf"], b["acc"], "-o", ms=3, color=f"C{i % 10}", label=f"{name} (ECE {100 * b['ece']:.1f}%)")
-    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
-    finish(fig, ax, "reliability.png", "confidence (max softmax), bin mean", "accuracy in bin",
-           "reliability (test, seed 0)", 7)
-    return paths
 
 
 def run_experiment(name: str, out_dir: Path | str, quick: bool = False, seeds: int | None = None,
@@ -312,7 +252,7 @@ def run_experiment(name: str, out_dir: Path | str, quick: bool = False, seeds: i
     results["wall_time_s"] = time.perf_counter() - start
     results["environment"] = environment("cpu")
     table = _table(results)
-    results["pngs"] = _plots(results, out)
+    results["pngs"] = experiment_figures(results, out)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     atomic_write_text(out / "results.md", table + "\n")
     print(table)  # the result is printed with or without progress bars

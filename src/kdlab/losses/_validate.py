@@ -8,9 +8,10 @@ device→host synchronisation (non-finite values, label range) can be switched o
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -160,9 +161,32 @@ def check_pair(
 
 
 def check_logits(z: object, v: object) -> tuple[Tensor, Tensor]:
-    """Validated student logits and *detached* teacher logits in the compute dtype."""
+    """Validated student logits and *detached* teacher logits in the compute dtype.
+
+    Teacher logits that require grad while the student's do not are a swapped pair (the loss would train nothing:
+    the teacher is detached here); ``requires_grad`` is metadata, so the check costs no host sync."""
+    if isinstance(z, Tensor) and isinstance(v, Tensor) and v.requires_grad and not z.requires_grad:
+        raise ValueError(
+            "teacher_logits (v) require grad but student_logits (z) do not: the pair looks swapped (the student's "
+            "logits come first); if it is meant, pass teacher_logits.detach()")
     z, v = check_pair(z, v, "student_logits (z)", "teacher_logits (v)")
     return z, v.detach()
+
+
+def logit_names(loss: Callable) -> Callable:
+    """Let a loss written as ``f(z, v, ...)`` take its logits by the documented names as well:
+    ``f(student_logits=..., teacher_logits=...)`` (README, docs/losses.md) or ``f(z=..., v=...)``."""
+
+    @functools.wraps(loss)
+    def wrapper(*args, **kwargs):
+        for long, short in (("student_logits", "z"), ("teacher_logits", "v")):
+            if long in kwargs:
+                if short in kwargs:
+                    raise ValueError(f"give {long} or {short}, not both")
+                kwargs[short] = kwargs.pop(long)
+        return loss(*args, **kwargs)
+
+    return wrapper
 
 
 def check_target(target: object, n: int, c: int, device: torch.device) -> Tensor:

@@ -7,7 +7,7 @@ import math
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlab.losses._validate import check_logits, check_positive, check_reduction, reduce
+from kdlab.losses._validate import check_logits, check_positive, check_reduction, logit_names, reduce
 
 _EPS = 1e-8
 # log of the reference clamp bounds [1e-8, 1 − 1e-8]; log is monotone, so clamping log σ equals log of clamped σ.
@@ -24,6 +24,7 @@ def _clamped_log_sigmoid(x: Tensor) -> tuple[Tensor, Tensor]:
     )
 
 
+@logit_names
 def binary_kl_loss(z: Tensor, v: Tensor, temperature: float = 2.0, reduction: str = "mean") -> Tensor:
     """L = τ² · Σ_c KL_B(t_c ‖ s_c) / N, s = clamp(σ(z/τ), 1e-8, 1−1e-8), t likewise for v  (Yang et al. 2024).
 
@@ -38,6 +39,7 @@ def binary_kl_loss(z: Tensor, v: Tensor, temperature: float = 2.0, reduction: st
     return reduce((tau * tau) * kl.sum(dim=1), reduction)
 
 
+@logit_names
 def binary_kl_norm_loss(z: Tensor, v: Tensor, temperature: float = 2.0, reduction: str = "mean") -> Tensor:
     """L = τ² · Σ_c KL_B(0.5 ‖ d_c) / N, d = clamp(σ((z − v)/τ), 1e-8, 1−1e-8)  (Yang et al. 2024, BinaryKL-Norm).
 

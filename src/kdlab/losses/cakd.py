@@ -12,10 +12,12 @@ from kdlab.losses._validate import (
     check_nonnegative,
     check_positive,
     check_reduction,
+    logit_names,
     reduce,
 )
 
 
+@logit_names
 def kl_decomposition(
     z: Tensor, v: Tensor, strong_mask: Tensor, temperature: float = 4.0
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -32,6 +34,7 @@ def kl_decomposition(
     return split_kl(F.log_softmax(v / t, dim=1), F.log_softmax(z / t, dim=1), strong_mask)
 
 
+@logit_names
 def cakd_loss(
     z: Tensor,
     v: Tensor,

@@ -14,6 +14,7 @@ from kdlab.losses._validate import (
     check_pair,
     check_positive,
     check_reduction,
+    logit_names,
     reduce,
 )
 from kdlab.losses.ranks import _hard_rank, _soft_rank
@@ -68,6 +69,7 @@ def abs_cosine_distance_rows(a: Tensor, b: Tensor, eps: float = _EPS) -> Tensor:
 # losses
 
 
+@logit_names
 def dist_loss(
     z: Tensor,
     v: Tensor,
@@ -92,6 +94,7 @@ def dist_loss(
     return (tau * tau) * (beta * inter + gamma * intra)
 
 
+@logit_names
 def r2kd_value_loss(z: Tensor, v: Tensor, temperature: float = 4.0, reduction: str = "mean") -> Tensor:
     """L = T²·(mean_i d(P^s_i, P^t_i) + mean_c d(P^s_{:,c}, P^t_{:,c})), d(a,b) = 1 − |⟨a,b⟩|/(‖a‖‖b‖ + 1e-8).
 
@@ -107,6 +110,7 @@ def r2kd_value_loss(z: Tensor, v: Tensor, temperature: float = 4.0, reduction: s
     return (t * t) * (inter + intra)
 
 
+@logit_names
 def spearman_loss(
     z: Tensor,
     v: Tensor,
@@ -133,6 +137,7 @@ def spearman_loss(
     return reduce(1 - _pearson_rows(rank_s, rank_t), reduction)
 
 
+@logit_names
 def cmkd_loss(
     z: Tensor,
     v: Tensor,

@@ -12,10 +12,12 @@ from kdlab.losses._validate import (
     check_positive,
     check_reduction,
     check_target,
+    logit_names,
     reduce,
 )
 
 
+@logit_names
 def dkd_parts(z: Tensor, v: Tensor, target: Tensor, temperature: float = 4.0) -> tuple[Tensor, Tensor]:
     """Per-sample (TCKD, NCKD), each [N], **without** the T² factor (Zhao et al. 2022, Eq. 1–4).
 
@@ -37,6 +39,7 @@ def _dkd_parts(z: Tensor, v: Tensor, target: Tensor, t: float) -> tuple[Tensor, 
     return tckd, nckd
 
 
+@logit_names
 def dkd_loss(
     z: Tensor,
     v: Tensor,

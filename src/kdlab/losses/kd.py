@@ -6,9 +6,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdlab.losses._logspace import kl_rows
-from kdlab.losses._validate import check_logits, check_positive, check_reduction, reduce
+from kdlab.losses._validate import check_logits, check_positive, check_reduction, logit_names, reduce
 
 
+@logit_names
 def kd_loss(z: Tensor, v: Tensor, temperature: float = 4.0, reduction: str = "mean") -> Tensor:
     """L_KD = T² · (1/N) Σ_i KL(softmax(v_i/T) ‖ softmax(z_i/T))  (Hinton et al. 2015).
 

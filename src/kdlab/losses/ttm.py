@@ -14,6 +14,7 @@ from kdlab.losses._validate import (
     check_positive,
     check_reduction,
     compute_dtype,
+    logit_names,
     reduce,
 )
 
@@ -36,6 +37,7 @@ def power_transform(teacher_logits: Tensor, gamma: float = 0.1) -> tuple[Tensor,
     return _power_transform(v.to(compute_dtype(v)), gamma)
 
 
+@logit_names
 def ttm_loss(z: Tensor, v: Tensor, gamma: float = 0.1, reduction: str = "mean") -> Tensor:
     """L_TTM = batch-mean KL(p̂_γ ‖ softmax(z)), p̂_γ = softmax(γ·v)  (Zheng & Yang 2024).
 
@@ -48,6 +50,7 @@ def ttm_loss(z: Tensor, v: Tensor, gamma: float = 0.1, reduction: str = "mean") 
     return reduce(kl_rows(log_p_hat, F.log_softmax(z, dim=1)), reduction)
 
 
+@logit_names
 def wttm_loss(z: Tensor, v: Tensor, gamma: float = 0.1, reduction: str = "mean") -> Tensor:
     """L_WTTM = batch-mean U_γ(softmax(v)) · KL(p̂_γ ‖ softmax(z)), U_γ(p) = Σ_c p_c^γ  (Zheng & Yang 2024).
 

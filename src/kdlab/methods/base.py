@@ -8,7 +8,8 @@ teacher (a :class:`~kdlab.teachers.Teacher`, given once at construction). For ea
 here (the pattern of timm's ``TrainingTask``):
 
 * class-level questions asked *before* the method is built, from its hyperparameters alone:
-  :meth:`needs_teacher` and :meth:`cacheable` (may an exact logit cache stand in for the teacher?);
+  :meth:`needs_teacher` and :meth:`cacheable` (may an exact logit cache stand in for the teacher?); and
+  :meth:`adapt`: the defaults that only suit CIFAR-100 (class count, 240 epochs), fitted to the run at hand;
 * :meth:`prepare_distributed` (DDP around the trainable part; DHKD syncs its own gradients instead);
 * :attr:`report_temperature` (the τ at which reports also give KL), :meth:`eval_model` (the network evaluated and
   saved), :meth:`backward` (DHKD's gradient alignment);
@@ -18,8 +19,9 @@ here (the pattern of timm's ``TrainingTask``):
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from kdlab import distributed as dist
+from kdlab._checks import SettingError
 from kdlab.losses import logit_standardize
 from kdlab.losses import validation as loss_validation
 from kdlab.teachers import Teacher
@@ -50,6 +53,45 @@ class StepOutput:
         return sum(self.losses.values())
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What a method's defaults may be adapted to (:meth:`Method.adapt`), known before the method is built."""
+
+    num_classes: int
+    epochs: int
+    input_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """One default changed for the run at hand, reported in the log and in ``final.json``."""
+
+    key: str  # the argument, e.g. "beta"
+    default: Any  # the class default (a CIFAR-100 recipe value)
+    value: Any  # what this run uses
+    why: str
+
+
+def defaults_left(hp: Params, given: Collection[str] | None) -> set[str]:
+    """The arguments of ``hp`` the user did not give (``given`` None: unknown, so none is adaptable)."""
+    return set() if given is None else set(type(hp).model_fields) - set(given)
+
+
+def scaled_warmup(hp: Params, facts: RunFacts, given: Collection[str] | None) -> list[Adaptation]:
+    """DKD's 20-epoch warm-up is 20 of CIFAR-100's 240 epochs. A shorter run left at the default gets the same share
+    of its length, max(1, round(20·epochs/240)), so the warm-up ends as early in training as in the recipe."""
+    default = type(hp).model_fields["warmup"].default
+    if "warmup" not in defaults_left(hp, given) or facts.epochs >= CIFAR_EPOCHS or hp.warmup != default:
+        return []
+    value = max(1, round(default * facts.epochs / CIFAR_EPOCHS))
+    return [Adaptation("warmup", default, value, f"the CIFAR-100 warm-up of {default} of {CIFAR_EPOCHS} epochs, "
+                                                 f"scaled to {facts.epochs} epochs")]
+
+
+#: length of the shared CIFAR-100 recipe (docs/reference/methods.md §10), which epoch-counted defaults belong to
+CIFAR_EPOCHS = 240
+
+
 def warmup_factor(epoch: int, warmup: int) -> float:
     """DKD's linear warm-up of the distillation term: min(epoch / warmup, 1), epoch 1-based."""
     return 1.0 if warmup <= 0 else min(epoch / warmup, 1.0)
@@ -60,6 +102,7 @@ class Method(nn.Module):
 
     Params: ClassVar[type[Params]] = Params
     name: ClassVar[str] = "?"
+    summary: ClassVar[str] = ""  # one plain line for `kdlab methods`: the paper and what the loss matches
     # Distillation-data extras (kdlab.data.policies) a method honours: unlabelled samples need a method whose only use
     # of the labels is `masked_ce`; per-sample temperatures need the method to read batch.temperature.
     labels_only_in_ce: ClassVar[bool] = False
@@ -74,6 +117,20 @@ class Method(nn.Module):
         return True
 
     @classmethod
+    def adapt(cls, hp: Params, facts: RunFacts, given: Collection[str] | None) -> tuple[Params, list[Adaptation]]:
+        """``hp`` with the defaults that only suit the CIFAR-100 recipe (100 classes, 240 epochs, 32×32 images)
+        fitted to the run described by ``facts``, and what changed. Only arguments the user did not give
+        (``given``) change; a given value that cannot work is a :class:`SettingError`. Default: nothing to adapt."""
+        changes = cls._adaptations(hp, facts, given)
+        if not changes:
+            return hp, []
+        return hp.model_copy(update={c.key: c.value for c in changes}), changes
+
+    @classmethod
+    def _adaptations(cls, hp: Params, facts: RunFacts, given: Collection[str] | None) -> list[Adaptation]:
+        return []
+
+    @classmethod
     def cacheable(cls, hp: Params) -> bool:
         """Whether an exact (index, view) teacher-logit cache may stand in for the teacher: True only when the method
         reads the teacher solely through ``teacher.logits_for_batch(batch)`` of the loader's own batch. Default
@@ -83,7 +140,7 @@ class Method(nn.Module):
     def __init__(self, student: nn.Module, teacher: Teacher | None, num_classes: int, hp: Params):
         super().__init__()
         if teacher is None and self.needs_teacher(hp):
-            raise ValueError(f"method {self.name!r} needs a teacher (set teacher.checkpoint in the config)")
+            raise SettingError(f"method {self.name!r} needs a teacher; set {{teacher}}", teacher="teacher.checkpoint")
         self.student = student
         self.num_classes = num_classes
         self.hp = hp

@@ -16,14 +16,17 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from kdlab.losses import cakd_loss, kl_decomposition, strong_set_mass, strong_set_target, strong_set_topk
-from kdlab.methods.base import Method, Params, StepOutput, warmup_factor
+from kdlab._checks import SettingError
+from kdlab.methods.base import Adaptation, Method, Params, StepOutput, defaults_left, scaled_warmup, warmup_factor
 from kdlab.methods.registry import register
 from kdlab._modes import eval_mode
 from kdlab.models import forward_features
 
 
 class CAKDParams(Params):
-    """Logit level: DKD's recipe (CE 1, T=4, 20-epoch warm-up, β per pair). Feature level: chosen defaults (docs/reference/methods.md §4)."""
+    """Logit level: DKD's CIFAR-100 recipe (CE 1, T=4, 20-epoch warm-up, β per pair). Feature level: chosen defaults
+    (docs/reference/methods.md §4). Left at their defaults, k, the warm-up and input_shape are fitted to the run
+    (:meth:`CAKD._adaptations`)."""
 
     # logit level
     logit: bool = True
@@ -47,6 +50,10 @@ class CAKDParams(Params):
     feature_beta: float = Field(8.0, ge=0)  # β_f, WCD weight
     # shape of ONE input sample, used once at construction to read the last-stage channel counts
     input_shape: list[int] = Field(default_factory=lambda: [3, 32, 32], min_length=1)
+    # the module (a path of model.named_modules(), e.g. "layer3" or "features.5") whose output is the feature map;
+    # None: the last stage of the model's own forward_features (every zoo model has one)
+    student_stage: str | None = None
+    teacher_stage: str | None = None
 
     @model_validator(mode="after")
     def _some_level(self):
@@ -73,7 +80,28 @@ class CAKD(Method):
     connector to the teacher's channel count and is resized (bilinear; linear for 1-D maps) to the teacher's size.
     """
 
+    summary = "CAKD (Zhang et al. 2024): KL split by classes the teacher finds strongly or weakly related; logits, maps"
+
     Params = CAKDParams
+
+    @classmethod
+    def _adaptations(cls, hp, facts, given):
+        """Defaults fitted to the run: the top-k strong set keeps at least one weakly correlated class
+        (k ≤ C − 1, the CIFAR-100 default k = 5 otherwise leaves W empty or exceeds C), the warm-up is DKD's share of
+        the run (:func:`scaled_warmup`), and the feature level's probe shape is the data's sample shape."""
+        left, c = defaults_left(hp, given), facts.num_classes
+        changes = scaled_warmup(hp, facts, given)
+        if hp.strong_set == "topk":
+            if "k" in left and hp.k >= c:
+                changes.append(Adaptation("k", hp.k, max(1, c - 1), f"the CIFAR-100 default strong set of {hp.k} "
+                                                                    f"classes, clamped to C − 1 for {c} classes"))
+            elif hp.k > c:
+                raise SettingError(f"cakd: {{k}}={hp.k} exceeds the number of classes ({c}); use at most {c - 1}",
+                                   k="method.args.k")
+        shape = list(facts.input_shape)
+        if hp.feature and "input_shape" in left and shape and hp.input_shape != shape:
+            changes.append(Adaptation("input_shape", hp.input_shape, shape, "the shape of one sample of the data"))
+        return changes
 
     @classmethod
     def cacheable(cls, hp: CAKDParams) -> bool:  # the feature level reads the teacher's maps, which are not cached
@@ -98,21 +126,46 @@ class CAKD(Method):
         t_dtype = t_param.dtype if t_param is not None else torch.get_default_dtype()
         try:
             with eval_mode(self.student), torch.no_grad():
-                s_feats = forward_features(self.student, torch.zeros((2, *shape), device=s_dev, dtype=s_dtype))[1]
-            t_feats = self.teacher.features(torch.zeros((2, *shape), device=t_dev, dtype=t_dtype))[1]
-            s_map, t_map = s_feats["stages"][-1], t_feats["stages"][-1]
+                s_map = self._student_map(torch.zeros((2, *shape), device=s_dev, dtype=s_dtype))[1]
+            t_map = self._teacher_map(torch.zeros((2, *shape), device=t_dev, dtype=t_dtype))[1]
+        except SettingError:
+            raise
         except (ValueError, RuntimeError) as exc:  # a model's own check, or a conv/linear shape mismatch
-            raise ValueError(
+            raise SettingError(
                 f"cakd feature level: a dummy forward with input_shape={list(shape)} failed ({exc}); set "
-                "method.args.input_shape to the shape of one input sample, e.g. [3, 32, 32] for CIFAR"
-            ) from None
+                "{input_shape} to the shape of one input sample, e.g. [3, 32, 32] for CIFAR",
+                input_shape="method.args.input_shape") from None
         if s_map.dim() not in (3, 4) or t_map.dim() != s_map.dim():
-            raise ValueError(
-                "cakd feature level needs convolutional last-stage maps of the same kind ([N, C, L] or [N, C, H, W]) "
-                f"from student and teacher; got shapes {tuple(s_map.shape)} and {tuple(t_map.shape)}. "
-                "Use feature: false for networks without feature maps"
-            )
+            raise SettingError(
+                "cakd feature level needs convolutional feature maps of the same kind ([N, C, L] or [N, C, H, W]) "
+                f"from student and teacher; got shapes {tuple(s_map.shape)} and {tuple(t_map.shape)}. Name other "
+                "modules in {student_stage} / {teacher_stage}, or set {feature} to false for networks without "
+                "feature maps", student_stage="method.args.student_stage", teacher_stage="method.args.teacher_stage",
+                feature="method.args.feature")
         return _conv_bn(s_map.dim() - 2, s_map.shape[1], t_map.shape[1]).to(device=s_dev, dtype=s_dtype)
+
+    def _stage_map(self, model: nn.Module, feats: dict, who: str) -> torch.Tensor:
+        if feats["stages"]:
+            return feats["stages"][-1]
+        # a model without forward_features (and no path) gives no stages: say how to name one
+        children = ", ".join(name for name, _ in model.named_children()) or "none"
+        raise SettingError(
+            f"cakd feature level: the {who} ({type(model).__name__}) has no forward_features, so name the module "
+            f"whose output is its feature map in {{stage}}: a path of model.named_modules() (top-level modules: "
+            f"{children}), or set {{feature}} to false", stage=f"method.args.{who}_stage",
+            feature="method.args.feature")
+
+    def _student_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(student logits, its feature map) for ``x``: the stage ``student_stage`` or its forward_features."""
+        path = self.hp.student_stage
+        z, feats = forward_features(self.student, x, [path] if path else None)
+        return z, self._stage_map(self.student, feats, "student")
+
+    def _teacher_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(teacher logits, its feature map) from one teacher pass."""
+        path = self.hp.teacher_stage
+        v, feats = self.teacher.features(x, [path] if path else None)
+        return v, self._stage_map(self.teacher.module, feats, "teacher")
 
     def strong_mask(self, v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """S per sample from the teacher logits ``v`` (standardised when the switch is on), bool [N, C], no gradient."""
@@ -121,7 +174,8 @@ class CAKD(Method):
             return strong_set_target(target, v.shape[1])
         if hp.strong_set == "topk":
             if hp.k > v.shape[1]:
-                raise ValueError(f"cakd: k={hp.k} exceeds the number of classes {v.shape[1]}; lower method.args.k")
+                raise SettingError(f"cakd: {{k}}={hp.k} exceeds the number of classes ({v.shape[1]}); use at most "
+                                   f"{v.shape[1] - 1}", k="method.args.k")
             return strong_set_topk(v, k=hp.k)
         return strong_set_mass(v, threshold=hp.mass, temperature=hp.mass_temperature)
 
@@ -136,10 +190,10 @@ class CAKD(Method):
         s_rows, t_rows = s.flatten(2).flatten(0, 1), t_map.flatten(2).flatten(0, 1)
         positions = t_rows.shape[1]
         if positions < 2:
-            raise ValueError(
-                f"cakd feature level needs maps with at least 2 spatial positions; the teacher's last stage has "
-                f"{tuple(t_map.shape[2:])}. Use a larger input or feature: false"
-            )
+            raise SettingError(
+                f"cakd feature level needs maps with at least 2 spatial positions; the teacher's map has "
+                f"{tuple(t_map.shape[2:])}. Use a larger input, an earlier stage in {{stage}}, or set {{feature}} to "
+                "false", stage="method.args.teacher_stage", feature="method.args.feature")
         k = min(positions, max(1, round(hp.feature_top_fraction * positions)))
         mask = strong_set_topk(t_rows, k=k)
         bcd, scd, wcd = kl_decomposition(s_rows, t_rows, mask, temperature=hp.feature_temperature)
@@ -153,9 +207,8 @@ class CAKD(Method):
         w = warmup_factor(epoch, hp.warmup)
         losses: dict[str, torch.Tensor] = {}
         if hp.feature:
-            z, s_feats = forward_features(self.student, batch.x)
-            # one teacher pass gives both its logits and its maps
-            v, t_feats = self.teacher.features(batch.x)
+            z, s_map = self._student_map(batch.x)
+            v, t_map = self._teacher_map(batch.x)  # one teacher pass gives both its logits and its map
         else:
             z = self.student(batch.x)
             v = self.teacher.logits_for_batch(batch)
@@ -169,7 +222,7 @@ class CAKD(Method):
             )
             logs["strong_set_size"] = mask.sum(dim=1).float().mean()
         if hp.feature:
-            feat, feat_logs = self.feature_loss(s_feats["stages"][-1], t_feats["stages"][-1])
+            feat, feat_logs = self.feature_loss(s_map, t_map)
             losses["cakd_feat"] = w * feat
             logs.update(feat_logs)
         return StepOutput(z, losses, v, logs)

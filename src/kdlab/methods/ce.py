@@ -12,6 +12,7 @@ class CEParams(Params):
 
 @register("ce")
 class CE(LogitMethod):
+    summary = "cross-entropy on the labels only: for teachers and the no-teacher baseline"
     Params = CEParams
 
     @classmethod

@@ -31,6 +31,8 @@ class CMKD(LogitMethod):
     L_intra: per-class Pearson distance across the batch.
     """
 
+    summary = "CMKD (Niu et al. 2024): Pearson and Spearman matching, weighted per sample by the teacher's entropy"
+
     Params = CMKDParams
 
     def forward(self, batch, epoch: int) -> StepOutput:

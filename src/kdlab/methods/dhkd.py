@@ -67,6 +67,8 @@ class DHKD(LogitMethod):
     With gradient alignment the update direction is g1 + g2' (see :func:`projected_sum`) instead of g1 + g2.
     """
 
+    summary = "DHKD (Yang et al. KDD 2025): a second head learns the teacher by BinaryKL-Norm, with gradient alignment"
+
     Params = DHKDParams
 
     def __init__(self, student, teacher, num_classes, params):
@@ -154,6 +156,8 @@ class SingleHeadBKLParams(Params):
 @register("single_head_bkl")
 class SingleHeadBKL(LogitMethod):
     """L = w_ce·CE(z, y) + w_bkl·τ²·Σ_c KL_B(σ(v/τ) ‖ σ(z/τ))/N on the SAME single linear head z (DHKD failure case)."""
+
+    summary = "DHKD's failure case: CE and BinaryKL on one shared head, to check the paper's claim"
 
     Params = SingleHeadBKLParams
 

@@ -12,6 +12,8 @@ from kdlab.methods.registry import register
 
 
 class KDParams(Params):
+    """The CIFAR-100 benchmark values (docs/reference/methods.md §2); they do not depend on the class count."""
+
     temperature: float = Field(4.0, gt=0)
     ce_weight: float = Field(0.1, ge=0)
     kd_weight: float = Field(0.9, ge=0)
@@ -30,6 +32,8 @@ def kd_loss_per_sample_temperature(z: Tensor, v: Tensor, temperature: Tensor) ->
 class KD(LogitMethod):
     """L = w_ce·CE(z, y) + w_kd·T²·KL(softmax_T(v) ‖ softmax_T(z))."""
 
+    summary = "KD (Hinton et al. 2015): cross-entropy plus KL to the teacher's temperature-softened probabilities"
+
     Params = KDParams
     labels_only_in_ce = True
     per_sample_temperature = True
@@ -46,3 +50,22 @@ class KD(LogitMethod):
             kd = kd_loss_per_sample_temperature(zs, vs, tau)
         losses = {"ce": hp.ce_weight * self.masked_ce(z, batch), "kd": hp.kd_weight * kd}
         return StepOutput(z, losses, v)
+
+
+class KDLSParams(KDParams):
+    """KD + logit standardisation with the published CIFAR-100 values (Sun et al. 2024; docs/reference/methods.md §9):
+    base T = 2, w_kd = 9, w_ce = 0.1, standardisation on."""
+
+    temperature: float = Field(2.0, gt=0)
+    kd_weight: float = Field(9.0, ge=0)
+    logit_standardization: bool = True
+
+
+@register("kd_ls")
+class KDLS(KD):
+    """``kd`` with logit standardisation and its published defaults (Sun et al., CVPR 2024): the same loss as
+    ``kd`` with ``logit_standardization: true``, T=2, w_kd=9, w_ce=0.1."""
+
+    summary = "KD with logit standardisation (Sun et al. CVPR 2024) and its published T=2, KD weight 9, CE weight 0.1"
+
+    Params = KDLSParams

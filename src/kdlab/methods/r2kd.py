@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
+from kdlab._checks import SettingError
 from kdlab.data import autoaugment_like, cutmix, cutout, mixup
 from kdlab.losses import r2kd_value_loss, spearman_loss
 from kdlab.methods.base import Method, Params, StepOutput
@@ -59,6 +60,8 @@ class R2KD(Method):
     with hard ranks (the reference) it has no gradient and is reported in ``logs`` (weighted by w_r).
     No CE on the augmented view x̂ and no warm-up.
     """
+
+    summary = "R2KD (Kim et al. 2023/2024): value and rank distances to a pruned-ensemble teacher, on two views"
 
     Params = R2KDParams
 
@@ -111,6 +114,18 @@ class R2KD(Method):
             x_hat = autoaugment_like(x, None, mean=hp.input_mean, std=hp.input_std)
         return x_hat, self.teacher_signal.logits(x_hat)
 
+    def _check_view_input(self, x: torch.Tensor) -> None:
+        """CutMix, Cutout and CutMixPick cut boxes of signals [N, C, L] or images [N, C, H, W], AutoAugment needs
+        images; tabular inputs [N, D] have neither (MixUp works on any input). A shape check, no host sync."""
+        if self.hp.augment == "mixup":
+            return
+        need = 4 if self.hp.augment == "autoaugment" else 3
+        if x.dim() < need or x.dim() > 4:
+            what = "images [N, C, H, W]" if need == 4 else "images [N, C, H, W] or signals [N, C, L]"
+            raise SettingError(f"r2kd's second view ({self.hp.augment}) needs {what}, but the inputs have shape "
+                               f"{tuple(x.shape)}; set {{augment}} to none for other inputs (tabular data)",
+                               augment="method.args.augment")
+
     def forward(self, batch, epoch: int) -> StepOutput:
         hp = self.hp
         z = self.student(batch.x)
@@ -119,6 +134,7 @@ class R2KD(Method):
         terms, logs = self.distill(z, self.teacher_signal.combine(v, v_pruned))
         losses.update(terms)
         if hp.augment != "none":
+            self._check_view_input(batch.x)
             x_hat, v_hat = self.second_view(batch.x)
             # a separate student forward: the clean batch's BN statistics are not mixed with the augmented ones
             terms, aug_logs = self.distill(self.student(x_hat), v_hat, suffix="_aug")

@@ -147,7 +147,8 @@ def _head_classes(model: nn.Module, state: dict[str, Tensor]) -> int | None:
 
 def load_model(path: str | Path, arch: str | None = None, num_classes: int | None = None) -> torch.nn.Module:
     """Rebuild a zoo model from a weights file: arch and class count from kdlab's metadata, else from ``arch`` and the
-    rows of the file's classifier weight; ``num_classes`` (the data's) must agree with the file."""
+    rows of the file's classifier weight; ``num_classes`` (the data's) must agree with the file. Returned on the CPU in
+    train mode; call ``.eval()`` (and ``.to(device)``) before predicting. ``kdlab.load_model``."""
     path = Path(path)
     state, meta = read_state_dict(path)
     file_arch = renamed(meta["arch"]) if "arch" in meta else None  # files written before a model was renamed
@@ -155,8 +156,9 @@ def load_model(path: str | Path, arch: str | None = None, num_classes: int | Non
         raise CheckpointError(f"{path}: holds a {file_arch!r} model but the config says arch {arch!r}")
     arch = arch or file_arch
     if arch is None:
-        raise CheckpointError(f"{path}: the file records no architecture; give it (teacher.arch=NAME in a config), "
-                              f"or convert the file once: kdlab teacher import {path} --arch NAME --out OUT.safetensors")
+        raise CheckpointError(f"{path}: the file records no architecture; give it (teacher.arch=NAME in a config, "
+                              "kdlab.load_model(path, arch=...), `kdlab eval --arch`), or convert the file once: "
+                              f"kdlab teacher import {path} --arch NAME --out OUT.safetensors")
     state = to_kdlab_names(canonical(arch), state)
     guess = int(meta["num_classes"]) if "num_classes" in meta else (num_classes or 2)
     model = create(arch, guess)

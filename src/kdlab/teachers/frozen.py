@@ -35,10 +35,11 @@ class FrozenTeacher:
         """Teacher logits for a training batch; a cached teacher looks them up by (index, view)."""
         return self.logits(batch.x)
 
-    def features(self, x: torch.Tensor):
-        """``(logits, {"stages": [...], "pooled": ...})`` for feature-level methods."""
+    def features(self, x: torch.Tensor, stage_paths: list[str] | None = None):
+        """``(logits, {"stages": [...], "pooled": ...})`` for feature-level methods; ``stage_paths`` as in
+        :func:`~kdlab.models.features.forward_features` (None: the model's own ``forward_features``)."""
         with torch.inference_mode():
-            logits, feats = forward_features(self.module, x)
+            logits, feats = forward_features(self.module, x, stage_paths)
         clone = lambda t: t.clone()  # noqa: E731
         return clone(logits), {"stages": [clone(s) for s in feats["stages"]], "pooled": clone(feats["pooled"])}
 

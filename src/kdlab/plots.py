@@ -1,0 +1,150 @@
+"""Every figure kdlab draws: a run's training curves (``curves.png`` in each run directory), the method comparison of
+``kdlab demo`` and the figures of ``kdlab experiment``.
+
+Figures are built with matplotlib's object API (``Figure`` + the Agg canvas), never ``pyplot``: no global backend
+is switched and no figure is left open in a user's session. Each PNG is written atomically (``kdlab._io``).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from kdlab._io import atomic_write_bytes
+
+__all__ = ["experiment_figures", "method_comparison", "training_curves"]
+
+
+def _figure(figsize: tuple[float, float], ncols: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib is imported only when drawing
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one run
+# ---------------------------------------------------------------------------------------------------------------
+def training_curves(history: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
+    """``curves.png``: per epoch the training loss terms (and their sum), train and test accuracy, and the teacher
+    agreement (online on the training batches, and on the test set) — from the records of ``metrics.jsonl``."""
+    fig, (loss_ax, acc_ax, agree_ax) = _figure((13, 3.8), ncols=3)
+    epochs = [r["epoch"] for r in history]
+    terms = sorted({k for r in history for k in r.get("train", {}) if k.startswith("loss_")})
+    for key in ["loss"] + terms:
+        loss_ax.plot(epochs, [r["train"].get(key, float("nan")) for r in history], "-" if key == "loss" else "--",
+                     label="total" if key == "loss" else key[5:])
+    loss_ax.set_ylabel("training loss")
+    tested = [r for r in history if "test" in r]
+    acc_ax.plot(epochs, [r["train"].get("acc", float("nan")) for r in history], "--", label="train (augmented)")
+    acc_ax.plot([r["epoch"] for r in tested], [r["test"]["student_acc"] for r in tested], "-o", ms=3, label="test")
+    acc_ax.set_ylabel("accuracy (%)")
+    online = [r for r in history if "agreement" in r.get("train", {})]
+    agreed = [r for r in tested if "agreement" in r["test"]]
+    if online or agreed:
+        agree_ax.plot([r["epoch"] for r in online], [r["train"]["agreement"] for r in online], "--",
+                      label="train batches")
+        agree_ax.plot([r["epoch"] for r in agreed], [r["test"]["agreement"] for r in agreed], "-o", ms=3,
+                      label="test")
+        agree_ax.set_ylabel("teacher–student agreement (%)")
+    else:
+        agree_ax.text(0.5, 0.5, "no teacher in this run", ha="center", va="center", transform=agree_ax.transAxes)
+    for ax in (loss_ax, acc_ax, agree_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, Path(path), dpi=100)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# kdlab demo
+# ---------------------------------------------------------------------------------------------------------------
+def method_comparison(results: dict[str, Any], path: str | Path) -> None:
+    """The demo's figure: student test accuracy vs teacher agreement per method, mean ± std over seeds."""
+    fig, ax = _figure((8, 5))
+    markers = "osD^vP*Xhp<>"
+    checks = results.get("checks", {})
+    for i, (name, r) in enumerate({**results["methods"], **checks}.items()):
+        if "agreement_mean" not in r:  # no teacher in that run: accuracy only
+            ax.axvline(r["acc_mean"], color="grey", ls="--", lw=1, label=f"{name} (no teacher)")
+            continue
+        # a legend instead of labels on the points: the methods sit close together
+        ax.errorbar(r["acc_mean"], r["agreement_mean"], xerr=r["acc_std"], yerr=r["agreement_std"],
+                    fmt=markers[i % len(markers)], capsize=3, label=name,
+                    mfc="none" if name in checks else None)
+    ax.legend(fontsize=8, loc="lower right", ncol=2)
+    ax.set_xlabel("student test accuracy (%)")
+    ax.set_ylabel("teacher–student test agreement (%)")
+    ax.set_title(f"MNIST-1D: {results['teacher']['arch']} ({results['teacher']['acc']:.1f}%) → "
+                 f"{results['student_arch']}, {results['seeds']} seed(s)")
+    ax.grid(alpha=0.3)
+    _save(fig, Path(path), dpi=120)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# kdlab experiment
+# ---------------------------------------------------------------------------------------------------------------
+def experiment_figures(results: dict[str, Any], out: str | Path) -> list[str]:
+    """The figures of a fidelity experiment in ``out``: agreement vs accuracy (with the independent control), train
+    vs test agreement, and the reliability diagram; returns their file names."""
+    out = Path(out)
+    paths = []
+    variants = results["variants"]
+
+    def finish(fig, ax, file: str, xlabel: str, ylabel: str, title: str, legend_size: int) -> None:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{results['name']}: {title}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+        _save(fig, out / file, dpi=110)
+        paths.append(file)
+
+    # agreement vs accuracy (with the control)
+    fig, ax = _figure((7, 5))
+    for i, (name, r) in enumerate(variants.items()):
+        s, c = r["summary"], f"C{i % 10}"
+        ax.errorbar(s["student_acc_mean"], s["test_agreement_mean"], xerr=s["student_acc_std"],
+                    yerr=s["test_agreement_std"], fmt="o", color=c, capsize=3, label=name)
+        if "control_agreement_mean" in s:
+            ax.errorbar(s["control_acc_mean"], s["control_agreement_mean"], fmt="o", mfc="none", color=c, capsize=3)
+    finish(fig, ax, "agreement_vs_accuracy.png", "student test accuracy (%)", "teacher–student test agreement (%)",
+           "agreement vs accuracy (hollow: independent control)", 7)
+    # train vs test agreement
+    fig, ax = _figure((7, 5))
+    for i, (name, r) in enumerate(variants.items()):
+        s = r["summary"]
+        for key, marker in (("train_agreement", "o"), ("train_aug_agreement", "s")):
+            ax.errorbar(s[f"{key}_mean"], s["test_agreement_mean"], xerr=s[f"{key}_std"],
+                        yerr=s["test_agreement_std"], fmt=marker, color=f"C{i % 10}", capsize=3,
+                        label=f"{name} ({'clean' if marker == 'o' else 'distill data'})")
+    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
+    ax.plot([lo, 100], [lo, 100], color="grey", lw=0.8, ls="--")
+    finish(fig, ax, "train_vs_test_agreement.png",
+           "train agreement (%)  ● clean train split  ■ one pass of the distillation data", "test agreement (%)",
+           "train vs test agreement", 6)
+    # reliability diagram
+    fig, ax = _figure((6, 6))
+    first = next(iter(variants.values()))["bins"]["teacher"]
+    ax.plot(first["conf"], first["acc"], "k-o", label=f"teacher (ECE {100 * first['ece']:.1f}%)")
+    for i, (name, r) in enumerate(variants.items()):
+        b = r["bins"]["student"]
+        ax.plot(b["conf"], b["acc"], "-o", ms=3, color=f"C{i % 10}", label=f"{name} (ECE {100 * b['ece']:.1f}%)")
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8)
+    finish(fig, ax, "reliability.png", "confidence (max softmax), bin mean", "accuracy in bin",
+           "reliability (test, seed 0)", 7)
+    return paths
