@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from kdlab import build, distributed, methods
-from kdlab.config import RECIPES_DIR
+from kdlab.config import recipe_names
 
 
 def _train(args, teacher: bool) -> int:
@@ -38,8 +38,8 @@ def _config(args) -> int:
 
 
 def _recipes(args) -> int:
-    for path in sorted(RECIPES_DIR.rglob("*.yaml")):
-        print(path.relative_to(RECIPES_DIR).with_suffix(""))
+    for name in recipe_names():
+        print(name)
     return 0
 
 
