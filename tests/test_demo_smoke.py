@@ -1,10 +1,12 @@
-"""`kdlab demo --quick` end to end (teacher, CE and KD students): results.json, table, plot, and KD beating CE."""
+"""`kdlab demo --quick` end to end (teacher, CE and KD students): results.json, table, plot, KD beating CE, and
+`kdlab table` on the demo's runs printing the demo's table."""
 
 import json
 
 import pytest
 
 from kdlab import demo
+from kdlab.cli import main
 
 # measured at these settings (teacher 98.5%, 2 seeds): CE 75.80 ± 0.85%, KD 85.75 ± 1.06%
 MARGIN = 5.0
@@ -28,3 +30,9 @@ def test_demo_writes_results_table_and_plot_and_kd_beats_ce(tmp_path, capsys):
     table = (tmp_path / "out" / "results.md").read_text()
     assert table.strip() in capsys.readouterr().out
     assert "| kd | 2 |" in table and "| ce | 2 |" in table
+    # the demo is a sweep: its runs are ordinary cells, and `kdlab table` on them prints the demo's table
+    assert sorted(p.relative_to(tmp_path / "out" / "runs").as_posix() for p in
+                  (tmp_path / "out" / "runs").rglob("final.json")) == [
+        f"mnist1d/{m}/seed{k}/final.json" for m in ("ce", "kd") for k in (0, 1)]
+    assert main(["table", str(tmp_path / "out" / "runs")]) == 0
+    assert capsys.readouterr().out == table

@@ -2,7 +2,8 @@
 
 * :mod:`kdlab.cli.train` — ``teacher``, ``train``, ``config``, ``recipes``, ``methods``;
 * :mod:`kdlab.cli.evaluate` — ``eval``, ``fidelity``;
-* :mod:`kdlab.cli.showcase` — ``demo``, ``experiment``.
+* :mod:`kdlab.cli.showcase` — ``demo``, ``experiment``;
+* :mod:`kdlab.cli.sweep` — ``sweep``, ``table``.
 
 :func:`main` maps the library's errors to one line on stderr and an exit code: 2 for bad input (config, data,
 checkpoint, files), 3 for a non-finite loss, 130 for Ctrl-C.
@@ -15,7 +16,7 @@ import os
 import sys
 
 from kdlab import __version__
-from kdlab.cli import evaluate, showcase, train
+from kdlab.cli import evaluate, showcase, sweep, train
 from kdlab.config import ConfigError
 from kdlab.distributed import launched_by_torchrun
 from kdlab.engine.checkpoint import CheckpointError
@@ -23,7 +24,7 @@ from kdlab.engine.loop import NonFiniteLossError
 
 __all__ = ["build_parser", "main"]
 
-GROUPS = (showcase, train, evaluate)
+GROUPS = (showcase, train, evaluate, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:
