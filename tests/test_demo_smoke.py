@@ -1,10 +1,12 @@
-"""`kdlab demo --quick` end to end (teacher, CE and KD students): results.json, table, plot, and KD beating CE."""
+"""`kdlab demo --quick` end to end (teacher, CE and KD students): results.json, table, plot, KD beating CE, and
+`kdlab table` on the demo's runs printing the demo's table."""
 
 import json
 
 import pytest
 
 from kdlab import demo
+from kdlab.cli import main
 
 # measured at these settings (teacher 98.5%, 2 seeds): CE 75.80 ± 0.85%, KD 85.75 ± 1.06%
 MARGIN = 5.0
@@ -28,13 +30,17 @@ def test_demo_writes_results_table_and_plot_and_kd_beats_ce(tmp_path, capsys):
     table = (tmp_path / "out" / "results.md").read_text()
     assert table.strip() in capsys.readouterr().out
     assert "| kd | 2 |" in table and "| ce | 2 |" in table
+    # the demo is a sweep: its runs are ordinary cells, and `kdlab table` on them prints the demo's table
+    assert sorted(p.relative_to(tmp_path / "out" / "runs").as_posix() for p in
+                  (tmp_path / "out" / "runs").rglob("final.json")) == [
+        f"mnist1d/{m}/seed{k}/final.json" for m in ("ce", "kd") for k in (0, 1)]
+    assert main(["table", str(tmp_path / "out" / "runs")]) == 0
+    assert capsys.readouterr().out == table
 
 
 def test_one_seed_tables_print_no_spread():
-    one = {"n_seeds": 1, "acc_mean": 91.5, "acc_std": 0.0, "best_acc_mean": 92.0, "best_acc_std": 0.0,
-           "agreement_mean": 90.0, "agreement_std": 0.0, "kl_mean": 0.2, "kl_std": 0.0, "ece_mean": 0.02}
-    results = {"teacher": {"arch": "t", "acc": 98.0}, "student_arch": "s", "epochs": 10, "seeds": 1,
-               "methods": {"kd": one, "dhkd": one}, "checks": {"single_head_bkl": one}}
-    table = demo._table(results)
-    assert "| kd | 1 | 91.50 | 92.00 | 90.00 | 0.200 | 2.00 |" in table
-    assert "| single_head_bkl | 91.50 | 90.00 |" in table and "±" not in table.split("mean ± std")[1]
+    """With one seed the spread is unknown, not 0: no `± 0.00` (the main table: tests/sweep/test_table.py)."""
+    one = {"n_seeds": 1, "acc_mean": 91.5, "acc_std": 0.0, "agreement_mean": 90.0, "agreement_std": 0.0}
+    lines = demo._checks_table({"dhkd": one}, {"single_head_bkl": one})
+    assert "| single_head_bkl | 91.50 | 90.00 |" in lines and "| dhkd | 91.50 | 90.00 |" in lines
+    assert "±" not in "\n".join(lines)

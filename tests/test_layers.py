@@ -16,7 +16,7 @@ FLOORS = {
     "teachers": 2,
     "methods": 3, "eval": 3,
     "engine": 4,
-    "build": 5, "api": 6, "sweep": 6,
+    "build": 5, "failures": 5, "api": 6, "sweep": 6,
     "fidelity": 7, "demo": 7,
     "cli": 8, "__main__": 9,
 }

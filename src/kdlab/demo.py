@@ -1,8 +1,11 @@
 """``kdlab demo``: every method distils the same MNIST-1D student from the same teacher, for several seeds.
 
-Writes ``results.json``, ``results.md`` (the table printed to the terminal) and ``results.png`` (accuracy vs
-teacher agreement per method, mean ± std over seeds). The teacher is trained once and cached under the data
-directory (``$KDLAB_DATA`` or ``~/.cache/kdlab``), keyed by its config, so later demos reuse it.
+A sweep of the methods' recipes (``kdlab.sweep``): the runs are ``<out>/runs/mnist1d/<method>/seed<k>/`` and
+``<out>/runs/sweep.json``; rerunning the demo skips finished runs and resumes interrupted ones. Writes
+``results.json``, ``results.md`` (the table printed to the terminal: ``kdlab table <out>/runs``, plus the DHKD
+failure case) and ``results.png`` (accuracy vs teacher agreement per method, mean ± std over seeds). The teacher is
+trained once and cached under the data directory (``$KDLAB_DATA`` or ``~/.cache/kdlab``), keyed by its config, so
+later demos reuse it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ from kdlab._io import atomic_write_text
 from kdlab.config import config_hash, read_yaml, resolve_config_path
 from kdlab.data import default_root
 from kdlab.engine.environment import environment
-from kdlab.eval import mean_std, summarize_seeds
-from kdlab.plots import method_comparison
-from kdlab.sweep import pool_size, run_cells, train_cell
+from kdlab.eval import mean_std
+from kdlab.plots import accuracy_vs_agreement
+from kdlab.sweep import Cell, InProcess, Local, cells_of, execute, pool_size, run_sweep
+from kdlab.sweep.spec import RecipeEntry, SweepSpec
+from kdlab.sweep.table import collect, markdown
 from kdlab.teachers import StaleCacheError
 
 # every distillation method of the library, each from configs/mnist1d/<name>.yaml; "ce" is the baseline
@@ -76,47 +81,21 @@ def _shared_cache(tdir: Path, progress: bool) -> list[str]:
     return ov[1:4]
 
 
-def _summary(finals: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean ± std over seeds (``n_seeds`` of them; every seed must report every number, never fewer silently)."""
-    per_seed = []
-    for f in finals:
-        row = {"acc": f["student"]["last_acc"], "best_acc": f["student"]["best_acc"], "wall_time_s": f["wall_time_s"]}
-        row.update({k: f["fidelity"].get(src) for k, src in (("agreement", "agreement"), ("kl", "kl"),
-                                                                ("ece", "student_ece"))})
-        per_seed.append(row)
-    return summarize_seeds(per_seed)
-
-
-def _table(results: dict[str, Any]) -> str:
-    t = results["teacher"]
-    lines = [
-        f"Teacher {t['arch']}: {t['acc']:.2f}% test accuracy. Student {results['student_arch']}, "
-        f"{results['epochs']} epochs, {results['seeds']} seed(s); mean ± std over seeds (n per row), last-epoch "
-        "accuracy.",
-        "",
-        "| method | n | accuracy % | best-epoch acc % | agreement % | KL(t‖s) | ECE % |",
-        "|---|---|---|---|---|---|---|",
-    ]
-
-    def row(name, r):
-        ece = (f"{100 * r['ece_mean']:.2f}" if "ece_mean" in r else "–")
-        return (f"| {name} | {r['n_seeds']} | {mean_std(r, 'acc')} | {mean_std(r, 'best_acc')} | "
-                f"{mean_std(r, 'agreement')} | {mean_std(r, 'kl', 3)} | {ece} |")
-
-    for name, r in results["methods"].items():
-        lines.append(row(name, r))
-    if results.get("checks"):
-        lines += ["", "Failure case from the DHKD paper (CE and BinaryKL on the same head), beside DHKD:", "",
-                  "| configuration | accuracy % | agreement % |", "|---|---|---|"]
-        for name, r in {**results["checks"], "dhkd": results["methods"].get("dhkd")}.items():
-            if r:
-                lines.append(f"| {name} | {mean_std(r, 'acc')} | {r.get('agreement_mean', float('nan')):.2f} |")
-    return "\n".join(lines)
+def _checks_table(methods: dict[str, Any], checks: dict[str, Any]) -> list[str]:
+    """The DHKD paper's failure case (one head, CE + BinaryKL) beside DHKD, below the table."""
+    lines = ["", "Failure case from the DHKD paper (CE and BinaryKL on the same head), beside DHKD:", "",
+             "| configuration | accuracy % | agreement % |", "|---|---|---|"]
+    for name, r in {**checks, "dhkd": methods.get("dhkd")}.items():
+        if r:
+            lines.append(f"| {name} | {mean_std(r, 'acc')} | {mean_std(r, 'agreement', std=False)} |")
+    return lines
 
 
 def run_demo(out_dir: Path, quick: bool = False, seeds: int | None = None, progress: bool = True,
              methods: tuple[str, ...] | None = None, workers: int | None = None,
              shared_cache: bool = True) -> dict[str, Any]:
+    """A sweep (``kdlab.sweep``) of the methods' MNIST-1D recipes × seeds in ``<out_dir>/runs``, then its table
+    (``kdlab.sweep.table``: what ``kdlab table <out_dir>/runs`` prints) and plot."""
     start = time.perf_counter()
     seeds = seeds if seeds is not None else (1 if quick else 3)
     if seeds < 1:
@@ -131,44 +110,48 @@ def run_demo(out_dir: Path, quick: bool = False, seeds: int | None = None, progr
     if not (tdir / "model.safetensors").is_file():
         print(f"training the MNIST-1D teacher once (cached in {tdir}) ...", flush=True)
         ov = t_overrides + [f"out_dir={tdir}", f"run.progress={str(progress).lower()}"]
-        train_cell("mnist1d/teacher", ov, True, os.cpu_count() or 1)
+        cell = Cell("mnist1d/teacher", "mnist1d/teacher", tuple(ov), str(tdir), command="teacher", kind="teacher")
+        _check(execute([cell], InProcess(os.cpu_count() or 1)), "the demo's teacher")
     teacher_final = json.loads((tdir / "final.json").read_text())
 
     # one teacher-logit table (4000 signals × 9 shifts) shared by every run: filled once here, then each run opens
     # the complete file read-only instead of running the teacher (methods that cannot use it ignore it)
     cache_ov = _shared_cache(tdir, progress) if shared_cache else []
-
-    cells = {}
-    for name in methods + checks:
-        recipe = _recipe(name)
-        ov = [f"teacher.checkpoint={tdir / 'model.safetensors'}", "run.progress=false", *cache_ov]
-        if quick:
-            ov += _scaled(recipe, QUICK_EPOCHS)
-        for seed in range(seeds):
-            run_ov = ov + [f"seed={seed}", f"out_dir={out_dir / 'runs' / name / f'seed{seed}'}"]
-            cells[(name, seed)] = (f"mnist1d/{name}", run_ov, False, threads)
-    finals = run_cells(train_cell, cells, workers, progress, "demo runs",
-                       postfix=lambda key, f: f"{key[0]} seed {key[1]}: {f['student']['last_acc']:.1f}%")
-    by_method = {name: [finals[(name, seed)] for seed in range(seeds)] for name in methods + checks}
-
-    first = by_method[methods[0]][0]
+    recipes = [RecipeEntry(recipe=f"mnist1d/{name}", overrides=_scaled(_recipe(name), QUICK_EPOCHS) if quick else [])
+               for name in methods + checks]
+    spec = SweepSpec(recipes=recipes, seeds=seeds, teachers="given",
+                     overrides=[f"teacher.checkpoint={tdir / 'model.safetensors'}", *cache_ov])
+    cells = cells_of(spec, out_dir / "runs")
+    with Local(workers, threads, progress=progress) as executor:
+        _check(run_sweep(cells, out_dir / "runs", executor, spec=spec.model_dump(mode="json")), "demo")
+    table = collect([Path(c.out_dir) for c in cells])
+    col = table.columns[0]
+    summary = {name: table.cells[(col.key, name)] for name in methods + checks}
     results = {
         "teacher": {"arch": teacher_final["teacher"]["arch"], "acc": teacher_final["teacher"]["last_acc"],
                     "checkpoint": str(tdir / "model.safetensors")},
-        "student_arch": first["student"]["arch"],
-        "epochs": first["epochs"],
+        "student_arch": col.student_arch,
+        "epochs": min(col.epochs),
         "seeds": seeds,
         "quick": quick,
-        "methods": {name: _summary(by_method[name]) for name in methods},
-        "checks": {name: _summary(by_method[name]) for name in checks},
+        "methods": {name: summary[name] for name in methods},
+        "checks": {name: summary[name] for name in checks},
         "wall_time_s": time.perf_counter() - start,
         "environment": environment("cpu"),
     }
-    table = _table(results)
+    text = "\n".join([markdown(table)] + (_checks_table(results["methods"], results["checks"]) if checks else []))
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
-    atomic_write_text(out_dir / "results.md", table + "\n")
-    method_comparison(results, out_dir / "results.png")
-    print(table)
+    atomic_write_text(out_dir / "results.md", text + "\n")
+    title = (f"MNIST-1D: {results['teacher']['arch']} ({results['teacher']['acc']:.1f}%) → "
+             f"{results['student_arch']}, {seeds} seed(s)")
+    accuracy_vs_agreement([(title, summary, set(checks))], out_dir / "results.png")
+    print(text)
     print(f"\nwrote {out_dir / 'results.json'}, {out_dir / 'results.md'}, {out_dir / 'results.png'} "
           f"in {results['wall_time_s']:.0f} s")
     return results
+
+
+def _check(report, what: str) -> None:
+    """A demo needs every cell: a failed or changed one ends it (exit 2 in the CLI) with the sweep's summary."""
+    if not report.ok:
+        raise ValueError(f"{what}: not every run finished:\n{report.summary()}")

@@ -1,5 +1,5 @@
-"""Every figure kdlab draws: a run's training curves (``curves.png`` in each run directory), the method comparison of
-``kdlab demo`` and the figures of ``kdlab experiment``.
+"""Every figure kdlab draws: a run's training curves (``curves.png`` in each run directory), accuracy vs agreement of
+``kdlab demo`` and ``kdlab table``, and the figures of ``kdlab experiment``.
 
 Figures are built with matplotlib's object API (``Figure`` + the Agg canvas), never ``pyplot``: no global backend
 is switched and no figure is left open in a user's session. Each PNG is written atomically (``kdlab._io``).
@@ -13,16 +13,16 @@ from typing import Any
 
 from kdlab._io import atomic_write_bytes
 
-__all__ = ["experiment_figures", "method_comparison", "training_curves"]
+__all__ = ["accuracy_vs_agreement", "experiment_figures", "training_curves"]
 
 
-def _figure(figsize: tuple[float, float], ncols: int = 1):
+def _figure(figsize: tuple[float, float], ncols: int = 1, nrows: int = 1, squeeze: bool = True):
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib is imported only when drawing
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols)
+    axes = fig.subplots(nrows, ncols, squeeze=squeeze)
     return fig, axes
 
 
@@ -73,26 +73,31 @@ def training_curves(history: list[dict[str, Any]], path: str | Path, title: str 
 # ---------------------------------------------------------------------------------------------------------------
 # kdlab demo
 # ---------------------------------------------------------------------------------------------------------------
-def method_comparison(results: dict[str, Any], path: str | Path) -> None:
-    """The demo's figure: student test accuracy vs teacher agreement per method, mean ± std over seeds."""
-    fig, ax = _figure((8, 5))
+def accuracy_vs_agreement(panels: list[tuple[str, dict[str, dict[str, Any]], set[str]]], path: str | Path,
+                          dpi: int = 120) -> None:
+    """Student test accuracy vs teacher agreement, one marker per method with its spread over seeds: one panel per
+    ``(title, {method: summarize_seeds dict with acc/agreement _mean/_std}, methods drawn hollow)`` (the demo's
+    figure; one panel per teacher/student pair in ``kdlab table``)."""
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = _figure((8, 5) if len(panels) == 1 else (6 * cols, 4.5 * rows), cols, rows, squeeze=False)
     markers = "osD^vP*Xhp<>"
-    checks = results.get("checks", {})
-    for i, (name, r) in enumerate({**results["methods"], **checks}.items()):
-        if "agreement_mean" not in r:  # no teacher in that run: accuracy only
-            ax.axvline(r["acc_mean"], color="grey", ls="--", lw=1, label=f"{name} (no teacher)")
-            continue
-        # a legend instead of labels on the points: the methods sit close together
-        ax.errorbar(r["acc_mean"], r["agreement_mean"], xerr=r["acc_std"], yerr=r["agreement_std"],
-                    fmt=markers[i % len(markers)], capsize=3, label=name,
-                    mfc="none" if name in checks else None)
-    ax.legend(fontsize=8, loc="lower right", ncol=2)
-    ax.set_xlabel("student test accuracy (%)")
-    ax.set_ylabel("teacher–student test agreement (%)")
-    ax.set_title(f"MNIST-1D: {results['teacher']['arch']} ({results['teacher']['acc']:.1f}%) → "
-                 f"{results['student_arch']}, {results['seeds']} seed(s)")
-    ax.grid(alpha=0.3)
-    _save(fig, Path(path), dpi=120)
+    for ax, (title, methods, hollow) in zip(axes.flat, panels):
+        for i, (name, r) in enumerate(methods.items()):
+            if "agreement_mean" not in r:  # no teacher in that run: accuracy only
+                ax.axvline(r["acc_mean"], color="grey", ls="--", lw=1, label=f"{name} (no teacher)")
+                continue
+            # a legend instead of labels on the points: the methods sit close together
+            ax.errorbar(r["acc_mean"], r["agreement_mean"], xerr=r["acc_std"], yerr=r["agreement_std"],
+                        fmt=markers[i % len(markers)], capsize=3, label=name, mfc="none" if name in hollow else None)
+        ax.legend(fontsize=8, loc="lower right", ncol=2)
+        ax.set_xlabel("student test accuracy (%)")
+        ax.set_ylabel("teacher–student test agreement (%)")
+        ax.set_title(title, fontsize=10 if len(title) > 60 else None)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    _save(fig, Path(path), dpi=dpi)
 
 
 # ---------------------------------------------------------------------------------------------------------------

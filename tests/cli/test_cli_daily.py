@@ -98,9 +98,11 @@ def test_every_run_directory_has_curves_png(run):
 def test_one_plotting_module_draws_every_figure():
     import kdlab.demo
     import kdlab.fidelity.experiments
+    import kdlab.sweep.table
     from kdlab import build, plots
 
-    assert kdlab.demo.method_comparison is plots.method_comparison
+    assert kdlab.demo.accuracy_vs_agreement is plots.accuracy_vs_agreement
+    assert kdlab.sweep.table.accuracy_vs_agreement is plots.accuracy_vs_agreement
     assert kdlab.fidelity.experiments.experiment_figures is plots.experiment_figures
     assert build.training_curves is plots.training_curves
 

@@ -4,10 +4,11 @@
 * :mod:`kdlab.cli.teachers` — ``teacher import`` (published weights → a kdlab weights file);
 * :mod:`kdlab.cli.evaluate` — ``eval``, ``fidelity``;
 * :mod:`kdlab.cli.export` — ``export``;
-* :mod:`kdlab.cli.showcase` — ``demo``, ``experiment``.
+* :mod:`kdlab.cli.showcase` — ``demo``, ``experiment``;
+* :mod:`kdlab.cli.sweep` — ``sweep``, ``table``.
 
-:func:`main` maps the library's errors to one line on stderr and an exit code: 2 for bad input (config, data,
-checkpoint, files), 3 for a non-finite loss, 130 for Ctrl-C.
+:func:`main` maps the library's errors to one line on stderr and an exit code (:mod:`kdlab.failures`: 2 for bad
+input, 3 for a non-finite loss), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,15 +18,13 @@ import os
 import sys
 
 from kdlab import __version__
-from kdlab.cli import evaluate, export, showcase, teachers, train
-from kdlab.config import ConfigError
+from kdlab.cli import evaluate, export, showcase, sweep, teachers, train
 from kdlab.distributed import launched_by_torchrun
-from kdlab.engine.checkpoint import CheckpointError
-from kdlab.engine.loop import NonFiniteLossError
+from kdlab.failures import exit_code, failure_line
 
 __all__ = ["build_parser", "main"]
 
-GROUPS = (showcase, train, teachers, evaluate, export)
+GROUPS = (showcase, train, teachers, evaluate, export, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,15 +51,15 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     try:
         return args.func(args)
-    except NonFiniteLossError as exc:
-        print(f"kdlab: stopped: {exc}", file=sys.stderr)
-        return 3
-    except (ConfigError, CheckpointError, ValueError, FileNotFoundError) as exc:
-        print(f"kdlab: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("kdlab: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `kdlab recipes | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not fail again
         return 0
+    except Exception as exc:  # noqa: BLE001 - mapped by kdlab.failures; an unexpected one keeps its traceback
+        code = exit_code(exc)
+        if code == 1:
+            raise
+        print(failure_line(exc), file=sys.stderr)
+        return code

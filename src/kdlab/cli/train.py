@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from kdlab import build, distributed, methods
-from kdlab.config import RECIPES_DIR
+from kdlab.config import recipe_names, resolve_config_path
 
 
 def _train(args, teacher: bool) -> int:
@@ -38,8 +38,8 @@ def _config(args) -> int:
 
 
 def _recipes(args) -> int:
-    paths = sorted(RECIPES_DIR.rglob("*.yaml"))
-    names = [str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in paths]
+    names = recipe_names()
+    paths = [resolve_config_path(name) for name in names]
     width = max(map(len, names))
     for name, path in zip(names, paths):
         print(f"{name:{width}s}  {_first_comment(path)}" if args.long else name)

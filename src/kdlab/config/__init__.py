@@ -7,6 +7,7 @@ from kdlab.config.load import (
     config_hash,
     load_config,
     read_yaml,
+    recipe_names,
     resolve_config_path,
     validate,
 )
@@ -21,6 +22,7 @@ from kdlab.config.schema import (
 )
 
 __all__ = [
-    "RECIPES_DIR", "ConfigError", "apply_overrides", "config_hash", "load_config", "read_yaml", "resolve_config_path",
-    "validate", "DataConfig", "EvalConfig", "MethodConfig", "ModelConfig", "OptimConfig", "RunConfig", "RunOptions",
+    "RECIPES_DIR", "ConfigError", "apply_overrides", "config_hash", "load_config", "read_yaml", "recipe_names",
+    "resolve_config_path", "validate", "DataConfig", "EvalConfig", "MethodConfig", "ModelConfig", "OptimConfig",
+    "RunConfig", "RunOptions",
 ]

@@ -42,12 +42,12 @@ def summarize_seeds(runs: list[dict]) -> dict:
     return out
 
 
-def mean_std(summary: dict, key: str, digits: int = 2, scale: float = 1.0) -> str:
+def mean_std(summary: dict | None, key: str, digits: int = 2, scale: float = 1.0, std: bool = True) -> str:
     """``"mean ± std"`` of ``key`` in a :func:`summarize_seeds` dict, just ``"mean"`` for one seed (a spread of one
-    value is not 0, it is unknown), ``"–"`` when the key is absent."""
-    if f"{key}_mean" not in summary:
+    value is not 0, it is unknown) or with ``std=False``, ``"–"`` when the key (or the summary) is absent."""
+    if not summary or f"{key}_mean" not in summary:
         return "–"
     text = f"{scale * summary[key + '_mean']:.{digits}f}"
-    if summary.get("n_seeds", 2) > 1:
+    if std and summary.get("n_seeds", 1) > 1:
         text += f" ± {scale * summary[key + '_std']:.{digits}f}"
     return text

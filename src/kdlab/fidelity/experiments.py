@@ -32,7 +32,7 @@ from kdlab.eval.metrics import reliability_bins
 from kdlab.fidelity.sources import evaluate_sources
 from kdlab.models import load_model
 from kdlab.plots import experiment_figures
-from kdlab.sweep import pool_size, run_cells, train_cell
+from kdlab.sweep import Cell, Local, pool_size, run_sweep
 
 __all__ = ["EXPERIMENTS", "Variant", "experiment_names", "run_experiment"]
 
@@ -121,10 +121,11 @@ def experiment_names() -> list[str]:
 # --------------------------------------------------------------------------------------------------------------
 # worker side
 # --------------------------------------------------------------------------------------------------------------
-def _train_student(overrides: list[str], threads: int) -> dict[str, Any]:
-    """Distil one student and evaluate it on every source; returns flat metrics + reliability bins."""
-    final = train_cell(STUDENT_RECIPE, overrides, False, threads)
+def _evaluate_student(overrides: list[str], threads: int) -> dict[str, Any]:
+    """Evaluate a distilled student (a finished cell) on every source; returns flat metrics + reliability bins."""
+    torch.set_num_threads(threads)
     cfg = build.load_config(STUDENT_RECIPE, overrides)
+    final = json.loads((Path(cfg.out_dir) / "final.json").read_text(encoding="utf-8"))
     splits = build.load_data(cfg)
     teacher = build.load_teacher_module(cfg.teacher, splits.num_classes).eval()
     student = load_model(Path(cfg.out_dir) / "model.safetensors", num_classes=splits.num_classes).eval()
@@ -178,8 +179,7 @@ def _table(results: dict[str, Any]) -> str:
              "mean ± std over seeds.", "",
              "| variant | " + " | ".join(c[0] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in results["variants"].items():
-        s = r["summary"]
-        cells = [mean_std(s, key, d, scale) for _, key, d, scale in cols]
+        cells = [mean_std(r["summary"], key, d, scale) for _, key, d, scale in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -206,20 +206,20 @@ def run_experiment(name: str, out_dir: Path | str, quick: bool = False, seeds: i
     make_variants, title = EXPERIMENTS[name]
     variants = make_variants(quick)
 
-    # teacher pools: seed s of a variant with M members uses teachers s·M … s·M+M−1 (disjoint across seeds)
-    t_jobs: dict[Path, list[str]] = {}
+    # teacher pools: seed s of a variant with M members uses teachers s·M … s·M+M−1 (disjoint across seeds); each
+    # teacher is a cell of the sweep (cached by its config hash), each student runs once its teachers have finished
+    teachers: dict[str, Cell] = {}
     plan = []
     for v in variants:
         for s in range(seeds):
             paths = []
             for k in range(s * v.members, (s + 1) * v.members):
                 tdir, ov = _teacher_dir(v.teacher_overrides + _epochs(teacher_epochs) + [f"seed={k}"])
-                t_jobs[tdir] = ov + [f"out_dir={tdir}", "run.progress=false"]
+                teachers[str(tdir)] = Cell(TEACHER_RECIPE, TEACHER_RECIPE, tuple(ov + [f"out_dir={tdir}",
+                                                                                      "run.progress=false"]),
+                                           str(tdir), k, "teacher", "teacher", label=f"teacher seed {k}")
                 paths.append(str(tdir / "model.safetensors"))
             plan.append((v, s, paths))
-    todo = {d: (TEACHER_RECIPE, ov, True, threads) for d, ov in t_jobs.items()
-            if not (d / "model.safetensors").is_file()}
-    run_cells(train_cell, todo, workers, progress and bool(todo), "teachers")
     cells = {}
     for v, s, paths in plan:
         teacher = ([f"teacher.checkpoints={json.dumps(paths)}", "teacher.checkpoint=null"] if len(paths) > 1
@@ -227,15 +227,21 @@ def run_experiment(name: str, out_dir: Path | str, quick: bool = False, seeds: i
         run_dir = out / "runs" / v.name.replace(" ", "_").replace("/", "_") / f"seed{s}"
         ov = _epochs(epochs) + v.overrides + teacher + [f"seed={s}", f"out_dir={run_dir}", "run.progress=false",
                                                         "run.tensorboard=false"]
-        cells[(v.name, s)] = (ov, threads)
-    done = run_cells(_train_student, cells, workers, progress, f"{name} runs")
-    runs: dict[str, dict[int, dict]] = {}
-    for (vname, s), result in done.items():
-        runs.setdefault(vname, {})[s] = result
-    # independent-student control: seed s's teacher vs the student of seed s+1 (independent teachers)
-    controls = run_cells(_control, {(v.name, s): (runs[v.name][s]["teacher_paths"],
-                                                 runs[v.name][(s + 1) % seeds]["student_path"])
-                                    for v in variants for s in range(seeds)}, workers, False, "controls")
+        cells[(v.name, s)] = Cell(run_dir.parent.name, STUDENT_RECIPE, tuple(ov), str(run_dir), s,
+                                  after=tuple(str(Path(p).parent) for p in paths), label=f"{v.name} seed {s}")
+    with Local(workers, threads, progress=progress) as executor:
+        report = run_sweep(list(teachers.values()) + list(cells.values()), out / "runs", executor)
+        if not report.ok:
+            raise ValueError(f"experiment {name}: not every run finished:\n{report.summary()}")
+        done = executor.pool.map(_evaluate_student, {k: (list(c.overrides), threads) for k, c in cells.items()},
+                                 progress, f"{name} reports")
+        runs: dict[str, dict[int, dict]] = {}
+        for (vname, s), result in done.items():
+            runs.setdefault(vname, {})[s] = result
+        # independent-student control: seed s's teacher vs the student of seed s+1 (independent teachers)
+        controls = executor.pool.map(_control, {(v.name, s): (runs[v.name][s]["teacher_paths"],
+                                                             runs[v.name][(s + 1) % seeds]["student_path"])
+                                                for v in variants for s in range(seeds)})
     for (vname, s), result in controls.items():
         runs[vname][s]["flat"].update(result)
 

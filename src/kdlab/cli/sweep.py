@@ -1,0 +1,124 @@
+"""``kdlab sweep | table``: run a grid of recipes × seeds (locally or on SLURM) and tabulate runs beside the papers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from kdlab.sweep import Local, cell_state, cells_of, load_spec, read_sweep, run_sweep
+from kdlab.sweep.runner import OK
+from kdlab.sweep.slurm import Submitit
+from kdlab.sweep.table import FORMATS, collect, write_outputs
+
+_NEEDS_ACTION = {"failed", "changed", "blocked"}
+
+
+def _seeds(text: str | None):
+    if text is None:
+        return None
+    parts = [int(p) for p in text.split(",") if p.strip()]
+    return parts[0] if len(parts) == 1 and "," not in text else parts
+
+
+def _spec(args):
+    slurm = {k: v for k, v in (("partition", args.partition), ("gpus_per_cell", args.gpus_per_cell),
+                                ("time_min", args.time), ("cpus_per_cell", args.cpus_per_cell),
+                                ("array_parallelism", args.array_parallelism)) if v is not None}
+    spec = load_spec(args.spec, recipes=args.recipes, seeds=_seeds(args.seeds), teachers=args.teachers,
+                     out=args.out, procs_per_cell=args.procs_per_cell)
+    if args.overrides:
+        spec.overrides = spec.overrides + args.overrides
+    if slurm:
+        spec.slurm = spec.slurm.model_copy(update=slurm)
+    return spec
+
+
+def _out(args, spec) -> Path:
+    if spec.out:
+        return Path(spec.out)
+    return Path("runs/sweeps") / (Path(args.spec).stem if args.spec else "sweep")
+
+
+def _sweep(args) -> int:
+    spec = _spec(args)
+    out = _out(args, spec)
+    cells = cells_of(spec, out)
+    if args.dry_run:
+        for cell in cells:
+            st = cell_state(cell)
+            print(f"{st.state:11s} {cell.kind:7s} {cell.out_dir}" + (f"  ({st.reason})" if st.reason else ""))
+        print(f"{len(cells)} cells; each runs as `kdlab <teacher|train> RECIPE OVERRIDES`, the last one as:\n"
+              f"  kdlab {' '.join(cells[-1].argv())}")
+        return 0
+    skip = None
+    if args.executor == "local":
+        executor = Local(args.jobs, args.threads, spec.procs_per_cell, progress=not args.no_progress)
+        how = f"{executor.pool.jobs} at a time, {executor.threads} CPU thread(s) per cell" + (
+            f", CUDA devices {' | '.join(executor.devices)}" if executor.devices else "")
+    else:
+        cluster = "slurm" if args.executor == "slurm" else "local"
+        executor = Submitit(out / "submitit", cluster, spec.slurm, spec.procs_per_cell, args.threads,
+                            wait=not args.no_wait, progress=not args.no_progress)
+        skip = executor.active(read_sweep(out).get("cells", []))
+        how = f"through submitit ({cluster})"
+    print(f"sweep {out}: {len(cells)} cells, {how}", flush=True)
+    try:
+        report = run_sweep(cells, out, executor, spec=spec.model_dump(mode="json"), skip=skip)
+    finally:
+        if isinstance(executor, Local):
+            executor.pool.close()
+    print(report.summary())
+    done = [Path(c.out_dir) for c in cells if c.kind == "student" and report.status(c) in OK]
+    if done and not args.no_table:
+        print()
+        print(write_outputs(collect(done), None, ("md",)))
+    print(f"\nrecorded in {out / 'sweep.json'}; tabulate with `kdlab table {out}`")
+    return 1 if any(report.status(c) in _NEEDS_ACTION for c in cells) else 0
+
+
+def _table(args) -> int:
+    formats = tuple(f for part in args.format for f in part.split(",") if f)
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"--format {bad[0]!r}: choose from {', '.join(FORMATS)}")
+    table = collect([Path(p) for p in args.runs], published=args.published)
+    text = write_outputs(table, args.out, formats)
+    if text:
+        sys.stdout.write(text + "\n")
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser("sweep", help="run recipes x seeds as ordinary runs, locally (--jobs) or on SLURM; rerun to "
+                                     "resume")
+    s.add_argument("spec", nargs="?", help="sweep spec YAML (recipes, seeds, overrides, teachers, out, slurm)")
+    s.add_argument("--recipes", nargs="+", help="recipe names, files or patterns (e.g. 'cifar100/*/kd')")
+    s.add_argument("--seeds", help="number of seeds (3 → 0,1,2) or a list (0,3,4)")
+    s.add_argument("--set", dest="overrides", nargs="+", metavar="KEY=VALUE", help="overrides for every cell")
+    s.add_argument("--teachers", choices=("auto", "train", "given"), help="train the recipes' teachers as cells, "
+                   "use the given checkpoints, or auto (given where the file exists)")
+    s.add_argument("--out", help="sweep directory (cells in OUT/<recipe>/seed<k>; default runs/sweeps/<spec>)")
+    s.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
+                   help="where cells run: worker processes here (default), SLURM array jobs through submitit, or "
+                        "submitit's local executor (the SLURM job code as local processes)")
+    s.add_argument("--jobs", type=int, help="local: cells at once (default: one per visible GPU, else 1)")
+    s.add_argument("--threads", type=int, help="CPU threads per cell (default: the cores divided by --jobs)")
+    s.add_argument("--procs-per-cell", type=int, help="processes (GPUs) per cell; > 1 runs each under torchrun")
+    s.add_argument("--partition", help="slurm: partition")
+    s.add_argument("--gpus-per-cell", type=int, help="slurm: GPUs per cell (default: --procs-per-cell)")
+    s.add_argument("--cpus-per-cell", type=int, help="slurm: CPUs per cell (default 8)")
+    s.add_argument("--time", type=int, help="slurm: time limit per job in minutes (requeued and resumed after)")
+    s.add_argument("--array-parallelism", type=int, help="slurm: cells running at once (default 64)")
+    s.add_argument("--no-wait", action="store_true", help="slurm: submit and return; rerun the sweep to collect")
+    s.add_argument("--dry-run", action="store_true", help="list the cells and their state; run nothing")
+    s.add_argument("--no-table", action="store_true", help="do not print the table at the end")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar over cells")
+    s.set_defaults(func=_sweep)
+
+    t = sub.add_parser("table", help="paper-style table of runs (mean ± std over seeds) beside the published numbers")
+    t.add_argument("runs", nargs="+", help="run directories, or directories holding runs (a sweep, demo_out)")
+    t.add_argument("--format", action="append", default=[], metavar="md,csv,png",
+                   help="what to write (default md); png needs --out")
+    t.add_argument("--out", help="write OUT.md / OUT.csv / OUT.png instead of printing")
+    t.add_argument("--published", help="published numbers (default: the shipped configs/published.yaml)")
+    t.set_defaults(func=_table)

@@ -1,0 +1,72 @@
+"""The papers' numbers: ``configs/published.yaml`` (shipped beside the recipes), read and looked up by data set,
+pair (the recipes' pair directory) and method (the recipe's file name; ``teacher``, and ``ce`` for the student
+trained alone)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdlab.config import RECIPES_DIR, ConfigError, read_yaml
+
+__all__ = ["PUBLISHED_FILE", "Published", "PublishedTable", "load_published"]
+
+PUBLISHED_FILE = RECIPES_DIR / "published.yaml"
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published number: top-1 accuracy %, its source (the full citation), an optional note."""
+
+    acc: float
+    source: str
+    note: str | None = None
+    recipe_pending: str | None = None  # why no shipped recipe produces it (yet)
+
+
+@dataclass
+class PublishedTable:
+    sources: dict[str, str]
+    pairs: dict[str, dict[str, Any]]  # "<data set>/<pair>" → {"paper": ..., method: [Published, ...], ...}
+
+    def lookup(self, dataset: str, pair: str | None, method: str) -> list[Published]:
+        """Every published number for ``method`` on ``dataset/pair``; the first is the one to put beside ours."""
+        if pair is None:
+            return []
+        entry = self.pairs.get(f"{dataset}/{pair}", {})
+        value = entry.get(method)
+        return value if isinstance(value, list) else []
+
+    def methods(self, key: str) -> dict[str, list[Published]]:
+        return {m: v for m, v in self.pairs[key].items() if isinstance(v, list)}
+
+
+def _entries(raw: Any, sources: dict[str, str], where: str) -> list[Published]:
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or set(item) - {"acc", "source", "note", "recipe_pending"} or "acc" not in item:
+            raise ConfigError(f"published numbers: {where}: each entry is {{acc, source, note?, recipe_pending?}}, "
+                              f"got {item!r}")
+        if item.get("source") not in sources:
+            raise ConfigError(f"published numbers: {where}: source {item.get('source')!r} is not among `sources`")
+        out.append(Published(float(item["acc"]), sources[item["source"]], item.get("note"),
+                             item.get("recipe_pending")))
+    return out
+
+
+def load_published(path: str | Path | None = None) -> PublishedTable:
+    """The published table in ``path`` (default: the shipped ``configs/published.yaml``), checked."""
+    path = Path(path) if path is not None else PUBLISHED_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"published numbers {path} not found")
+    data = read_yaml(path)
+    sources = data.get("sources") or {}
+    pairs: dict[str, dict[str, Any]] = {}
+    for key, entry in (data.get("pairs") or {}).items():
+        if not isinstance(entry, dict) or key.count("/") != 1:
+            raise ConfigError(f"published numbers: pair {key!r} must be '<data set>/<pair>' with a mapping")
+        pairs[key] = {m: (v if m in ("paper", "recipe_pending") else _entries(v, sources, f"{key}/{m}"))
+                      for m, v in entry.items()}
+    return PublishedTable(sources, pairs)
