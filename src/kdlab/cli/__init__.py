@@ -2,6 +2,7 @@
 
 * :mod:`kdlab.cli.train` — ``teacher``, ``train``, ``config``, ``recipes``, ``methods``;
 * :mod:`kdlab.cli.teachers` — ``teacher import`` (published weights → a kdlab weights file);
+* :mod:`kdlab.cli.teacher_cache` — ``teacher cache`` (a teacher's outputs on a stored crop schedule);
 * :mod:`kdlab.cli.evaluate` — ``eval``, ``fidelity``;
 * :mod:`kdlab.cli.showcase` — ``demo``, ``experiment``.
 
@@ -16,7 +17,7 @@ import os
 import sys
 
 from kdlab import __version__
-from kdlab.cli import evaluate, showcase, teachers, train
+from kdlab.cli import evaluate, showcase, teacher_cache, teachers, train
 from kdlab.config import ConfigError
 from kdlab.distributed import launched_by_torchrun
 from kdlab.engine.checkpoint import CheckpointError
@@ -24,7 +25,7 @@ from kdlab.engine.loop import NonFiniteLossError
 
 __all__ = ["build_parser", "main"]
 
-GROUPS = (showcase, train, teachers, evaluate)
+GROUPS = (showcase, train, teachers, teacher_cache, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(teachers.route(sys.argv[1:] if argv is None else list(argv)))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(teacher_cache.route(teachers.route(argv)))
     code = _run(args)
     if launched_by_torchrun():
         # Every file is written (atomically, fsynced) by now. Interpreter teardown with a gloo process group can
