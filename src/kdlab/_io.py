@@ -13,17 +13,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-__all__ = ["CheckpointError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "load_tensors",
-           "read_metadata", "save_tensors"]
+__all__ = ["CheckpointError", "DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_text",
+           "load_tensors", "map_file", "preallocate", "read_metadata", "save_tensors"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint or weights file is missing, corrupt, or does not fit the model/run."""
+
+
+class DiskFullError(ValueError):
+    """The disk cannot hold a file kdlab is about to fill (a ValueError: bad input the user fixes, one line)."""
 
 
 def _umask() -> int:
@@ -56,6 +61,37 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def preallocate(path: str | Path, nbytes: int) -> None:
+    """Create ``path`` (replacing it) with ``nbytes`` reserved on disk, so that writing it later through a memory
+    map cannot fail. A sparse file would SIGBUS the writer when the disk fills up; ``posix_fallocate`` makes a full
+    disk a :class:`DiskFullError` now, naming the file and the size."""
+    path = Path(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666 & ~_umask())
+    try:
+        if nbytes and hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, nbytes)
+        else:  # no fallocate (macOS): a sparse file, checked against the free space by the caller
+            os.ftruncate(fd, nbytes)
+    except OSError as exc:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise DiskFullError(f"cannot reserve {nbytes / 2**30:.2f} GiB for {path}: {exc.strerror}; free space or "
+                            "choose another location") from None
+    os.close(fd)
+
+
+def map_file(path: str | Path, dtype, shape: tuple[int, ...], mode: str = "r") -> np.memmap:
+    """A ``numpy.memmap`` of an existing file that must hold exactly ``shape`` of ``dtype``; a missing or
+    wrong-sized file (truncated, or written for another layout) is a ``ValueError`` naming it."""
+    path = Path(path)
+    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = path.stat().st_size if path.is_file() else None
+    if size != expected:
+        raise ValueError(f"{path} is {'missing' if size is None else f'{size} bytes'}, expected {expected} bytes "
+                         "(truncated, or written for another layout)")
+    return np.memmap(path, dtype=dtype, mode=mode, shape=shape)
 
 
 def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

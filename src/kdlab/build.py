@@ -35,6 +35,7 @@ from kdlab.config import load_config as _load_config
 from kdlab.config.schema import ModelConfig, TeacherCacheConfig
 from kdlab.data import BatchLoader, DataSplits, ImageSplits, ViewAugmentation, as_tensors, default_root, load_dataset
 from kdlab.data.dataset_stream import dataset_loader
+from kdlab.data.replay import replay_loader
 from kdlab.data.image_index import STREAMED, report_skipped
 from kdlab.data.user import is_pair
 from kdlab.data.policies import build_policy
@@ -52,9 +53,12 @@ from kdlab.models.weights import weights_metadata
 from kdlab.plots import training_curves
 from kdlab.teachers import CachedTeacher, Ensemble, FrozenTeacher, module_digest, tensor_digest
 from kdlab.teachers.eval_logits import stored_logits
+from kdlab.teachers.store import TeacherStore, store_expectation
+from kdlab.teachers.store_build import build_store
+from kdlab.teachers.stored import StoreChoice, StoredTeacher, choose_store
 
 __all__ = ["RunParts", "distil", "distil_objects", "load_config", "load_data", "load_teacher_module",
-           "make_loaders", "cached_teacher", "teacher_cache_from_config", "train_teacher"]
+           "make_loaders", "cached_teacher", "teacher_cache_from_config", "teacher_store_from_config", "train_teacher"]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -265,6 +269,55 @@ def teacher_cache_from_config(cfg: RunConfig, progress: bool = True) -> CachedTe
                          precompute=True, progress=progress)
 
 
+def teacher_store_from_config(cfg: RunConfig, *, precision: str, k: int | None = None, out: str | None = None,
+                              epochs: int | None = None, schedule_seed: int | None = None, chunk_size: int = 256,
+                              leave_group: bool = True) -> TeacherStore:
+    """``kdlab teacher cache``: the teacher's outputs on a stored crop schedule of ``cfg``'s streamed training set
+    (:func:`kdlab.teachers.store_build.build_store`), at ``out`` (default ``teacher.cache.store``), for ``epochs``
+    (default ``optim.epochs``) epochs of crops drawn from ``schedule_seed`` (default ``cfg.seed``: a run with that
+    seed replays exactly the crops it would draw live). Resumes an interrupted build; shards under torchrun."""
+    out = out or cfg.teacher.cache.store
+    if not out:
+        raise ValueError("where should the store go? give --out DIR or set teacher.cache.store in the config")
+    with _process_group(leave_group):
+        device, dp = _setup(cfg)
+        splits = load_data(cfg)
+        if not isinstance(splits, ImageSplits) or cfg.data.augment != "default":
+            raise ValueError(f"kdlab teacher cache stores teacher outputs on random crops of a streamed data set "
+                             f"(data.name imagenet or imagefolder, data.augment default); data.name={cfg.data.name} "
+                             "uses the exact view cache (teacher.cache) instead")
+        module = dp.model(load_teacher_module(cfg.teacher, splits.num_classes).to(device))
+        check_classes(module, torch.zeros(2, *splits.input_shape, device=device), splits.num_classes, "teacher")
+        return build_store(FrozenTeacher(module), splits, out, precision=precision, k=k,
+                           seed=cfg.seed if schedule_seed is None else schedule_seed,
+                           epochs=epochs or cfg.optim.epochs, chunk_size=chunk_size, device=device,
+                           autocast=dp.autocast, teacher_precision=dp.precision, progress=cfg.run.progress)
+
+
+def _teacher_store(cfg: RunConfig, splits, train, teacher_module: nn.Module | None, cls: type[Method], hp,
+                   dp: DevicePath) -> tuple[Any, StoreChoice | None]:
+    """``teacher.cache`` for streamed data (:func:`kdlab.teachers.stored.choose_store`): the training loader (the
+    store's crops replayed when it is used) and the choice (None when there is no teacher or nothing to say)."""
+    streamed = isinstance(splits, ImageSplits)
+    if teacher_module is None or not (streamed or cfg.teacher.cache.store):
+        return train, None
+    cache = cfg.teacher.cache
+    expected = None
+    if streamed and cache.store:
+        expected = store_expectation(module_digest(teacher_module), dp.precision, splits.train, splits.num_classes,
+                                     splits.image_size, splits.mean, splits.std)
+    choice = choose_store(cache.store, cache.enabled, streamed=streamed, expected=expected, epochs=cfg.optim.epochs,
+                          method=cls.name, cacheable=cls.cacheable(hp),
+                          needs_full=cls.needs_full_teacher_distribution(hp),
+                          random_crops=cfg.data.augment == "default")
+    if cache.store and dist.is_main():
+        print(f"teacher outputs: {choice.record['source']}"
+              + (f" ({choice.record['reason']})" if choice.store is None else f" {cache.store}"), flush=True)
+    if choice.store is not None:
+        train = replay_loader(train, choice.store.schedule, choice.store)
+    return train, choice
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the one assembler
 # ---------------------------------------------------------------------------------------------------------------
@@ -287,6 +340,7 @@ class RunParts:
     batch_transform: Callable | None = None  # a distillation-data policy
     reuse_teacher_logits: bool = False  # store/reuse the teacher's test logits across runs (config runs only)
     adapted: list[dict[str, Any]] = field(default_factory=list)  # method defaults fitted to the run (Method.adapt)
+    store: StoreChoice | None = None  # streamed data: the teacher-output store replayed, or why the teacher runs live
 
 
 @dataclass
@@ -327,7 +381,9 @@ def _train(parts: RunParts) -> Outcome:
     ihash = identity_hash(parts.identity)
     cls, hp = _method_class(cfg)
     teacher = None
-    if parts.teacher_module is not None:
+    if parts.store is not None and parts.store.store is not None:
+        teacher = StoredTeacher(FrozenTeacher(parts.teacher_module), parts.store.store)
+    elif parts.teacher_module is not None:
         with dp.autocast():  # a cache filled up front sees the teacher as the steps would
             teacher = cached_teacher(FrozenTeacher(parts.teacher_module), cfg.teacher.cache, cls, hp, parts.train,
                                      out_dir, policy=parts.batch_transform is not None, precision=dp.precision,
@@ -396,6 +452,8 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | Non
         t = outcome.teacher
         final["teacher"] = {"arch": teacher_arch or type(parts.teacher_module).__name__, "acc": t["acc"],
                             "nll": t["nll"], "ece": t["ece"], "eval_logits": t["eval_logits"]}
+    if parts.store is not None:
+        final["teacher_outputs"] = parts.store.record
     finished_before = r.resumed_from is not None and r.resumed_from > parts.cfg.optim.epochs
     if parts.out_dir is not None and dist.is_main() and not finished_before:
         atomic_write_text(parts.out_dir / "final.json", json.dumps(final, indent=2))
@@ -483,8 +541,9 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
             teacher_module = load_teacher_module(cfg.teacher, nc).to(device)
             check_classes(teacher_module, probe, nc, "teacher")
             dp.model(teacher_module)
+        train, store = _teacher_store(cfg, splits, train, teacher_module, cls, hp, dp)
         out_dir = Path(cfg.out_dir)
-        identity = _identity(_config_section(cfg), teacher_module)
+        identity = _identity(_config_section(cfg), teacher_module, **(store.identity if store else {}))
         done = _finished(out_dir, identity, cfg.optim.epochs)
         if done is not None:
             return {**done, "already_finished": True}
@@ -495,7 +554,8 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
             models.init_from_teacher(student, teacher_module, cfg.student.init_from_teacher, train)
         policy = build_policy(cfg.distill_data, splits, device) if cfg.distill_data.policy != "none" else None
         parts = RunParts(cfg, out_dir, device, dp, train, test, nc, student, cfg.student.arch, teacher_module,
-                         identity, cfg.model_dump(mode="json"), policy, adapted=adapted, reuse_teacher_logits=True)
+                         identity, cfg.model_dump(mode="json"), policy, adapted=adapted, reuse_teacher_logits=True,
+                         store=store)
         return _final(parts, _train(parts), "student", cfg.teacher.arch)
 
 

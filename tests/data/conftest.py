@@ -302,3 +302,26 @@ def image_tools(tmp_path, monkeypatch):
     monkeypatch.setenv("KDLAB_DATA", str(tmp_path / "kdlab-cache"))
     return types.SimpleNamespace(write_image=write_image, image_array=image_array, make_imagefolder=make_imagefolder,
                                  make_imagenet=make_imagenet, make_tiny=make_tiny, WNIDS=WNIDS)
+
+
+_CONV_NO_BN_SCRIPT = """
+import sys
+from torch import nn
+from kdlab import models
+from kdlab.cli import main
+
+@models.register("conv_no_bn")
+def conv_no_bn(num_classes):  # BN-free: each rank's half batch computes what one process computes
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes))
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture
+def conv_no_bn_cli(tmp_path):
+    """A script that runs ``kdlab``'s CLI with a BN-free student ``conv_no_bn`` registered (for 1 vs 2 processes)."""
+    script = tmp_path / "kdlab_conv_no_bn.py"
+    script.write_text(_CONV_NO_BN_SCRIPT)
+    return script

@@ -94,30 +94,14 @@ def test_sigkill_then_resume_on_streamed_data_matches_the_uninterrupted_run(tmp_
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-_SCRIPT = """
-import sys
-from torch import nn
-from kdlab import models
-from kdlab.cli import main
-
-@models.register("conv_no_bn")
-def conv_no_bn(num_classes):  # BN-free: each rank's half batch computes what one process computes
-    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes))
-
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.slow
-def test_two_gloo_processes_equal_one_on_streamed_data(tmp_path, image_tools, run_tools):
+def test_two_gloo_processes_equal_one_on_streamed_data(tmp_path, image_tools, run_tools, conv_no_bn_cli):
     root = image_tools.make_imagefolder(tmp_path / "f", n_train=7, n_val=3)  # 21 samples: the last batch wraps
     torch.manual_seed(3)
     teacher = tmp_path / "teacher.safetensors"
     save_model(teacher, models.create("resnet8", 3), arch="resnet8", num_classes=3)
     cfg = _config(tmp_path / "run.yaml", f"{{name: imagefolder, root: {root}, image_size: 24, workers: 1}}")
-    script = tmp_path / "kd.py"
-    script.write_text(_SCRIPT)
+    script = conv_no_bn_cli
     args = ["train", str(cfg), "student.arch=conv_no_bn", "method.name=kd", "method.args={temperature: 4.0}",
             f"teacher.checkpoint={teacher}", "optim.epochs=3", "optim.lr=0.2"]
     one = subprocess.run([sys.executable, str(script), *args, f"out_dir={tmp_path / 'one'}"], env=run_tools.env(),

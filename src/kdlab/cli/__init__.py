@@ -2,6 +2,7 @@
 
 * :mod:`kdlab.cli.train` — ``teacher``, ``train``, ``config``, ``recipes``, ``methods``;
 * :mod:`kdlab.cli.teachers` — ``teacher import`` (published weights → a kdlab weights file);
+* :mod:`kdlab.cli.teacher_cache` — ``teacher cache`` (a teacher's outputs on a stored crop schedule);
 * :mod:`kdlab.cli.evaluate` — ``eval``, ``fidelity``;
 * :mod:`kdlab.cli.export` — ``export``;
 * :mod:`kdlab.cli.showcase` — ``demo``, ``experiment``;
@@ -18,13 +19,13 @@ import os
 import sys
 
 from kdlab import __version__
-from kdlab.cli import evaluate, export, showcase, sweep, teachers, train
+from kdlab.cli import evaluate, export, showcase, sweep, teacher_cache, teachers, train
 from kdlab.distributed import launched_by_torchrun
 from kdlab.failures import exit_code, failure_line
 
 __all__ = ["build_parser", "main"]
 
-GROUPS = (showcase, train, teachers, evaluate, export, sweep)
+GROUPS = (showcase, train, teachers, teacher_cache, evaluate, export, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _two_word_commands(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``kdlab teacher import ...`` / ``kdlab teacher cache ...`` are registered as one command named by both words
+    (``kdlab teacher CONFIG`` stays the teacher's training); join the words where they name such a command."""
+    names = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [" ".join(argv[:2]), *argv[2:]] if " ".join(argv[:2]) in names and len(argv) >= 2 else argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(teachers.route(sys.argv[1:] if argv is None else list(argv)))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(_two_word_commands(parser, argv))
     code = _run(args)
     if launched_by_torchrun():
         # Every file is written (atomically, fsynced) by now. Interpreter teardown with a gloo process group can

@@ -18,11 +18,6 @@ from kdlab.models.registry import canonical
 COMMAND = "teacher import"
 
 
-def route(argv: list[str]) -> list[str]:
-    """``["teacher", "import", ...]`` → ``["teacher import", ...]``; any other command line is left as it is."""
-    return [COMMAND, *argv[2:]] if argv[:2] == ["teacher", "import"] else argv
-
-
 def _import(args) -> int:
     out = Path(args.out)
     if out.exists():

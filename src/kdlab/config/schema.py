@@ -54,6 +54,10 @@ class TeacherCacheConfig(_Strict):
     # auto: fill every (sample, view) up front when the run would draw most views anyway or the file is shared
     # (teacher.cache.path), else on the fly; the estimate (table size, fill time) is printed before work starts
     fill: Literal["auto", "lazy", "precompute"] = "auto"
+    # streamed data (imagenet, imagefolder): a teacher-output store built by `kdlab teacher cache` (a directory).
+    # enabled=auto replays its crops and outputs when it fits the run, else runs the live teacher (final.json says
+    # which and why); enabled=true makes a store that does not fit an error. See kdlab.teachers.stored.
+    store: str | None = None
 
 
 class ExtraSourceConfig(_Strict):

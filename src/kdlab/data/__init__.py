@@ -8,7 +8,8 @@ order and crops a pure function of ``(seed, epoch, index)``). Modules: ``views``
 augmentations), ``mix`` and ``autoaugment`` (batch mixers), ``presets`` and ``policies`` (what a student is distilled
 on), ``splits`` (split control), ``archive``/``cifar``/``mnist1d``/``user`` (sources); on disk: ``folders``/``imagenet``/``tiny_imagenet``
 (layouts), ``decode`` (one file), ``image_index`` (files checked once), ``crops`` (crop geometry), ``stream`` and
-``image_stream`` (the streamed loader), ``dataset_stream`` (a user's Dataset read every epoch). See docs/data.md.
+``image_stream`` (the streamed loader), ``crop_schedule`` and ``replay`` (stored crops, replayed), ``dataset_stream``
+(a user's Dataset read every epoch). See docs/data.md.
 """
 
 from __future__ import annotations

@@ -197,16 +197,20 @@ class StreamLoader:
         return self._loader
 
     def __iter__(self) -> Iterator[Batch]:
+        for loaded in self._data_loader():
+            yield self._batch(*loaded)
+
+    def _batch(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, errors: list) -> Batch:
+        """One loaded batch (:meth:`BatchSource.load`'s tuple) on the device, normalised."""
+        if errors:
+            path, reason = errors[0]
+            raise BadImageError(path, reason)
         non_blocking = self.device.type == "cuda"
-        for x, y, index, errors in self._data_loader():
-            if errors:
-                path, reason = errors[0]
-                raise BadImageError(path, reason)
-            x = x.to(self.device, non_blocking=non_blocking)
-            index = index.to(self.device, non_blocking=non_blocking)
-            yield Batch(x=self.normalization(x) if self.normalization is not None else x,
-                        y=y.to(self.device, non_blocking=non_blocking),
-                        index=index + self.index_offset if self.index_offset else index)
+        x = x.to(self.device, non_blocking=non_blocking)
+        index = index.to(self.device, non_blocking=non_blocking)
+        return Batch(x=self.normalization(x) if self.normalization is not None else x,
+                     y=y.to(self.device, non_blocking=non_blocking),
+                     index=index + self.index_offset if self.index_offset else index)
 
     def __repr__(self) -> str:
         return (f"StreamLoader(n={self.num_samples}, batch_size={self.batch_size}, shuffle={self.shuffle}, "

@@ -8,8 +8,9 @@ teacher (a :class:`~kdlab.teachers.Teacher`, given once at construction). For ea
 here (the pattern of timm's ``TrainingTask``):
 
 * class-level questions asked *before* the method is built, from its hyperparameters alone:
-  :meth:`needs_teacher` and :meth:`cacheable` (may an exact logit cache stand in for the teacher?); and
-  :meth:`adapt`: the defaults that only suit CIFAR-100 (class count, 240 epochs), fitted to the run at hand;
+  :meth:`needs_teacher`, :meth:`cacheable` (may an exact logit cache stand in for the teacher?),
+  :meth:`needs_full_teacher_distribution` (would a top-k teacher store change the objective?) and :meth:`adapt`:
+  the defaults that only suit CIFAR-100 (class count, 240 epochs), fitted to the run at hand;
 * :meth:`prepare_distributed` (DDP around the trainable part; DHKD syncs its own gradients instead);
 * :attr:`report_temperature` (the τ at which reports also give KL), :meth:`eval_model` (the network evaluated and
   saved), :meth:`backward` (DHKD's gradient alignment);
@@ -136,6 +137,16 @@ class Method(nn.Module):
         reads the teacher solely through ``teacher.logits_for_batch(batch)`` of the loader's own batch. Default
         False (safe); :class:`LogitMethod` says True."""
         return False
+
+    @classmethod
+    def needs_full_teacher_distribution(cls, hp: Params) -> bool:
+        """Whether the method needs the teacher's whole distribution, so that FKD's top-k outputs with the remaining
+        mass spread evenly (kdlab.teachers.topk) would change what it optimises: terms over the non-target or tail
+        classes (DKD's NCKD), correlations or ranks over all classes (DIST, CMKD), power transforms that lift the
+        tail (TTM, WTTM), raw-logit statistics (logit standardisation, BKL). Asked before a top-k teacher store is
+        used; default True (safe). KD at its own temperature says False (FKD's case; its error is measured in
+        docs/performance.md)."""
+        return True
 
     def __init__(self, student: nn.Module, teacher: Teacher | None, num_classes: int, hp: Params):
         super().__init__()

@@ -19,6 +19,10 @@ class CE(LogitMethod):
     def needs_teacher(cls, hp: CEParams) -> bool:  # a teacher, when given, only feeds the fidelity metrics
         return False
 
+    @classmethod
+    def needs_full_teacher_distribution(cls, hp: CEParams) -> bool:  # the teacher only feeds the fidelity report
+        return False
+
     def forward(self, batch, epoch: int) -> StepOutput:
         logits = self.student(batch.x)
         teacher_logits = self.teacher.logits_for_batch(batch) if self.teacher is not None else None

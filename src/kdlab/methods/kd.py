@@ -38,6 +38,14 @@ class KD(LogitMethod):
     labels_only_in_ce = True
     per_sample_temperature = True
 
+    @classmethod
+    def needs_full_teacher_distribution(cls, hp: KDParams) -> bool:
+        """False only at T = 1 without logit standardisation: KL(softmax(v) ‖ softmax(z)) is FKD's own use of top-k
+        outputs (Shen & Xing, ECCV 2022), and the reconstruction keeps softmax(v)'s top k and its tail mass. At
+        T ≠ 1 the evenly spread tail is re-weighted by the temperature (error measured in docs/performance.md);
+        standardisation needs the raw logits' mean and spread over all classes."""
+        return hp.temperature != 1.0 or hp.logit_standardization
+
     def forward(self, batch, epoch: int) -> StepOutput:
         hp = self.hp
         z = self.student(batch.x)
