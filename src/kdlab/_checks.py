@@ -1,4 +1,5 @@
-"""Argument checks shared across kdlab: an int that is not a bool, a finite real number, a positive temperature.
+"""Argument checks shared across kdlab: an int that is not a bool, a finite real number, a positive temperature, a
+device this machine has.
 
 A leaf: it imports nothing from kdlab. Each ``check_*`` returns the value as a plain ``int``/``float`` or raises
 ``error`` (``ValueError`` unless a call site's contract says otherwise) with a message naming the argument and the
@@ -11,7 +12,9 @@ import math
 from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["check_int", "check_positive", "check_real", "is_int", "is_real"]
+import torch
+
+__all__ = ["check_device", "check_int", "check_positive", "check_real", "is_int", "is_real"]
 
 
 def is_int(value: Any) -> bool:
@@ -62,3 +65,28 @@ def check_positive(value: Any, name: str, *, error: type[Exception] = ValueError
     if isinstance(value, bool) or not 0 < number < math.inf:
         raise error(f"{name} must be a positive finite number, got {value!r}")
     return number
+
+
+def check_device(value: Any, name: str = "device") -> torch.device:
+    """``torch.device(value)`` for a device this process can use (cpu; cuda/cuda:N with a CUDA build and that GPU;
+    mps where available), else a ValueError saying what is missing."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if torch.version.cuda is None and torch.version.hip is None:
+            raise ValueError(f"{name}={value!r} but this torch build ({torch.__version__}) has no CUDA support: use "
+                             "cpu, or install a CUDA build of torch")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ValueError(f"{name}={value!r} but no CUDA GPU is visible (check CUDA_VISIBLE_DEVICES and the "
+                             "driver): use cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name}={value!r} but only {count} CUDA GPU(s) are visible (cuda:0..cuda:{count - 1})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{name}={value!r} but MPS is not available on this machine: use cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"{name}={value!r}: kdlab trains on cpu, cuda or mps")
+    return device

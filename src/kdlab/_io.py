@@ -18,12 +18,26 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-__all__ = ["CheckpointError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "load_tensors",
-           "read_metadata", "save_tensors"]
+__all__ = ["CheckpointError", "WriteError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "load_tensors",
+           "read_metadata", "save_tensors", "write_error"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint or weights file is missing, corrupt, or does not fit the model/run."""
+
+
+class WriteError(OSError):
+    """A file could not be written (disk full, file too large, read-only, no permission). ``errno`` is the cause's;
+    the message names the path, and an atomic write leaves the previous version of the file in place."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_error(path: str | Path, exc: OSError, what: str = "write", note: str = "") -> WriteError:
+    """``exc`` (raised while writing ``path``) as a one-line :class:`WriteError` naming the path and the cause."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    return WriteError(exc.errno, f"cannot {what} {path}: {cause}{note}")
 
 
 def _umask() -> int:
@@ -32,11 +46,21 @@ def _umask() -> int:
     return mask
 
 
+def _file_error(exc: BaseException) -> bool:
+    """An OSError of the file system (ENOSPC, EFBIG, EACCES, ...), not a network error raised by a ``write``
+    callback (ConnectionError, URLError) nor one already described."""
+    return (isinstance(exc, OSError) and exc.errno is not None
+            and not isinstance(exc, (WriteError, ConnectionError, TimeoutError)))
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Create ``path`` atomically: ``write(f)`` fills a temp file in the same directory, which then replaces it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -44,9 +68,12 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _file_error(exc):
+            kept = " (its previous version is kept)" if path.exists() else ""
+            raise write_error(path, exc, note=kept) from None
         raise
 
 

@@ -15,6 +15,9 @@ from torch import nn
 
 from kdlab import build, methods
 from kdlab.config import validate
+from kdlab.engine.guard import TrainingDiverged
+
+__all__ = ["Result", "TrainingDiverged", "fit"]
 from kdlab.eval.fidelity import evaluate_accuracy, fidelity_report
 
 
@@ -30,7 +33,8 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
         method_args: dict[str, Any] | None = None, epochs: int = 10, batch_size: int = 64, lr: float = 0.05,
         seed: int = 0, device: str = "cpu", out_dir: str | Path | None = None, *, momentum: float = 0.9,
         weight_decay: float = 5e-4, milestones: Sequence[int] = (), gamma: float = 0.1, augment=None,
-        eval_every: int = 1, progress: bool = False) -> Result:
+        eval_every: int = 1, progress: bool = False, grad_clip: float | None = None,
+        on_divergence: str = "stop") -> Result:
     """Train ``student`` by ``method`` from ``teacher`` (a module, or a list of modules = probability-averaging
     ensemble; None for ``method="ce"``).
 
@@ -38,14 +42,17 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
     inputs are used as given (normalise them yourself). ``augment``: an optional ``kdlab.data`` view augmentation.
     With ``out_dir``, checkpoints, logs, ``config.yaml`` and ``final.json`` are written there and a rerun resumes;
     a rerun with any argument, the data, the student's architecture or the teacher's weights changed is refused.
+
+    A run that collapses (kdlab.engine.guard) raises :class:`kdlab.TrainingDiverged` (``on_divergence="warn"``:
+    a warning, and training goes on); ``grad_clip`` clips the global gradient norm (off by default).
     """
     cfg = validate({
         "seed": seed,
         "method": {"name": method, "args": dict(method_args or {})},
         "optim": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
-                  "weight_decay": weight_decay, "milestones": list(milestones), "gamma": gamma},
+                  "weight_decay": weight_decay, "milestones": list(milestones), "gamma": gamma, "grad_clip": grad_clip},
         "eval": {"every": eval_every},
-        "run": {"device": str(device), "progress": progress, "tensorboard": False},
+        "run": {"device": str(device), "progress": progress, "tensorboard": False, "on_divergence": on_divergence},
         "teacher": {"cache": {"enabled": False}},
     }, "kdlab.fit", method_schema=lambda name: methods.get(name).Params)
     outcome, _, data = build.distil_objects(student, teacher, train, eval, cfg,
