@@ -12,8 +12,6 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as tdist
-import torch.distributed.nn.functional as dist_fn
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -70,8 +68,13 @@ def init_from_env(device: str, timeout: float = 1800.0) -> torch.device:
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
+    wait = timedelta(seconds=timeout)
     try:
-        tdist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        store, rank_, world = next(tdist.rendezvous("env://", timeout=wait))
+        # each torchrun attempt (--max-restarts) in its own key space of the launcher's store: otherwise a restarted
+        # rank may read the address a killed rank published and fail to connect to it (pytorch/pytorch#167288)
+        store = tdist.PrefixStore(f"kdlab/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+        tdist.init_process_group(backend, store=store, rank=rank_, world_size=world, timeout=wait)
     except tdist.DistError as exc:
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -144,6 +147,22 @@ def wrap_ddp(method: torch.nn.Module, device: torch.device):
 # ---------------------------------------------------------------------------------------------------------------
 # BatchNorm over the global batch
 # ---------------------------------------------------------------------------------------------------------------
+class _AllReduceSum(torch.autograd.Function):
+    """Σ over ranks, differentiable: the gradient of a sum over ranks is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        tdist.all_reduce(grad, op=tdist.ReduceOp.SUM)
+        return grad
+
+
 class GlooSyncBatchNorm(_BatchNorm):
     """BatchNorm whose training statistics are those of the global batch, on CPU tensors (gloo).
 
@@ -164,13 +183,13 @@ class GlooSyncBatchNorm(_BatchNorm):
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         local_n = torch.tensor([x.numel() // max(x.shape[1], 1)], dtype=torch.float64, device=x.device)
-        total = dist_fn.all_reduce(torch.cat([x.double().sum(dims), local_n]))
+        total = _AllReduceSum.apply(torch.cat([x.double().sum(dims), local_n]))
         n = total[-1].detach()
         if float(n) <= 1:
             raise ValueError(f"BatchNorm needs more than 1 value per channel when training (got {int(n)} over "
                              "all ranks)")
         mean = total[:-1] / n
-        var = dist_fn.all_reduce(((x.double() - mean.view(shape)) ** 2).sum(dims)) / n
+        var = _AllReduceSum.apply(((x.double() - mean.view(shape)) ** 2).sum(dims)) / n
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
