@@ -117,7 +117,7 @@ def cnn_teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp("cache") / "teacher"
     assert main(["teacher", "mnist1d/teacher", f"out_dir={out}", "teacher.arch=mnist1d_cnn_small",
                  "data.train_subset=1000", "data.test_subset=200", "optim.epochs=3", "optim.milestones=[2]",
-                 "run.progress=false", "run.tensorboard=false"]) == 0
+                 "run.progress=false", "run.tensorboard=false", "run.threads=1"]) == 0
     return out / "model.safetensors"
 
 

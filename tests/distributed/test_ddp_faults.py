@@ -15,18 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdlab import models
-from kdlab.models import save_model
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the workers")
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    path = tmp_path_factory.mktemp("faults") / "teacher.safetensors"
-    torch.manual_seed(7)
-    save_model(path, models.create("mnist1d_cnn_small", 10), arch="mnist1d_cnn_small", num_classes=10)
-    return path
 
 
 def _config(tmp_path, teacher, epochs=4, n=512):

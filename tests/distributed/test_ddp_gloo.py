@@ -80,14 +80,6 @@ def _train_rows(out):
     return [json.loads(line)["train"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ddp") / "teacher.safetensors"
-    torch.manual_seed(7)
-    save_model(path, models.create("mnist1d_cnn_small", 10), arch="mnist1d_cnn_small", num_classes=10)
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_two_gloo_processes_match_one_process(tmp_path, teacher, case):

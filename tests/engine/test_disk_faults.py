@@ -171,7 +171,7 @@ def test_a_full_tmpfs_at_the_checkpoint_is_exit_5(tmp_path, teacher):
 def _cache_args(out, teacher, cache):
     # 3000 signals × 9 shifts × 10 classes × 4 bytes = 1.08 MB, precomputed up front
     return _args(out, teacher, "teacher.cache.storage=mmap", f"teacher.cache.path={cache}",
-                 "teacher.cache.precompute=true", epochs=1, n=3000)
+                 "teacher.cache.precompute=true", "teacher.cache.dtype=float32", epochs=1, n=3000)
 
 
 @needs_unshare
