@@ -292,3 +292,15 @@ def test_the_guard_never_fires_on_the_fidelity_recipes(tmp_path):
                                                            f"teacher.checkpoint={teacher / 'model.safetensors'}"]))
     for out in (teacher, tmp_path / "kd"):
         _far_from_every_rule(_rows(out), _chance(500))
+
+
+def test_a_run_without_labelled_samples_has_no_train_accuracy_and_no_accuracy_rule(tmp_path, trained_teacher):
+    """distill_data MixUp on every sample (mixup_fraction 1): no sample keeps its label, so there is no training
+    accuracy to judge (it was 0 % before, which the no-learning rule would read as 'at chance')."""
+    out = tmp_path / "r"
+    assert main(["train", "mnist1d/kd", f"out_dir={out}", f"teacher.checkpoint={trained_teacher}",
+                 "teacher.arch=mnist1d_cnn_small", "data.train_subset=512", "data.test_subset=100",
+                 "distill_data.mixup_alpha=1.0", "optim.epochs=6", "run.progress=false", "run.threads=1"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["train"]["acc"] is None for r in rows) and all("divergence" not in r for r in rows)
+    assert _feed(DivergenceGuard(chance=10.0), [(None, 2.0)] * 8) is None

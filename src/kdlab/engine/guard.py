@@ -79,17 +79,19 @@ class DivergenceGuard:
 
     def update(self, epoch: int, train: dict[str, Any]) -> Divergence | None:
         """Take one epoch's training summary; a :class:`Divergence` when a rule has held long enough."""
-        acc, loss = float(train["acc"]), float(train["loss"])
+        loss = float(train["loss"])
+        acc = float(train["acc"]) if train.get("acc") is not None else None  # None: no labelled sample
         terms = {k[len("loss_"):]: float(v) for k, v in train.items() if k.startswith("loss_")}
-        e = self.excess(acc)
+        e = self.excess(acc) if acc is not None else math.nan
         collapse_at = self.chance + COLLAPSE * self.best_excess * (100.0 - self.chance)
-        self.collapsed = self.collapsed + 1 if self.best_excess >= LEARNED and acc < collapse_at else 0
-        self.stuck = self.stuck + 1 if e <= STUCK_BAND else 0
+        fell = acc is not None and self.best_excess >= LEARNED and acc < collapse_at
+        self.collapsed = self.collapsed + 1 if fell else 0
+        self.stuck = self.stuck + 1 if e <= STUCK_BAND else 0  # (False for NaN)
         if self.first_loss is None:
             self.first_loss = loss
         blown = self.min_loss > 0 and loss > BLOWUP * self.min_loss and loss > self.first_loss
         self.blown_up = self.blown_up + 1 if blown else 0
-        if e > self.best_excess:
+        if e > self.best_excess:  # (False for NaN)
             self.best_excess, self.best_epoch, self.best_terms = e, epoch, terms
         if loss < self.min_loss:
             self.min_loss, self.min_epoch = loss, epoch

@@ -154,7 +154,8 @@ class _EpochSums:
                            + [torch.as_tensor(self.logs[k], device=self.device).double() for k in log_names])
         flat = dist.all_reduce_sum(flat).tolist()  # the one host sync of the epoch
         n, correct, agree, kl, tn, labelled = flat[:6]
-        out = {"acc": 100.0 * correct / max(labelled, 1)}
+        # over the labelled samples; None when a policy left none (every sample mixed or synthetic)
+        out: dict[str, Any] = {"acc": 100.0 * correct / labelled if labelled else None}
         total = 0.0
         for i, k in enumerate(names):
             out[f"loss_{k}"] = flat[6 + i] / max(n, 1)
@@ -176,8 +177,8 @@ def _stopped(message: str, s: LoopSettings, saved_epoch: int, best: dict[str, An
                 if saved_epoch > 0 else f"No epoch of {s.out_dir} was good enough to keep a checkpoint")
         if best["epoch"] > 0:
             kept += f" and best.safetensors (epoch {best['epoch']}, test accuracy {best['acc']:.2f}%)"
-    return (f"{message}. {kept}. The run stopped; run.on_divergence=warn would train on regardless. Start again "
-            "in a new out_dir with the changed settings")
+    return (f"{message}. {kept}. The run stopped (run.on_divergence=warn, kdlab.fit's on_divergence='warn', trains on "
+            "regardless); start again in a new out_dir with the changed settings")
 
 
 def _check_finite(out, epoch: int, step: int) -> None:
