@@ -75,7 +75,7 @@ def init_from_env(device: str, timeout: float = 1800.0) -> torch.device:
         # rank may read the address a killed rank published and fail to connect to it (pytorch/pytorch#167288)
         store = tdist.PrefixStore(f"kdlab/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
         tdist.init_process_group(backend, store=store, rank=rank_, world_size=world, timeout=wait)
-    except tdist.DistError as exc:
+    except RuntimeError as exc:  # DistError (a store or network timeout) or a backend's, e.g. gloo's connect
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ProcessGroupError(

@@ -179,14 +179,23 @@ class CachedTeacher:
             if path.stat().st_size != expected or mask.stat().st_size != shape[0] * shape[1]:
                 raise StaleCacheError(f"teacher cache {path} has the wrong size (truncated?); delete it to rebuild")
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise write_error(path.parent, exc, "create") from None
         itemsize = np.dtype(_NP_DTYPES[self.dtype_name]).itemsize
         for file, size in ((path, math.prod(shape) * itemsize), (mask, shape[0] * shape[1])):
             _allocate(file, size, created=not exists, others=(path, mask))
         values = np.memmap(path, dtype=_NP_DTYPES[self.dtype_name], mode="r+", shape=shape)
         filled = np.memmap(mask, dtype=np.bool_, mode="r+", shape=shape[:2])
         if not exists:  # the key is written last: a file without it is never trusted
-            atomic_write_text(meta, json.dumps(self.key, indent=1))
+            try:
+                atomic_write_text(meta, json.dumps(self.key, indent=1))
+            except OSError:
+                del values, filled
+                path.unlink(missing_ok=True)
+                mask.unlink(missing_ok=True)
+                raise
         with warnings.catch_warnings():  # memmaps are writable; torch warns about numpy arrays it cannot own
             warnings.simplefilter("ignore")
             v = torch.from_numpy(values)
