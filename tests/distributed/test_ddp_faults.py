@@ -108,7 +108,8 @@ def test_an_empty_last_shard_is_one_line_per_rank_and_the_launchers_root_cause(t
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     ours = [line for line in proc.stderr.splitlines() if line.startswith("kdlab: error:")]
-    assert len(ours) == 2 and all("1025 samples" in line and "too few for 2 processes" in line for line in ours)
+    # every rank refuses the same way; one may be stopped by the launcher before it prints, once another has failed
+    assert 1 <= len(ours) <= 2 and all("1025 samples" in x and "too few for 2 processes" in x for x in ours)
     assert "kdlab/" not in proc.stderr.replace("kdlab/configs", "")  # no frame of kdlab's: no stack dump of ours
     # torchrun's own summary names the cause instead of "To enable traceback see ..."
     assert "traceback : kdlab: error: the train set has 1025 samples" in proc.stderr

@@ -59,7 +59,7 @@ def test_a_second_kdlab_train_on_a_busy_out_dir_is_refused_at_once(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "kdlab", "train", "mnist1d/kd", f"out_dir={out}", f"teacher.checkpoint={teacher}",
            "teacher.arch=mnist1d_cnn_small", "student.arch=mnist1d_mlp", "data.train_subset=512",
-           "data.test_subset=100", "optim.epochs=400", "run.progress=false", "run.threads=1",
+           "data.test_subset=100", "optim.epochs=5000", "run.progress=false", "run.threads=1",
            "run.on_divergence=warn"]  # (a random teacher: whether the student learns is not the point here)
     first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
