@@ -3,12 +3,12 @@
 Layers, bottom up (docs/architecture.md): ``losses``, ``models``, ``data``, ``config`` → ``teachers`` → ``methods``,
 ``eval`` → ``engine`` → ``build`` (the composition root) → ``api`` (``fit``), ``sweep`` → ``fidelity``, ``demo`` →
 ``cli``. ``fit``, ``fidelity_report`` and ``load_model`` (a saved ``model.safetensors`` back as a module) are the
-Python entry points.
+Python entry points; ``fit`` raises ``TrainingDiverged`` on a collapsed run.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "fit", "fidelity_report", "load_model"]
+__all__ = ["__version__", "TrainingDiverged", "fit", "fidelity_report", "load_model"]
 
 
 def __getattr__(name):
@@ -17,6 +17,10 @@ def __getattr__(name):
         from kdlab.api import fit
 
         return fit
+    if name == "TrainingDiverged":
+        from kdlab.api import TrainingDiverged
+
+        return TrainingDiverged
     if name == "fidelity_report":
         from kdlab.eval.fidelity import fidelity_report
 

@@ -19,16 +19,26 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-__all__ = ["CheckpointError", "DiskFullError", "atomic_write", "atomic_write_bytes", "atomic_write_text",
-           "load_tensors", "map_file", "preallocate", "read_metadata", "save_tensors"]
+__all__ = ["CheckpointError", "WriteError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "load_tensors",
+           "map_file", "preallocate", "read_metadata", "save_tensors", "write_error"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint or weights file is missing, corrupt, or does not fit the model/run."""
 
 
-class DiskFullError(ValueError):
-    """The disk cannot hold a file kdlab is about to fill (a ValueError: bad input the user fixes, one line)."""
+class WriteError(OSError):
+    """A file could not be written (disk full, file too large, read-only, no permission). ``errno`` is the cause's;
+    the message names the path, and an atomic write leaves the previous version of the file in place."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_error(path: str | Path, exc: OSError, what: str = "write", note: str = "") -> WriteError:
+    """``exc`` (raised while writing ``path``) as a one-line :class:`WriteError` naming the path and the cause."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    return WriteError(exc.errno, f"cannot {what} {path}: {cause}{note}")
 
 
 def _umask() -> int:
@@ -37,11 +47,21 @@ def _umask() -> int:
     return mask
 
 
+def _file_error(exc: BaseException) -> bool:
+    """An OSError of the file system (ENOSPC, EFBIG, EACCES, ...), not a network error raised by a ``write``
+    callback (ConnectionError, URLError) nor one already described."""
+    return (isinstance(exc, OSError) and exc.errno is not None
+            and not isinstance(exc, (WriteError, ConnectionError, TimeoutError)))
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
     """Create ``path`` atomically: ``write(f)`` fills a temp file in the same directory, which then replaces it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -49,9 +69,12 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _file_error(exc):
+            kept = " (its previous version is kept)" if path.exists() else ""
+            raise write_error(path, exc, note=kept) from None
         raise
 
 
@@ -63,22 +86,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def preallocate(path: str | Path, nbytes: int) -> None:
-    """Create ``path`` (replacing it) with ``nbytes`` reserved on disk, so that writing it later through a memory
-    map cannot fail. A sparse file would SIGBUS the writer when the disk fills up; ``posix_fallocate`` makes a full
-    disk a :class:`DiskFullError` now, naming the file and the size."""
+def preallocate(path: str | Path, nbytes: int, *, truncate: bool = True, note: str = "") -> None:
+    """Give ``path`` ``nbytes`` bytes with their disk blocks reserved, so that writing it later through a memory map
+    cannot fail: a sparse file would SIGBUS the writer when the disk fills up, ``posix_fallocate`` makes a full disk a
+    :class:`WriteError` now, naming the file, the size and ``note``. ``truncate``: start from an empty file (else
+    an existing file keeps its content and only gets its blocks). A file this call made is removed on failure."""
     path = Path(path)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666 & ~_umask())
+    existed = path.exists()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0), 0o666 & ~_umask())
     try:
         if nbytes and hasattr(os, "posix_fallocate"):
             os.posix_fallocate(fd, 0, nbytes)
-        else:  # no fallocate (macOS): a sparse file, checked against the free space by the caller
+        elif os.fstat(fd).st_size < nbytes:  # no fallocate (macOS): at least the length
             os.ftruncate(fd, nbytes)
     except OSError as exc:
         os.close(fd)
-        path.unlink(missing_ok=True)
-        raise DiskFullError(f"cannot reserve {nbytes / 2**30:.2f} GiB for {path}: {exc.strerror}; free space or "
-                            "choose another location") from None
+        if truncate or not existed:
+            path.unlink(missing_ok=True)
+        raise write_error(path, exc, f"reserve {nbytes / 2**20:.1f} MiB for", note) from None
     os.close(fd)
 
 

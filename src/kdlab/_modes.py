@@ -37,18 +37,3 @@ def left_as_found(*modules: nn.Module) -> Iterator[None]:
             m.training = flag  # set directly: a custom train() (e.g. a frozen teacher's) must not reinterpret it
         for p, flag in grads:
             p.requires_grad_(flag)
-
-
-@contextmanager
-def left_as_found(*modules: nn.Module) -> Iterator[None]:
-    """Inside the block the modules may be frozen, switched to eval mode or trained; on exit every submodule's
-    training flag and every parameter's ``requires_grad`` are as they were (a user's model is left as found)."""
-    flags = [(m, m.training) for module in modules for m in module.modules()]
-    grads = [(p, p.requires_grad) for module in modules for p in module.parameters()]
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag  # set directly: a custom train() (e.g. a frozen teacher's) must not reinterpret it
-        for p, flag in grads:
-            p.requires_grad_(flag)

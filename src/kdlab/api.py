@@ -15,10 +15,13 @@ from torch import nn
 
 from kdlab import build, methods
 from kdlab._checks import SettingError
+from kdlab._modes import left_as_found
 from kdlab.config import validate
 from kdlab.engine.device import resolve_device
+from kdlab.engine.guard import TrainingDiverged
 from kdlab.eval.fidelity import evaluate_accuracy, fidelity_report
-from kdlab._modes import left_as_found
+
+__all__ = ["Result", "TrainingDiverged", "fit"]
 
 
 @dataclass
@@ -50,7 +53,8 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
         seed: int = 0, device: str = "cpu", out_dir: str | Path | None = None, *, optimizer: str = "sgd",
         momentum: float = 0.9, nesterov: bool = False, weight_decay: float = 5e-4, schedule: str = "step",
         milestones: Sequence[int] = (), gamma: float = 0.1, warmup_epochs: int = 0, augment=None,
-        eval_every: int = 1, progress: bool = False, workers: int = 0) -> Result:
+        eval_every: int = 1, progress: bool = False, workers: int = 0, grad_clip: float | None = None,
+        on_divergence: str = "stop") -> Result:
     """Train ``student`` by ``method`` from ``teacher`` (a module, or a list of modules = probability-averaging
     ensemble; None for ``method="ce"``). Returns the student in eval mode; the teacher's train/eval mode and its
     parameters' ``requires_grad`` are restored as they were passed.
@@ -71,15 +75,19 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
     ``epochs``, CAKD's feature probe takes the data's sample shape. SGD with momentum 0.9 and weight decay 5e-4 are
     the CIFAR-100 recipe's; ``optimizer="adamw"`` (betas 0.9, 0.999), ``schedule`` "step" (×``gamma`` after each of
     ``milestones``), "cosine" or "constant", and ``warmup_epochs`` of linear lr warm-up are the alternatives.
+
+    A run that collapses (kdlab.engine.guard) raises :class:`kdlab.TrainingDiverged` (``on_divergence="warn"``:
+    a warning, and training goes on); ``grad_clip`` clips the global gradient norm (off by default).
     """
     cfg = validate({
         "seed": seed,
         "method": {"name": method, "args": dict(method_args or {})},
         "optim": {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "momentum": momentum,
                   "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
-                  "milestones": list(milestones), "gamma": gamma, "warmup_epochs": warmup_epochs},
+                  "milestones": list(milestones), "gamma": gamma, "warmup_epochs": warmup_epochs,
+                  "grad_clip": grad_clip},
         "eval": {"every": eval_every},
-        "run": {"device": str(device), "progress": progress, "tensorboard": False},
+        "run": {"device": str(device), "progress": progress, "tensorboard": False, "on_divergence": on_divergence},
         "teacher": {"cache": {"enabled": False}},
     }, "kdlab.fit", method_schema=lambda name: methods.get(name).Params, name=argument_name)
     users = [teacher] if isinstance(teacher, nn.Module) else [m for m in (teacher or []) if isinstance(m, nn.Module)]

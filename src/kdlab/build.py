@@ -46,6 +46,7 @@ from kdlab.engine.environment import environment
 from kdlab.engine.loop import LoopResult, LoopSettings, collect_logits, logits_report, train_loop
 from kdlab.engine.metrics_log import flatten
 from kdlab.engine.precision import DevicePath, resolve
+from kdlab.engine.run_dir import RunDirLock, check_writable
 from kdlab.engine.seeding import seed_everything
 from kdlab._modes import eval_mode
 from kdlab.methods import Method, RunFacts
@@ -105,9 +106,22 @@ def make_loaders(splits: DataSplits, global_batch_size: int, eval_batch_size: in
                           device=device)
     test = splits.loader("test", max(1, eval_batch_size // world), seed=seed, device=device)
     if world > 1:
+        _check_last_batch(train, "train", "optim.batch_size", world)
+        _check_last_batch(test, "test", "eval.batch_size", world)
         train = train.sharded(dist.rank(), world)
         test = test.sharded(dist.rank(), world)
     return train, test
+
+
+def _check_last_batch(loader: BatchLoader, split: str, key: str, world: int) -> None:
+    """Every rank needs a sample of every global batch (DDP steps together); an uneven split is fine (the loop
+    weighs each rank's loss by its share), an empty shard is refused before any work."""
+    g = loader.batch_size * world
+    m = loader.num_samples % g
+    if 0 < m < world:
+        raise ValueError(f"the {split} set has {loader.num_samples} samples, so its last global batch of {g} holds "
+                         f"only {m}: too few for {world} processes. Set {key} so that it leaves 0 or at least {world} "
+                         f"samples over, or data.{split}_subset")
 
 
 def _loaders(cfg: RunConfig, splits: DataSplits, device) -> tuple[BatchLoader, BatchLoader]:
@@ -359,9 +373,10 @@ def _identity(section: dict[str, Any], teacher_module: nn.Module | None, **extra
 
 
 def _config_section(cfg: RunConfig) -> dict[str, Any]:
-    """Everything in ``cfg`` that changes training (out_dir, display options and data.workers excluded)."""
-    return cfg.model_dump(mode="json", exclude={"out_dir": True, "run": {"progress", "tensorboard"},
-                                                 "data": {"workers"}})
+    """Everything in ``cfg`` that changes training (out_dir, display and failure-handling options and data.workers
+    excluded)."""
+    return cfg.model_dump(mode="json", exclude={"out_dir": True, "run": {"progress", "tensorboard", "dist_timeout",
+                                                                          "on_divergence"}, "data": {"workers"}})
 
 
 def _finished(out_dir: Path | None, parts_identity: dict[str, Any], epochs: int) -> dict | None:
@@ -403,6 +418,7 @@ def _train(parts: RunParts) -> Outcome:
         warmup_epochs=o.warmup_epochs, eval_every=cfg.eval.every,
         out_dir=out_dir, progress=cfg.run.progress, tensorboard=cfg.run.tensorboard, config_hash=ihash,
         identity=parts.identity, weights_metadata=weights_metadata(parts.arch, parts.num_classes), device_path=dp,
+        grad_clip=o.grad_clip, on_divergence=cfg.run.on_divergence, sync_bn=cfg.run.sync_bn,
     )
     result = train_loop(method, parts.train, parts.test, parts.num_classes, settings, teacher_logits,
                         parts.batch_transform)
@@ -466,6 +482,13 @@ def _title(parts: RunParts, role: str) -> str:
     return f"{role} {net}, {parts.cfg.method.name}" + (f", {parts.out_dir.name}" if parts.out_dir else "")
 
 
+def _train_and_report(parts: RunParts, role: str, teacher_arch: str | None = None) -> tuple[Outcome, dict[str, Any]]:
+    """Train and write ``final.json`` holding the run directory's writer lock (one writer per out_dir)."""
+    with RunDirLock(parts.out_dir):
+        outcome = _train(parts)
+        return outcome, _final(parts, outcome, role, teacher_arch)
+
+
 @contextmanager
 def _process_group(leave_group: bool):
     """Under torchrun: the process group joined inside is left on the way out (``leave_group``).
@@ -488,9 +511,10 @@ def _process_group(leave_group: bool):
 
 
 def _setup(cfg: RunConfig) -> tuple[torch.device, DevicePath]:
+    check_writable(Path(cfg.out_dir))
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    device = dist.init_from_env(str(resolve_device(cfg.run.device)))
+    device = dist.init_from_env(str(resolve_device(cfg.run.device)), cfg.run.dist_timeout)
     device_path = resolve(device, cfg.run.precision, cfg.run.channels_last, cfg.run.compile)
     seed_everything(cfg.seed, cfg.run.deterministic)
     return device, device_path
@@ -522,7 +546,7 @@ def train_teacher(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]
         net = _create(cfg.teacher.arch, splits.num_classes, cfg.seed, device, next(iter(test)).x, "teacher")
         parts = RunParts(cfg, out_dir, device, dp, train, test, splits.num_classes, net, cfg.teacher.arch, None,
                          identity, cfg.model_dump(mode="json"))
-        return _final(parts, _train(parts), "teacher")
+        return _train_and_report(parts, "teacher")[1]
 
 
 def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
@@ -556,7 +580,7 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
         parts = RunParts(cfg, out_dir, device, dp, train, test, nc, student, cfg.student.arch, teacher_module,
                          identity, cfg.model_dump(mode="json"), policy, adapted=adapted, reuse_teacher_logits=True,
                          store=store)
-        return _final(parts, _train(parts), "student", cfg.teacher.arch)
+        return _train_and_report(parts, "student", cfg.teacher.arch)[1]
 
 
 def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, train, eval, cfg: RunConfig,
@@ -572,6 +596,8 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     student's structure and the teacher's weights, so a rerun on ``out_dir`` with any of them changed is refused.
     """
     device = resolve_device(cfg.run.device)
+    if out_dir is not None:
+        check_writable(out_dir)
     seed_everything(cfg.seed)
     bs, seed = cfg.optim.batch_size, cfg.seed
     x = y = None
@@ -584,6 +610,13 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
                                                                    workers=workers, augment=augment)
         max_train = int(labels.max())
     eval_xy = as_tensors(eval) if eval is not None else None
+    for what, inputs in (("train", x), ("eval", eval_xy[0] if eval_xy is not None else None)):
+        if inputs is not None and inputs.dtype == torch.uint8:
+            # the loader would scale uint8 by 1/255 while a user's teacher (and the report) see what they were
+            # given: two scales. kdlab.fit uses inputs as given, so they must be given at the model's scale.
+            raise ValueError(f"{what} inputs are uint8: kdlab.fit uses inputs exactly as given, so give them at the "
+                             "scale your teacher was trained on: x.float() / 255 for [0, 1] pixels, or x.float() "
+                             "(a Dataset of PIL images: add a transform that returns float tensors)")
     teacher_module = None
     if teacher is not None:
         teacher_module = Ensemble(list(teacher)) if isinstance(teacher, (list, tuple)) else teacher
@@ -604,9 +637,9 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     _finished(out_dir, identity, cfg.optim.epochs)  # refuses a directory of another run before anything is written
     parts = RunParts(cfg, out_dir, device, DevicePath(device.type), train_loader, eval_loader, num_classes, student,
                      None, teacher_module, identity, {"kdlab.fit": identity}, adapted=adapted)
-    outcome = _train(parts)
+    outcome, final = _train_and_report(parts, "student")
     report_on = eval_xy if eval_xy is not None else (x, y) if x is not None else as_tensors(train)
-    return outcome, _final(parts, outcome, "student"), report_on
+    return outcome, final, report_on
 
 
 def _digest(*tensors: torch.Tensor) -> str:
@@ -618,17 +651,29 @@ def _structure(model: nn.Module) -> str:
     return json.dumps([[k, list(v.shape), str(v.dtype)] for k, v in model.state_dict().items()])
 
 
+def _logits_of(model: nn.Module, x: torch.Tensor, who: str) -> torch.Tensor:
+    """``model(x)``, or a ValueError when it is not a float32 network returning one logits tensor ``[N, C]``."""
+    dtypes = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()} - {"torch.float32"})
+    if dtypes:
+        raise ValueError(f"the {who}'s parameters are {', '.join(dtypes)}: kdlab trains float32 networks on float32 "
+                         f"inputs; convert it with {who}.float()")
+    with eval_mode(model):
+        out = model(x)
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"the {who} returned a {type(out).__name__}, not a logits tensor: kdlab needs a module whose "
+                         "forward returns the logits [N, C] (wrap it in a module that returns only the logits)")
+    if out.ndim != 2:
+        raise ValueError(f"the {who} must return logits [N, C]; it returned shape {tuple(out.shape)}")
+    return out
+
+
 def _check_outputs(student: nn.Module, teacher: nn.Module | None, x: torch.Tensor, max_label: int) -> int:
     """Class count of the student; errors when the teacher or the labels do not fit it."""
     with torch.no_grad():
-        with eval_mode(student):
-            s = student(x)
-        if s.ndim != 2:
-            raise ValueError(f"the student must return logits [N, C]; it returned shape {tuple(s.shape)}")
+        s = _logits_of(student, x, "student")
         if teacher is not None:
-            with eval_mode(teacher):
-                t = teacher(x)
-            if t.ndim != 2 or t.shape[1] != s.shape[1]:
+            t = _logits_of(teacher, x, "teacher")
+            if t.shape[1] != s.shape[1]:
                 raise ValueError(f"teacher has {t.shape[-1]} classes but the student has {s.shape[1]}")
     if max_label >= s.shape[1]:
         raise ValueError(f"labels go up to {max_label} but the student has only {s.shape[1]} outputs")

@@ -1,8 +1,8 @@
 """torchrun with 2 CPU processes (gloo) trains exactly like 1 process with the same global batch.
 
-The student is BN-free (mnist1d_mlp): with BatchNorm each rank would normalise by its half batch's statistics, which
-is a different computation from one process, not a bug. Global batch 64 = 2 ranks × 32; the train subset is a
-multiple of 64, so every step averages equal shards and DDP's mean of rank gradients is the global-batch gradient.
+Global batch 64 = 2 ranks × 32. BatchNorm students (mnist1d_cnn_small, resnet8 on CIFAR-shaped data) normalise by the
+global batch's statistics (run.sync_bn: auto); a last global batch that splits unevenly (519 samples: 7 = 3 + 4) is
+weighed per rank, so DDP's mean of rank gradients is the global batch's gradient in every step.
 """
 
 import json
@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -22,14 +23,20 @@ METHODS = {
     # DHKD's gradient alignment uses autograd.grad (no DDP hooks): its backward all-reduces g1 and g2 itself
     "dhkd": "{name: dhkd, args: {head: linear, gradient_alignment: true, dropout: 0.0}}",
 }
+CASES = {  # name: (method, student, train subset)
+    "kd-mlp": ("kd", "mnist1d_mlp", 512),  # BN-free
+    "kd-bn-uneven": ("kd", "mnist1d_cnn_small", 519),  # BatchNorm, and a last global batch of 7 on 2 ranks
+    "dhkd-bn": ("dhkd", "mnist1d_cnn_small", 512),  # BatchNorm inside DHKD's own gradient sync
+}
 
 
-def _config(tmp_path, teacher, method):
-    cfg = tmp_path / f"{method}.yaml"
+def _config(tmp_path, teacher, case):
+    method, student, n = CASES[case]
+    cfg = tmp_path / f"{case}.yaml"
     cfg.write_text(f"""
-data: {{name: mnist1d, train_subset: 512, test_subset: 100}}
+data: {{name: mnist1d, train_subset: {n}, test_subset: 100}}
 teacher: {{checkpoint: {teacher}}}
-student: {{arch: mnist1d_mlp}}
+student: {{arch: {student}}}
 method: {METHODS[method]}
 optim: {{epochs: 2, batch_size: 64, lr: 0.1}}
 run: {{progress: false, threads: 1, tensorboard: false}}
@@ -37,43 +44,26 @@ run: {{progress: false, threads: 1, tensorboard: false}}
     return cfg
 
 
-def _run(cfg, out, nproc):
+def _run(cfg, out, nproc, overrides=()):
     if nproc == 1:  # the reference runs in this process (same code path as `kdlab train`, no start-up cost)
         from kdlab import build
 
-        build.distil(build.load_config(str(cfg), [f"out_dir={out}"]))
+        build.distil(build.load_config(str(cfg), [f"out_dir={out}", *overrides]))
         return json.loads((out / "final.json").read_text())
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd = [sys.executable, *launcher, "-m", "kdlab", "train", str(cfg), f"out_dir={out}"]
+    cmd = [sys.executable, *launcher, "-m", "kdlab", "train", str(cfg), f"out_dir={out}", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {**json.loads((out / "final.json").read_text()), "stdout": proc.stdout}
 
 
-def _train_rows(out):
-    return [json.loads(line)["train"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ddp") / "teacher.safetensors"
-    torch.manual_seed(7)
-    save_model(path, models.create("mnist1d_cnn_small", 10), arch="mnist1d_cnn_small", num_classes=10)
-    return path
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_two_gloo_processes_match_one_process(tmp_path, teacher, method):
-    cfg = _config(tmp_path, teacher, method)
-    one = _run(cfg, tmp_path / "one", 1)
-    two = _run(cfg, tmp_path / "two", 2)
-
+def _same(tmp_path, one, two, arch, num_classes=10, n_test=100):
     w1 = load_file(tmp_path / "one" / "model.safetensors")
     w2 = load_file(tmp_path / "two" / "model.safetensors")
-    assert w1.keys() == w2.keys()
-    start = models.create("mnist1d_mlp", 10).state_dict()  # (not the seed-0 init: training really moved them)
+    assert w1.keys() == w2.keys()  # the plain model's keys: no SyncBatchNorm or DDP prefix in the saved weights
+    models.create(arch, num_classes).load_state_dict(w2)
+    start = models.create(arch, num_classes).state_dict()  # (not the seed-0 init: training really moved them)
     assert any(not torch.equal(w1[k], start[k]) for k in w1)
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
@@ -83,13 +73,55 @@ def test_two_gloo_processes_match_one_process(tmp_path, teacher, method):
             assert r2[k] == pytest.approx(r1[k], rel=1e-4, abs=1e-6), k
     for k in ("student_acc", "teacher_acc", "agreement", "kl", "student_nll", "n"):
         assert two["fidelity"][k] == pytest.approx(one["fidelity"][k], rel=1e-4, abs=1e-6), k
-    assert two["fidelity"]["n"] == 100  # both ranks' eval shards were summed
-    if method == "kd":
+    assert two["fidelity"]["n"] == n_test  # both ranks' eval shards were summed
+
+
+def _train_rows(out):
+    return [json.loads(line)["train"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_gloo_processes_match_one_process(tmp_path, teacher, case):
+    cfg = _config(tmp_path, teacher, case)
+    one = _run(cfg, tmp_path / "one", 1)
+    two = _run(cfg, tmp_path / "two", 2)
+    _same(tmp_path, one, two, CASES[case][1])
+    if case == "kd-mlp":
         # a restart of the finished run under DDP leaves it as it is (final.json untouched) and says so, once
         before = (tmp_path / "two" / "final.json").read_bytes()
         again = _run(cfg, tmp_path / "two", 2)
         assert (tmp_path / "two" / "final.json").read_bytes() == before
         assert again["stdout"].count("holds a finished run") == 1
+
+
+def write_fake_cifar100(root, n_train, n_test, seed=0):
+    """A CIFAR-100 binary tree (records: coarse label, fine label, 3072 pixel bytes) with random images."""
+    rng = np.random.default_rng(seed)
+    top = root / "cifar-100-binary"
+    top.mkdir(parents=True)
+    for name, n in (("train.bin", n_train), ("test.bin", n_test)):
+        fine = rng.integers(0, 100, size=n, dtype=np.uint8)
+        pixels = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        (top / name).write_bytes(np.concatenate([(fine // 5)[:, None], fine[:, None], pixels], axis=1).tobytes())
+    (top / "fine_label_names.txt").write_text("".join(f"class_{i}\n" for i in range(100)))
+    (top / "coarse_label_names.txt").write_text("".join(f"super_{i}\n" for i in range(20)))
+
+
+@pytest.mark.slow
+def test_a_cifar_zoo_bn_student_under_two_processes_matches_one(tmp_path):
+    """resnet8 (BatchNorm) distilled from resnet8 on CIFAR-shaped data, crop+flip views, global batch 16 = 2 × 8."""
+    write_fake_cifar100(tmp_path / "data", n_train=70, n_test=20)
+    torch.manual_seed(5)
+    teacher = tmp_path / "teacher.safetensors"
+    save_model(teacher, models.create("resnet8", 100), arch="resnet8", num_classes=100)
+    cfg = "cifar100/resnet56-resnet20/kd"
+    ov = [f"data.root={tmp_path / 'data'}", f"teacher.checkpoint={teacher}", "teacher.arch=resnet8",
+          "student.arch=resnet8", "optim.epochs=2", "optim.batch_size=16", "optim.lr=0.1", "eval.batch_size=20",
+          "run.progress=false", "run.threads=1", "run.tensorboard=false"]
+    one = _run(cfg, tmp_path / "one", 1, ov)
+    two = _run(cfg, tmp_path / "two", 2, ov)
+    _same(tmp_path, one, two, "resnet8", num_classes=100, n_test=20)
 
 
 def test_global_batch_must_split_evenly(monkeypatch):
@@ -105,3 +137,61 @@ def test_global_batch_must_split_evenly(monkeypatch):
     train, test = build.make_loaders(splits, 4, 16, 0, "cpu")
     assert (train.batch_size, train.global_batch_size, train.rank) == (2, 4, 1)
     assert test.global_batch_size == 16
+
+
+def test_an_empty_shard_of_the_last_global_batch_is_refused_before_any_work(monkeypatch):
+    from kdlab.data.splits import DataSplits
+    from kdlab import build, distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+
+    def splits(n_train, n_test=16):
+        return DataSplits(x_train=torch.zeros(n_train, 1, 4), y_train=torch.zeros(n_train, dtype=torch.long),
+                          x_test=torch.zeros(n_test, 1, 4), y_test=torch.zeros(n_test, dtype=torch.long),
+                          num_classes=2, name="toy")
+
+    # 1025 on 2 ranks with a global batch of 64: the last batch holds 1 sample, one rank would get none
+    with pytest.raises(ValueError, match=r"train set has 1025 samples.*holds only 1: too few for 2 processes"):
+        build.make_loaders(splits(1025), 64, 16, 0, "cpu")
+    with pytest.raises(ValueError, match=r"test set has 17 samples.*eval.batch_size"):
+        build.make_loaders(splits(1024, 17), 64, 16, 0, "cpu")
+    build.make_loaders(splits(1031), 64, 16, 0, "cpu")  # 7 = 3 + 4: uneven, weighed by the loop
+
+
+def test_sync_batchnorm_converts_the_trainable_part_only_under_several_processes(monkeypatch):
+    from torch import nn
+
+    from kdlab import distributed, methods
+    from kdlab.distributed import GlooSyncBatchNorm
+    from kdlab.teachers import FrozenTeacher
+
+    def method():
+        torch.manual_seed(0)
+        teacher = FrozenTeacher(models.create("mnist1d_cnn_small", 10))
+        return methods.create("kd", models.create("mnist1d_cnn_small", 10), teacher, 10)
+
+    single = method()
+    single.prepare_distributed(torch.device("cpu"))
+    assert not any(isinstance(m, GlooSyncBatchNorm) for m in single.modules())  # one process: nothing to sync
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)  # (not initialised: wrap_ddp stays a no-op)
+    off = method()
+    off.prepare_distributed(torch.device("cpu"), sync_bn=False)
+    assert not any(isinstance(m, GlooSyncBatchNorm) for m in off.modules())
+
+    m = method()
+    keys = list(m.state_dict())
+    params = {n: p for n, p in m.named_parameters()}
+    bn_before = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm1d)]
+    m.prepare_distributed(torch.device("cpu"))  # auto
+    synced = [mod for mod in m.modules() if isinstance(mod, GlooSyncBatchNorm)]
+    assert len(synced) == len(bn_before) > 0 and not any(type(mod) is nn.BatchNorm1d for mod in m.modules())
+    assert list(m.state_dict()) == keys  # checkpoints keep the plain model's keys
+    assert all(p is params[n] for n, p in m.named_parameters())  # the same Parameters (an optimizer stays valid)
+    assert synced[0].running_mean is bn_before[0].running_mean
+    assert not any(isinstance(mod, GlooSyncBatchNorm) for mod in m.teacher.module.modules())  # never the teacher
+    x = torch.randn(4, 1, 40)
+    m.eval()
+    with torch.no_grad():  # outside a process group the layer is a BatchNorm
+        torch.testing.assert_close(m.student(x), method().student.eval()(x))

@@ -120,7 +120,7 @@ def test_mmap_file_is_reused_and_a_stale_one_is_refused(tmp_path):
     first = CachedTeacher(teacher, _loader(x, y), path=path, precompute=True, progress=False)
     first.flush()
     key = json.loads((tmp_path / "cache.bin.json").read_text())
-    assert key["augment"] == Shift1D(4).describe() and key["dtype"] == "float16"
+    assert key["augment"] == Shift1D(4).describe() and key["dtype"] == "float32"  # the exact default
     again = CachedTeacher(teacher, _loader(x, y), path=path)
     assert again._complete and torch.equal(again.values, first.values)
     with pytest.raises(StaleCacheError, match="teacher"):

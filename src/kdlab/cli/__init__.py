@@ -9,14 +9,18 @@
 * :mod:`kdlab.cli.sweep` — ``sweep``, ``table``.
 
 :func:`main` maps the library's errors to one line on stderr and an exit code (:mod:`kdlab.failures`: 2 for bad
-input, 3 for a non-finite loss), 130 for Ctrl-C.
+input, 3 for a non-finite loss, 4 for a run the divergence guard stopped, 5 when the environment failed), 130 for
+Ctrl-C. docs/reliability.md lists the faults.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import sys
+import time
 
 from kdlab import __version__
 from kdlab.cli import evaluate, export, showcase, sweep, teacher_cache, teachers, train
@@ -48,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(_two_word_commands(parser, argv))
+    if hasattr(signal, "SIGXFSZ"):
+        # past a file-size limit (ulimit -f) a write fails with EFBIG and a clear message instead of killing us
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     code = _run(args)
     if launched_by_torchrun():
         # Every file is written (atomically, fsynced) by now. Interpreter teardown with a gloo process group can
@@ -71,5 +78,20 @@ def _run(args) -> int:
         code = exit_code(exc)
         if code == 1:
             raise
-        print(failure_line(exc), file=sys.stderr)
+        line = failure_line(exc)
+        print(line, file=sys.stderr)
+        _tell_launcher(line)
         return code
+
+
+def _tell_launcher(line: str) -> None:
+    """Under torchrun: the one line also goes to the error file the launcher reads, so its failure summary shows
+    it as the root cause instead of "To enable traceback see ..."."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path and launched_by_torchrun():
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                # the layout torch.distributed.elastic's ErrorHandler writes, without a Python call stack
+                json.dump({"message": {"message": line, "extraInfo": {"timestamp": str(int(time.time()))}}}, f)
+        except OSError:  # the console line is already out; the summary is a courtesy
+            pass

@@ -49,7 +49,9 @@ class TeacherCacheConfig(_Strict):
 
     enabled: bool | Literal["auto"] = "auto"  # auto: on when the method uses only teacher logits of the clean view
     storage: Literal["memory", "mmap"] = "memory"
-    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    # float32: exact (cached training equals live-teacher training); float16/bfloat16 halve the memory and round
+    # the stored logits (docs/performance.md gives the measured error); a logit they cannot hold is an error
+    dtype: Literal["float16", "bfloat16", "float32"] = "float32"
     path: str | None = None  # mmap file (default: <out_dir>/teacher_cache.bin); shared across runs when set
     # auto: fill every (sample, view) up front when the run would draw most views anyway or the file is shared
     # (teacher.cache.path), else on the fly; the estimate (table size, fill time) is printed before work starts
@@ -195,6 +197,7 @@ class OptimConfig(_Strict):
     milestones: list[int] = Field(default_factory=lambda: [150, 180, 210])  # step: lr ×gamma after each
     gamma: float = Field(default=0.1, gt=0)
     warmup_epochs: int = Field(default=0, ge=0)  # linear lr warm-up: epoch e <= w runs at lr·e/w
+    grad_clip: float | None = Field(default=None, gt=0)  # clip the global gradient norm to this (None: off)
 
     @field_validator("milestones")
     @classmethod
@@ -226,6 +229,14 @@ class RunOptions(_Strict):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CUDA)
     channels_last: bool = False  # CUDA image models
     compile: bool = False  # torch.compile the student's forward
+    # torchrun: BatchNorm statistics over the global batch (auto/true: whenever there are several processes and the
+    # student or the method's extras have BatchNorm; false: each rank normalises by its own shard, not 1 process)
+    sync_bn: bool | Literal["auto"] = "auto"
+    # torchrun: seconds a rank waits for the others (joining, collectives) before failing with a clear error
+    dist_timeout: float = Field(default=1800.0, gt=0)
+    # when the divergence guard (kdlab.engine.guard) finds a collapsed run: stop (exit code 4, the last good
+    # checkpoint kept) or warn and train on
+    on_divergence: Literal["stop", "warn"] = "stop"
 
 
 class RunConfig(_Strict):

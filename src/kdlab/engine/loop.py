@@ -11,6 +11,7 @@ checkpoint and reproduces the uninterrupted run exactly.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +21,7 @@ from kdlab import distributed as dist
 from kdlab._io import save_tensors
 from kdlab._modes import eval_mode
 from kdlab.engine.checkpoint import check_same_run, load_training_state, save_training_state
+from kdlab.engine.guard import DivergenceGuard, TrainingDiverged
 from kdlab.engine.metrics_log import MetricsLog
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.progress import Progress
@@ -29,7 +31,7 @@ from kdlab.eval import AccuracyAccumulator, FidelityAccumulator
 from kdlab.eval.metrics import kl_per_example
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(TrainingDiverged, FloatingPointError):
     """A loss became NaN/inf. The last good checkpoint in out_dir is kept."""
 
 
@@ -53,6 +55,9 @@ class LoopSettings:
     identity: dict[str, Any] | None = None  # what the hash covers, stored so a refusal can name what differs
     weights_metadata: dict[str, str] = field(default_factory=dict)  # metadata of the saved weights files
     device_path: DevicePath = field(default_factory=DevicePath)  # autocast / channels_last (engine.precision)
+    grad_clip: float | None = None  # clip the global gradient norm to this before each step (None: off)
+    on_divergence: str = "stop"  # what the divergence guard (engine.guard) does: "stop" (raise) or "warn"
+    sync_bn: bool | str = "auto"  # BatchNorm statistics over the global batch under DDP (Method.prepare_distributed)
 
 
 @dataclass
@@ -126,7 +131,7 @@ class _EpochSums:
         self.terms: dict[str, torch.Tensor] = {}
         self.logs: dict[str, torch.Tensor] = {}
         z = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
-        self.n, self.correct, self.agree, self.kl, self.teacher_n = z(), z(), z(), z(), z()
+        self.n, self.correct, self.agree, self.kl, self.teacher_n, self.labelled = z(), z(), z(), z(), z(), z()
 
     def add(self, out, y: torch.Tensor) -> None:
         n = y.shape[0]
@@ -138,6 +143,7 @@ class _EpochSums:
         logits = out.logits.detach()
         pred = logits.argmax(1)
         self.correct += (pred == y).sum()
+        self.labelled += (y >= 0).sum()  # unlabelled samples of a distillation-data policy carry y = -1
         if out.teacher_logits is not None:
             t = out.teacher_logits.detach().float()
             self.teacher_n += n
@@ -147,23 +153,36 @@ class _EpochSums:
     def summary(self) -> dict[str, float]:
         names = sorted(self.terms)
         log_names = sorted(self.logs)
-        flat = torch.stack([self.n, self.correct, self.agree, self.kl, self.teacher_n]
+        flat = torch.stack([self.n, self.correct, self.agree, self.kl, self.teacher_n, self.labelled]
                            + [torch.as_tensor(self.terms[k], device=self.device).double() for k in names]
                            + [torch.as_tensor(self.logs[k], device=self.device).double() for k in log_names])
         flat = dist.all_reduce_sum(flat).tolist()  # the one host sync of the epoch
-        n, correct, agree, kl, tn = flat[:5]
-        out = {"acc": 100.0 * correct / max(n, 1)}
+        n, correct, agree, kl, tn, labelled = flat[:6]
+        # over the labelled samples; None when a policy left none (every sample mixed or synthetic)
+        out: dict[str, Any] = {"acc": 100.0 * correct / labelled if labelled else None}
         total = 0.0
         for i, k in enumerate(names):
-            out[f"loss_{k}"] = flat[5 + i] / max(n, 1)
+            out[f"loss_{k}"] = flat[6 + i] / max(n, 1)
             total += out[f"loss_{k}"]
         out["loss"] = total
         for i, k in enumerate(log_names):
-            out[k] = flat[5 + len(names) + i] / max(n, 1)
+            out[k] = flat[6 + len(names) + i] / max(n, 1)
         if tn > 0:
             out["agreement"] = 100.0 * agree / tn
             out["kl"] = kl / tn
         return out
+
+
+def _stopped(message: str, s: LoopSettings, saved_epoch: int, best: dict[str, Any]) -> str:
+    if s.out_dir is None:
+        kept = "Nothing was saved (no out_dir)"
+    else:
+        kept = (f"Kept in {s.out_dir}: checkpoint.safetensors (epoch {saved_epoch}, the last good state)"
+                if saved_epoch > 0 else f"No epoch of {s.out_dir} was good enough to keep a checkpoint")
+        if best["epoch"] > 0:
+            kept += f" and best.safetensors (epoch {best['epoch']}, test accuracy {best['acc']:.2f}%)"
+    return (f"{message}. {kept}. The run stopped (run.on_divergence=warn, kdlab.fit's on_divergence='warn', trains on "
+            "regardless); start again in a new out_dir with the changed settings")
 
 
 def _check_finite(out, epoch: int, step: int) -> None:
@@ -175,6 +194,25 @@ def _check_finite(out, epoch: int, step: int) -> None:
             "is kept. Lower the learning rate, check the inputs for NaN/inf, or check the teacher checkpoint.")
 
 
+def _chance(loader, num_classes: int) -> float:
+    """Accuracy (%) of always predicting the most frequent training label (one host sync, once per run)."""
+    y = getattr(loader, "y", None)
+    if not isinstance(y, torch.Tensor) or y.numel() == 0:
+        return 100.0 / num_classes
+    return 100.0 * float(torch.bincount(y.reshape(-1), minlength=num_classes).max()) / y.numel()
+
+
+def _shard_weight(loader, step: int, n: int) -> float:
+    """Factor on this rank's loss so that DDP's mean over ranks is the global batch's mean when the last global
+    batch splits unevenly (m samples, this rank n of them): n·W/m; exactly 1.0 for equal shards."""
+    world = getattr(loader, "world_size", 1)
+    if world == 1:
+        return 1.0
+    g = loader.global_batch_size
+    m = min(g, loader.num_samples - step * g)
+    return n * world / m
+
+
 def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: int, s: LoopSettings,
                teacher_eval_logits: torch.Tensor | None = None,
                batch_transform: Callable[[Any, int], Any] | None = None) -> LoopResult:
@@ -183,11 +221,19 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
     ``teacher_eval_logits``: the teacher's logits on ``eval_loader`` (:func:`collect_logits`, computed once per run
     by the caller); with them every evaluation reports agreement and KL. ``batch_transform(batch, epoch) -> batch``:
     a distillation-data policy (kdlab.data.policies) applied to every training batch before the method sees it.
+
+    Once per epoch the training summary goes to the divergence guard (:mod:`kdlab.engine.guard`): on a collapse it
+    raises :class:`TrainingDiverged` (``s.on_divergence="stop"``) or warns once (``"warn"``). While a guard rule is
+    building up no checkpoint is written (a kill then replays those epochs exactly), so the checkpoint left behind
+    is the last good state; ``best.safetensors`` holds the best evaluated weights.
     """
     start = time.perf_counter()
     device = next(method.parameters()).device
-    forward = method.prepare_distributed(device)  # DDP around the trainable part under torchrun, else the method
+    # DDP around the trainable part under torchrun (BatchNorm synchronised per s.sync_bn), else the method itself;
+    # before the optimizer is built, so that it holds the parameters that train
+    forward = method.prepare_distributed(device, sync_bn=s.sync_bn)
     optimizer = make_optimizer(method, s)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     dp = s.device_path
     is_main = dist.is_main()
     log = MetricsLog(s.out_dir, s.tensorboard if is_main else False) if s.out_dir is not None else None
@@ -196,6 +242,7 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
     history: list[dict[str, Any]] = []
     best = {"acc": -1.0, "epoch": 0}
     first_epoch, resumed_from = 1, None
+    guard: DivergenceGuard | None = DivergenceGuard(_chance(train_loader, num_classes), s.lr, s.grad_clip)
     if ckpt_path is not None and ckpt_path.exists():
         rng, info = load_training_state(ckpt_path, method, optimizer)
         check_same_run(info, s.config_hash, s.identity, s.out_dir)
@@ -208,6 +255,10 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
             history = log.truncate(info["epoch"])
         else:
             history = [r for r in log.records() if r.get("epoch", 0) <= info["epoch"]]
+        for r in history:  # the guard's state is a function of the epochs trained so far
+            if guard is not None and guard.update(r["epoch"], r["train"]) is not None and s.on_divergence == "warn":
+                guard = None  # it had fired (and warned) before the restart
+    saved_epoch = first_epoch - 1
 
     check_every_step = device.type == "cpu"  # a host sync per step is free on CPU, costly on GPU
     progress = Progress(s.progress and is_main, s.epochs)  # bars on a terminal, a line per epoch in a log file
@@ -221,6 +272,7 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
         sums = _EpochSums(device)
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         for step, batch in enumerate(progress.over_steps(train_loader, epoch)):
+            n_loader = batch.y.shape[0]  # this rank's share of the global batch, before a policy adds samples
             if batch_transform is not None:
                 batch = batch_transform(batch, epoch)
             if dp.channels_last:
@@ -232,12 +284,25 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
             else:
                 nonfinite |= ~torch.isfinite(out.total.detach())
             optimizer.zero_grad(set_to_none=True)
-            method.backward(out)
+            w = _shard_weight(train_loader, step, n_loader)
+            method.backward(out if w == 1.0 else replace(out, losses={k: v * w for k, v in out.losses.items()}))
+            if s.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, s.grad_clip)  # global norm; no host sync
             optimizer.step()
             sums.add(out, batch.y)
         if bool(nonfinite):
             raise NonFiniteLossError(f"non-finite loss during epoch {epoch}; the last good checkpoint is kept")
         record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train": sums.summary()}
+        diverged = guard.update(epoch, record["train"]) if guard is not None else None
+        if diverged is not None:
+            record["divergence"] = diverged.rule
+            if s.on_divergence == "stop":
+                if is_main and log is not None:
+                    log.append(record)
+                raise TrainingDiverged(_stopped(diverged.message, s, saved_epoch, best), epoch, diverged.rule)
+            warnings.warn(f"{diverged.message} (run.on_divergence=warn: training goes on)", RuntimeWarning,
+                          stacklevel=2)
+            guard = None
         if eval_loader is not None and (epoch % s.eval_every == 0 or epoch == s.epochs):
             test = evaluate(method.eval_model(), eval_loader, num_classes, teacher_eval_logits,
                             method.report_temperature)
@@ -249,10 +314,14 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
                                  s.weights_metadata)
         record["epoch_time_s"] = time.perf_counter() - t0
         history.append(record)
+        good = guard is None or not guard.building or epoch == s.epochs
         if is_main and log is not None:
             log.append(record)  # log before checkpoint: a kill in between is undone by truncate() on resume
-            info = {"epoch": epoch, "best": best, "config_hash": s.config_hash, "identity": s.identity}
-            save_training_state(ckpt_path, method, optimizer, rng_state(), info)
+            if good:
+                info = {"epoch": epoch, "best": best, "config_hash": s.config_hash, "identity": s.identity}
+                save_training_state(ckpt_path, method, optimizer, rng_state(), info)
+        if good:
+            saved_epoch = epoch
         progress.epoch_done(record)
         dist.barrier()
     progress.close()

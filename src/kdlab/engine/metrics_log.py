@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdlab._io import atomic_write_text
+from kdlab._io import atomic_write_text, write_error
 
 
 def flatten(record: dict[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
@@ -61,8 +61,11 @@ class MetricsLog:
         return kept
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.jsonl, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.jsonl, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:  # a cut last line is dropped by records() and undone by truncate() on resume
+            raise write_error(self.jsonl, exc) from None
         self._write_csv(self.records())
         if self._tb is not None:
             step = record.get("epoch", 0)

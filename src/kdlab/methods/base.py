@@ -3,7 +3,7 @@
 A ``Method`` owns the student, any trainable extras (auxiliary heads, connectors) and a reference to the frozen
 teacher (a :class:`~kdlab.teachers.Teacher`, given once at construction). For each training batch it returns a
 ``StepOutput`` whose ``losses`` are summed and minimised. The engine never knows which method runs: it calls
-``forward = method.prepare_distributed(device)`` once, then per step ``forward(batch, epoch)``,
+``forward = method.prepare_distributed(device, sync_bn)`` once, then per step ``forward(batch, epoch)``,
 ``method.backward(out)`` and the optimizer. Everything method-specific the engine would otherwise branch on lives
 here (the pattern of timm's ``TrainingTask``):
 
@@ -11,7 +11,8 @@ here (the pattern of timm's ``TrainingTask``):
   :meth:`needs_teacher`, :meth:`cacheable` (may an exact logit cache stand in for the teacher?),
   :meth:`needs_full_teacher_distribution` (would a top-k teacher store change the objective?) and :meth:`adapt`:
   the defaults that only suit CIFAR-100 (class count, 240 epochs), fitted to the run at hand;
-* :meth:`prepare_distributed` (DDP around the trainable part; DHKD syncs its own gradients instead);
+* :meth:`prepare_distributed` (BatchNorm over the global batch, DDP around the trainable part; DHKD syncs its own
+  gradients instead);
 * :attr:`report_temperature` (the τ at which reports also give KL), :meth:`eval_model` (the network evaluated and
   saved), :meth:`backward` (DHKD's gradient alignment);
 * which distillation-data extras it honours (:attr:`labels_only_in_ce`, :attr:`per_sample_temperature`), checked
@@ -171,10 +172,21 @@ class Method(nn.Module):
         with loss_validation(self.sync_checks):
             return super().__call__(batch, *args, **kwargs)
 
-    def prepare_distributed(self, device: torch.device) -> Callable:
+    def prepare_distributed(self, device: torch.device, sync_bn: bool | str = "auto") -> Callable:
         """The callable the loop runs each step's forward through. Under torchrun: DistributedDataParallel around
-        this method's trainable part (the teacher is not a submodule, so it stays unwrapped); else the method."""
+        this method's trainable part (the teacher is not a submodule, so it stays unwrapped); else the method.
+        Called before the optimizer is built."""
+        self.sync_batchnorm(device, sync_bn)
         return dist.wrap_ddp(self, device) or self
+
+    def sync_batchnorm(self, device: torch.device, sync_bn: bool | str = "auto") -> None:
+        """Under torchrun (``sync_bn`` "auto" or True): every BatchNorm of the student and the extras normalises by
+        the global batch's statistics, so W processes train as one does (``run.sync_bn``; False keeps per-rank
+        statistics). In place: parameters, buffers and state-dict keys stay the plain model's. The teacher is not a
+        submodule and is never converted."""
+        if sync_bn is False or dist.world_size() == 1 or not dist.has_batchnorm(self):
+            return
+        dist.convert_sync_batchnorm(self, device)
 
     def backward(self, out: StepOutput) -> None:
         """Default: minimise the sum of the loss terms. DHKD overrides this (gradient alignment)."""

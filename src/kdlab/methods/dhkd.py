@@ -84,12 +84,14 @@ class DHKD(LogitMethod):
         g = self.hp.gradient_alignment
         return self.hp.head == "nonlinear" if g is None else g
 
-    def prepare_distributed(self, device):
+    def prepare_distributed(self, device, sync_bn="auto"):
         """With gradient alignment the method is not wrapped in DDP: ``autograd.grad`` bypasses DDP's hooks, so
         :meth:`backward` all-reduces g1 and g2 itself, and rank 0's buffers are broadcast before every forward, as
-        the wrapper would do."""
+        the wrapper would do. BatchNorm is synchronised either way (its all-reduces are part of the graph that
+        ``autograd.grad`` differentiates)."""
         if not self.aligns_gradients:
-            return super().prepare_distributed(device)
+            return super().prepare_distributed(device, sync_bn)
+        self.sync_batchnorm(device, sync_bn)
 
         def forward(batch, epoch: int) -> StepOutput:
             dist.broadcast_buffers(self)

@@ -30,7 +30,7 @@ from kdlab.plots import accuracy_vs_agreement
 from kdlab.sweep.published import Published, PublishedTable, load_published
 from kdlab.sweep.runner import SWEEP_FILE
 
-__all__ = ["FORMATS", "Column", "Run", "Table", "collect", "fmt", "markdown", "to_csv", "write_outputs"]
+__all__ = ["FORMATS", "Column", "Run", "Table", "collect", "markdown", "to_csv", "write_outputs"]
 
 FORMATS = ("md", "csv", "png")
 _SEED_DIR = re.compile(r"seed(\d+)$")

@@ -7,10 +7,13 @@ rows a batch misses, or all up front) and then read back for every later step, s
 approximated: a batch whose inputs are not a known view (``batch.view is None``: mixup, data policies, R2KD's second
 view through ``teacher.logits``) goes to the live teacher.
 
-Storage ``[num_samples, num_views, C]`` in float16/bfloat16/float32 plus a filled mask ``[num_samples, num_views]``,
-in memory or in a ``numpy.memmap`` file with a JSON sidecar holding the key (teacher weights hash, training-data hash,
-``augment.describe()``, normalisation, dtype, shape). Opening a file whose key differs is a :class:`StaleCacheError`
-naming the field, so a cache can never silently serve another teacher's logits.
+Storage ``[num_samples, num_views, C]`` in float32 (default: exact) or float16/bfloat16 (half the memory; each stored
+logit rounded to 11/8 significant bits, and a logit beyond their range is a :class:`CacheOverflowError`, never an
+inf) plus a filled mask ``[num_samples, num_views]``, in memory or in a ``numpy.memmap`` file with a JSON sidecar
+holding the key (teacher weights hash, training-data hash, ``augment.describe()``, normalisation, dtype, shape).
+Opening a file whose key differs is a :class:`StaleCacheError` naming the field, so a cache can never silently
+serve another teacher's logits. A new file's blocks are allocated up front (``posix_fallocate``), so a full disk is
+an error naming the file when it is created, not a SIGBUS when a page of the mapping is first written.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kdlab._io import atomic_write_text
+from kdlab._io import atomic_write_text, preallocate, write_error
 from kdlab.teachers.frozen import FrozenTeacher
 
-__all__ = ["CachedTeacher", "StaleCacheError", "tensor_digest", "module_digest"]
+__all__ = ["CacheOverflowError", "CachedTeacher", "StaleCacheError", "tensor_digest", "module_digest"]
 
 _FORMAT = 1
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -40,6 +43,10 @@ _NP_DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float3
 
 class StaleCacheError(ValueError):
     """An existing cache file was made for another teacher, data set, augmentation or layout."""
+
+
+class CacheOverflowError(ValueError):
+    """A finite teacher logit is beyond the range of the cache's float16/bfloat16 storage."""
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -58,6 +65,20 @@ def module_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def _allocate(file: Path, size: int, created: bool, others: tuple[Path, ...]) -> None:
+    """Give ``file`` ``size`` bytes with their disk blocks reserved (``kdlab._io.preallocate``): a mapping written
+    later cannot hit a full disk (SIGBUS). The files of a cache this call created are removed again on failure, so a
+    rerun does not meet a half-made cache."""
+    try:
+        preallocate(file, size, truncate=False, note=" for the teacher-logit cache; free space, set teacher.cache.path "
+                    "on another disk, or teacher.cache.storage=memory")
+    except OSError:
+        if created:
+            for f in others:
+                f.unlink(missing_ok=True)
+        raise
+
+
 class CachedTeacher:
     """A :class:`FrozenTeacher` whose :meth:`logits_for_batch` reads ``T[batch.index, batch.view]``.
 
@@ -65,7 +86,8 @@ class CachedTeacher:
         teacher: the frozen teacher to cache.
         loader: the training :class:`~kdlab.data.BatchLoader` (its data, augmentation, normalisation and
             ``index_offset`` define the table). It must have a :class:`~kdlab.data.ViewAugmentation`.
-        dtype: storage precision, ``"float16"`` (default), ``"bfloat16"`` or ``"float32"`` (bit-exact).
+        dtype: storage precision, ``"float32"`` (default, exact), ``"float16"`` or ``"bfloat16"`` (half the
+            memory, rounded; an out-of-range logit raises :class:`CacheOverflowError`).
         path: ``None`` for an in-memory table, else a file (``numpy.memmap``) with sidecars ``<path>.json`` (key)
             and ``<path>.mask`` (filled flags); an existing file with the same key is reused (across seeds and
             methods), one with another key raises :class:`StaleCacheError`.
@@ -73,7 +95,7 @@ class CachedTeacher:
         tag: extra key entries (e.g. the autocast precision the teacher runs under).
     """
 
-    def __init__(self, teacher: FrozenTeacher, loader, *, dtype: str = "float16", path: str | Path | None = None,
+    def __init__(self, teacher: FrozenTeacher, loader, *, dtype: str = "float32", path: str | Path | None = None,
                  precompute: bool = False, tag: dict[str, Any] | None = None, progress: bool = True,
                  chunk_size: int = 1024):
         if not isinstance(teacher, FrozenTeacher):
@@ -173,12 +195,23 @@ class CachedTeacher:
             if path.stat().st_size != expected or mask.stat().st_size != shape[0] * shape[1]:
                 raise StaleCacheError(f"teacher cache {path} has the wrong size (truncated?); delete it to rebuild")
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        mode = "r+" if exists else "w+"
-        values = np.memmap(path, dtype=_NP_DTYPES[self.dtype_name], mode=mode, shape=shape)
-        filled = np.memmap(mask, dtype=np.bool_, mode=mode, shape=shape[:2])
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise write_error(path.parent, exc, "create") from None
+        itemsize = np.dtype(_NP_DTYPES[self.dtype_name]).itemsize
+        for file, size in ((path, math.prod(shape) * itemsize), (mask, shape[0] * shape[1])):
+            _allocate(file, size, created=not exists, others=(path, mask))
+        values = np.memmap(path, dtype=_NP_DTYPES[self.dtype_name], mode="r+", shape=shape)
+        filled = np.memmap(mask, dtype=np.bool_, mode="r+", shape=shape[:2])
         if not exists:  # the key is written last: a file without it is never trusted
-            atomic_write_text(meta, json.dumps(self.key, indent=1))
+            try:
+                atomic_write_text(meta, json.dumps(self.key, indent=1))
+            except OSError:
+                del values, filled
+                path.unlink(missing_ok=True)
+                mask.unlink(missing_ok=True)
+                raise
         with warnings.catch_warnings():  # memmaps are writable; torch warns about numpy arrays it cannot own
             warnings.simplefilter("ignore")
             v = torch.from_numpy(values)
@@ -204,7 +237,13 @@ class CachedTeacher:
     def _store(self, rows: torch.Tensor, views: torch.Tensor, logits: torch.Tensor) -> None:
         dev = self.values.device
         rows, views = rows.to(dev), views.to(dev)
-        self.values[rows, views] = logits.detach().to(device=dev, dtype=self.dtype)
+        stored = logits.detach().to(device=dev, dtype=self.dtype)
+        if self.dtype != torch.float32 and bool((torch.isinf(stored) & torch.isfinite(logits.to(dev))).any()):
+            top = float(logits.detach().abs().max())
+            raise CacheOverflowError(
+                f"the teacher gives logits up to {top:.3g}, beyond {self.dtype_name}'s range "
+                f"({torch.finfo(self.dtype).max:.3g}): set teacher.cache.dtype=float32 (exact, the default)")
+        self.values[rows, views] = stored
         self.filled[rows, views] = True
 
     def precompute(self) -> None:

@@ -33,6 +33,7 @@ content per run is not affordable.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -45,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdlab._io import DiskFullError, atomic_write_text, map_file, preallocate
+from kdlab._io import WriteError, atomic_write_text, map_file, preallocate
 from kdlab.data.crop_schedule import SCHEDULE_FILES, CropSchedule, schedule_bytes
 from kdlab.data.folders import ImageList
 from kdlab.teachers.cache import StaleCacheError
@@ -152,9 +153,9 @@ class TeacherStore:
         path.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(path).free
         if free < total:
-            raise DiskFullError(f"the teacher store needs {total / 2**30:.2f} GiB but {path} has "
-                                f"{free / 2**30:.2f} GiB free; free space, choose another location or a smaller "
-                                "precision (--precision topk)")
+            raise WriteError(errno.ENOSPC, f"the teacher store needs {total / 2**30:.2f} GiB but {path} has "
+                                           f"{free / 2**30:.2f} GiB free; free space, choose another location or a "
+                                           "smaller precision (--precision topk)")
         schedule = CropSchedule.draw(sizes, seed, epochs, path, progress=progress)
         for name, (dtype, shape) in layout.items():
             preallocate(path / name, np.dtype(dtype).itemsize * math.prod(shape))

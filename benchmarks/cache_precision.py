@@ -1,0 +1,70 @@
+"""What float16 / bfloat16 storage of the teacher-logit cache costs: the error of the stored logits against float32.
+
+    python benchmarks/cache_precision.py                       # trains the demo's quick MNIST-1D teacher first
+    python benchmarks/cache_precision.py --teacher PATH.safetensors
+
+The table holds every (training signal, shift view) pair of MNIST-1D (4000 × 9) through the teacher, as
+``build.cached_teacher`` fills it for ``kdlab train mnist1d/kd``; float32 is the reference (it is the live teacher's
+output). Reported: the largest |logit|, the largest and mean absolute error of the stored logits, the largest error
+relative to the logit's magnitude, and how many stored rows change their argmax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from kdlab import build
+from kdlab.teachers import CachedTeacher, FrozenTeacher
+
+try:
+    from step_time import machine_line
+except ImportError:  # pragma: no cover
+    from benchmarks.step_time import machine_line
+
+
+def table(teacher_path: Path) -> str:
+    cfg = build.load_config("mnist1d/kd", [f"teacher.checkpoint={teacher_path}", "run.progress=false"])
+    splits = build.load_data(cfg)
+    train, _ = build.make_loaders(splits, cfg.optim.batch_size, cfg.eval.batch_size, cfg.seed, "cpu")
+    teacher = FrozenTeacher(build.load_teacher_module(cfg.teacher, splits.num_classes))
+    tables = {d: CachedTeacher(teacher, train, dtype=d, precompute=True, progress=False).values.float()
+              for d in ("float32", "float16", "bfloat16")}
+    exact = tables["float32"]
+    lines = [machine_line(torch.device("cpu")),
+             f"teacher {teacher_path.name}: {exact.shape[0]} signals × {exact.shape[1]} views × {exact.shape[2]} "
+             f"classes, max |logit| {exact.abs().max():.2f}", "",
+             "| storage | bytes / logit | max abs error | mean abs error | max error / abs(logit) | argmax changed |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, values in tables.items():
+        err = (values - exact).abs()
+        rel = (err / exact.abs().clamp(min=1e-3)).max()
+        flips = int((values.argmax(-1) != exact.argmax(-1)).sum())
+        size = torch.finfo(getattr(torch, name)).bits // 8
+        lines.append(f"| {name} | {size} | {err.max():.3g} | {err.mean():.3g} | {rel:.3g} | {flips} of "
+                     f"{exact.shape[0] * exact.shape[1]} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", type=Path, default=None, help="a kdlab MNIST-1D teacher (default: train one)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.teacher is not None:
+        print(table(args.teacher))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        from kdlab.demo import QUICK_TEACHER_EPOCHS, _recipe, _scaled
+
+        out = Path(tmp) / "teacher"
+        ov = _scaled(_recipe("teacher"), QUICK_TEACHER_EPOCHS) + [f"out_dir={out}", "run.progress=false"]
+        build.train_teacher(build.load_config("mnist1d/teacher", ov))
+        print(table(out / "model.safetensors"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""The divergence guard (kdlab.engine.guard): it stops a collapsed run with a message, keeps the last good and the best
+checkpoints, and never fires on the shipped MNIST-1D recipes or the demo's settings."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import kdlab
+from kdlab import methods, models
+from kdlab._io import load_tensors
+from kdlab.cli import main
+from kdlab.data import BatchLoader, load_dataset
+from kdlab.engine import guard as g
+from kdlab.engine.guard import DivergenceGuard, TrainingDiverged
+from kdlab.engine.loop import LoopSettings, NonFiniteLossError, train_loop
+
+
+def _feed(guard, rows):
+    """Epoch summaries (acc, loss) → the first Divergence, or None."""
+    for epoch, (acc, loss) in enumerate(rows, 1):
+        d = guard.update(epoch, {"acc": acc, "loss": loss, "loss_ce": loss / 4, "loss_kd": 3 * loss / 4})
+        if d is not None:
+            return d
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the rules, on summaries
+# ---------------------------------------------------------------------------------------------------------------
+def test_collapse_fires_after_patience_epochs_and_names_what_to_change():
+    rows = [(30, 3.0), (50, 3.5), (56, 4.0), (40, 6.0), (30, 9.0), (28, 12.0), (27, 14.0)]
+    d = _feed(DivergenceGuard(chance=10.0, lr=0.05), rows)
+    # best 56% (excess 0.511), collapse below 10 + 0.5·46 = 33%: epochs 5, 6, 7
+    assert d is not None and d.rule == "collapse" and d.epoch == 7
+    for part in ("epoch 7", "27.0%", "56.0% at epoch 3", "chance 10.0%", "ce 3.5", "kd 10.5 (75%)",
+                 "lower the learning rate (now 0.05)", "'kd'", "beta", "grad_clip"):
+        assert part in d.message, part
+    # two bad epochs are not yet a stretch, and a recovery resets it
+    assert _feed(DivergenceGuard(chance=10.0), rows[:6]) is None
+    assert _feed(DivergenceGuard(chance=10.0), rows[:5] + [(50, 4.0)] + rows[5:]) is None
+
+
+def test_blow_up_fires_on_a_loss_far_above_its_minimum_and_its_start():
+    rows = [(20, 2.0), (30, 1.0), (35, 0.8)] + [(35, 7.0)] * 2 + [(34, 30.0)] * 3  # 7 < 10 × 0.8
+    d = _feed(DivergenceGuard(chance=10.0), rows)
+    assert d is not None and d.rule == "blow-up" and d.epoch == 8 and "38x its minimum 0.8" in d.message
+    # a loss that grows only because a method ramps its weight up (DKD's warm-up) stays within BLOWUP of its minimum
+    warmup = [(20 + 4 * e, 1.0 + 0.4 * e) for e in range(20)]  # 1.0 → 8.6 while the accuracy rises
+    assert _feed(DivergenceGuard(chance=10.0), warmup) is None
+    # near convergence a tiny loss may jump ×20 without rising above where it started: not a blow-up
+    assert _feed(DivergenceGuard(chance=10.0), [(50, 2.3), (99, 0.01)] + [(98, 0.2)] * 5) is None
+
+
+def test_no_learning_fires_after_stuck_epochs_at_chance():
+    d = _feed(DivergenceGuard(chance=10.4), [(11.7, 27.7), (9.1, 14.5), (9.6, 14.5), (10.3, 13.9), (9.3, 14.0)])
+    assert d is not None and d.rule == "no learning" and d.epoch == 5 and "chance (10.4%)" in d.message
+    assert _feed(DivergenceGuard(chance=10.0), [(11.0, 3.0)] * 4 + [(14.0, 2.0)] + [(11.0, 2.0)] * 4) is None
+
+
+def test_guard_thresholds_are_those_documented():
+    # docs/reliability.md states these; a change must update it
+    assert (g.PATIENCE, g.LEARNED, g.COLLAPSE, g.BLOWUP, g.STUCK_BAND, g.STUCK_EPOCHS) == (3, 0.2, 0.5, 10.0, 0.02, 5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the loop: stop or warn, what is kept
+# ---------------------------------------------------------------------------------------------------------------
+def _toy(n=96, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=gen)
+    return x, (x[:, :3]).argmax(1)
+
+
+class _Saboteur:
+    """A batch transform that wrecks the labels from `epoch` on (a collapse on schedule)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def __call__(self, batch, epoch):
+        if epoch >= self.epoch:
+            batch.y = (batch.y + 1 + torch.arange(batch.y.shape[0]) % 2) % 3
+        return batch
+
+
+def _toy_run(tmp_path, on_divergence="stop", epochs=12):
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+    method = methods.create("ce", student, None, 3)
+    x, y = _toy(192)
+    train = BatchLoader(x, y, 32, seed=0)
+    test = BatchLoader(*_toy(96, 1), 96, shuffle=False)
+    s = LoopSettings(epochs=epochs, lr=0.2, out_dir=tmp_path, progress=False, tensorboard=False,
+                     on_divergence=on_divergence)
+    return train_loop(method, train, test, 3, s, batch_transform=_Saboteur(6))
+
+
+def test_loop_stops_and_keeps_the_last_good_and_the_best_checkpoints(tmp_path):
+    with pytest.raises(TrainingDiverged) as info:
+        _toy_run(tmp_path)
+    e = info.value
+    assert e.rule == "collapse" and e.epoch >= 8
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["epoch"] == e.epoch and records[-1]["divergence"] == "collapse"  # the evidence is logged
+    saved = json.loads(load_tensors(tmp_path / "checkpoint.safetensors")[1]["info"])
+    # the stretch of PATIENCE bad epochs was never checkpointed: the file holds the last good state
+    assert saved["epoch"] == e.epoch - g.PATIENCE
+    assert records[saved["epoch"] - 1].get("divergence") is None
+    best = saved["best"]
+    assert best["epoch"] <= saved["epoch"] and (tmp_path / "best.safetensors").is_file()
+    assert f"checkpoint.safetensors (epoch {saved['epoch']}, the last good state)" in str(e)
+    assert f"best.safetensors (epoch {best['epoch']}" in str(e)
+    assert not (tmp_path / "model.safetensors").exists()  # no "result" of a collapsed run
+
+
+def test_warn_trains_on_and_says_so(tmp_path):
+    with pytest.warns(RuntimeWarning, match="training collapsed"):
+        result = _toy_run(tmp_path, on_divergence="warn")
+    assert [r["epoch"] for r in result.history] == list(range(1, 13))
+    assert sum("divergence" in r for r in result.history) == 1  # warned once
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_non_finite_loss_is_a_kind_of_divergence():
+    assert issubclass(NonFiniteLossError, TrainingDiverged) and kdlab.TrainingDiverged is TrainingDiverged
+
+
+def test_grad_clip_bounds_the_global_gradient_norm(monkeypatch):
+    norms = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **k):
+        params = list(params)
+        out = real(params, max_norm, *a, **k)
+        norms.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item())
+        return out
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    train = BatchLoader(*_toy(64), 32, seed=0)
+    train_loop(methods.create("ce", student, None, 3), train, None, 3,
+               LoopSettings(epochs=1, lr=0.1, progress=False, grad_clip=0.01))
+    assert len(norms) == 2 and all(n <= 0.01 * (1 + 1e-5) for n in norms)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# real runs
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mnist1d():
+    s = load_dataset("mnist1d")
+    return (s.x_train, s.y_train), (s.x_test, s.y_test)
+
+
+@pytest.mark.slow
+def test_dkd_on_a_bn_free_mlp_at_lr_005_collapses_and_is_stopped(tmp_path, mnist1d):
+    """The issue's case: kdlab.fit, DKD with its defaults (β = 8, T = 4, warm-up 20), a BN-free MLP at lr 0.05."""
+    train, test = mnist1d
+    torch.manual_seed(0)
+    teacher = kdlab.fit(models.create("mnist1d_mlp", 10), None, train, test, method="ce", epochs=8, lr=0.05).student
+    torch.manual_seed(0)
+    with pytest.raises(kdlab.TrainingDiverged) as info:
+        kdlab.fit(models.create("mnist1d_mlp", 10), teacher, train, test, method="dkd", epochs=30, lr=0.05,
+                  out_dir=tmp_path / "run")
+    e = info.value
+    assert e.rule == "collapse" and 10 <= e.epoch <= 25, str(e)
+    assert "dkd" in str(e) and "beta" in str(e) and "grad_clip" in str(e)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    peak = max(r["train"]["acc"] for r in rows)
+    assert peak > 50 and rows[-1]["train"]["acc"] < (10 + peak) / 2  # it really had learned, then collapsed
+    tensors, meta = load_tensors(tmp_path / "run" / "checkpoint.safetensors")
+    info_ = json.loads(meta["info"])
+    assert info_["epoch"] == e.epoch - g.PATIENCE and all(torch.isfinite(t).all() for t in tensors.values())
+    best_w, _ = load_tensors(tmp_path / "run" / "best.safetensors")
+    net = models.create("mnist1d_mlp", 10)
+    net.load_state_dict(best_w)  # the best weights load into the plain student
+    assert info_["best"]["acc"] > 45
+    assert not (tmp_path / "run" / "final.json").exists()  # no report of the collapsed student
+
+
+@pytest.fixture(scope="module")
+def trained_teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("guard") / "teacher"
+    assert main(["teacher", "mnist1d/teacher", f"out_dir={out}", "data.train_subset=2000", "data.test_subset=200",
+                 "teacher.arch=mnist1d_cnn_small", "optim.epochs=5", "optim.milestones=[4]",
+                 "run.progress=false", "run.threads=1"]) == 0
+    return out / "model.safetensors"
+
+
+def test_cli_a_bn_student_at_lr_5_does_not_exit_0_at_chance(tmp_path, trained_teacher, capsys):
+    code = main(["train", "mnist1d/kd", f"out_dir={tmp_path / 'r'}", f"teacher.checkpoint={trained_teacher}",
+                 "teacher.arch=mnist1d_cnn_small", "data.train_subset=2000", "data.test_subset=200", "optim.lr=5",
+                 "optim.epochs=8", "run.progress=false", "eval.every=8"])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert err.count("\n") == 1 and "not learning" in err and "chance" in err and "lower the learning rate" in err
+    assert not (tmp_path / "r" / "final.json").exists()
+
+
+def test_cli_lr_50_is_not_exit_0(tmp_path, trained_teacher, capsys):
+    code = main(["train", "mnist1d/kd", f"out_dir={tmp_path / 'r'}", f"teacher.checkpoint={trained_teacher}",
+                 "teacher.arch=mnist1d_cnn_small", "data.train_subset=1000", "data.test_subset=200", "optim.lr=50",
+                 "optim.epochs=6", "run.progress=false"])
+    err = capsys.readouterr().err
+    assert code in (3, 4), err
+    assert err.startswith("kdlab: stopped:") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# never on the shipped recipes
+# ---------------------------------------------------------------------------------------------------------------
+def margins(rows: list[dict], chance: float) -> dict[str, float]:
+    """How close a finished run came to each rule: the lowest excess over chance as a fraction of the best so far
+    (collapse below COLLAPSE), the highest loss over its running minimum while above its start (blow-up above
+    BLOWUP), the longest stretch at chance (no learning at STUCK_EPOCHS)."""
+    best, low, first, ratio, blow, stuck, longest = -math.inf, math.inf, None, 1.0, 0.0, 0, 0
+    for r in rows:
+        acc, loss = r["train"]["acc"], r["train"]["loss"]
+        e = (acc - chance) / (100 - chance)
+        if best >= g.LEARNED:
+            ratio = min(ratio, e / best)
+        first = loss if first is None else first
+        if 0 < low < math.inf and loss > first:
+            blow = max(blow, loss / low)
+        stuck = stuck + 1 if e <= g.STUCK_BAND else 0
+        longest = max(longest, stuck)
+        best, low = max(best, e), min(low, loss)
+    return {"collapse_ratio": ratio, "blowup": blow, "stuck": longest}
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _chance(n=None):
+    y = load_dataset("mnist1d").y_train[:n]
+    return 100.0 * float(torch.bincount(y).max()) / y.numel()
+
+
+def _far_from_every_rule(rows, chance):
+    assert all("divergence" not in r for r in rows)
+    m = margins(rows, chance)
+    # full-length recipes measured (docs/reliability.md): collapse ratio ≥ 0.966, blow-up ≤ 2.48, stuck 0
+    assert m["collapse_ratio"] > 0.8 and m["blowup"] < g.BLOWUP / 2 and m["stuck"] == 0, m
+
+
+@pytest.fixture(scope="module")
+def demo_teacher(tmp_path_factory):
+    """The demo's quick teacher (`kdlab demo --quick`), trained through the guard as well."""
+    from kdlab import build, demo
+
+    out = tmp_path_factory.mktemp("demo_teacher")
+    ov = demo._scaled(demo._recipe("teacher"), demo.QUICK_TEACHER_EPOCHS)
+    # one thread: a module fixture runs before the per-test one-thread fixture, and 2 threads per xdist worker on
+    # 2 cores are several times slower
+    build.train_teacher(build.load_config("mnist1d/teacher", [*ov, f"out_dir={out}", "run.progress=false",
+                                                              "run.threads=1"]))
+    _far_from_every_rule(_rows(out), _chance())
+    return out / "model.safetensors"
+
+
+def _demo_methods():
+    from kdlab import demo
+
+    return demo.DEMO_METHODS + demo.CHECK_METHODS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _demo_methods())
+def test_the_guard_never_fires_on_a_shipped_recipe_at_the_demos_settings(tmp_path, demo_teacher, name):
+    """Every shipped MNIST-1D student recipe as `kdlab demo --quick` runs it (10 epochs, milestones and warm-up
+    scaled, the quick teacher), through the guard, stays far from every threshold."""
+    from kdlab import build, demo
+
+    ov = [*demo._scaled(demo._recipe(name), demo.QUICK_EPOCHS), f"teacher.checkpoint={demo_teacher}",
+          f"out_dir={tmp_path}", "run.progress=false"]
+    build.distil(build.load_config(f"mnist1d/{name}", ov))
+    _far_from_every_rule(_rows(tmp_path), _chance())
+
+
+@pytest.mark.slow
+def test_the_guard_never_fires_on_the_fidelity_recipes(tmp_path):
+    """The fidelity experiments' teacher and student recipes at full length (500 signals, 30 epochs)."""
+    from kdlab import build
+
+    teacher = tmp_path / "teacher"
+    build.train_teacher(build.load_config("mnist1d/fidelity_teacher", [f"out_dir={teacher}", "run.progress=false"]))
+    build.distil(build.load_config("mnist1d/fidelity_kd", [f"out_dir={tmp_path / 'kd'}", "run.progress=false",
+                                                           f"teacher.checkpoint={teacher / 'model.safetensors'}"]))
+    for out in (teacher, tmp_path / "kd"):
+        _far_from_every_rule(_rows(out), _chance(500))
+
+
+def test_a_run_without_labelled_samples_has_no_train_accuracy_and_no_accuracy_rule(tmp_path, trained_teacher):
+    """distill_data MixUp on every sample (mixup_fraction 1): no sample keeps its label, so there is no training
+    accuracy to judge (it was 0 % before, which the no-learning rule would read as 'at chance')."""
+    out = tmp_path / "r"
+    assert main(["train", "mnist1d/kd", f"out_dir={out}", f"teacher.checkpoint={trained_teacher}",
+                 "teacher.arch=mnist1d_cnn_small", "data.train_subset=512", "data.test_subset=100",
+                 "distill_data.mixup_alpha=1.0", "optim.epochs=6", "run.progress=false", "run.threads=1"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["train"]["acc"] is None for r in rows) and all("divergence" not in r for r in rows)
+    assert _feed(DivergenceGuard(chance=10.0), [(None, 2.0)] * 8) is None
