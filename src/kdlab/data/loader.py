@@ -136,6 +136,10 @@ class BatchLoader:
         n, g = self.num_samples, self.global_batch_size
         return n // g if self.drop_last else math.ceil(n / g)
 
+    def global_batch_len(self, step: int) -> int:
+        """Samples in global batch ``step`` over all ranks: the last one is short (it is split, not padded)."""
+        return min(self.global_batch_size, self.num_samples - step * self.global_batch_size)
+
     def plan(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This epoch's ``(permutation, views)``: int64 CPU tensors of length N; ``views[i]`` is dataset index i's.
 

@@ -166,6 +166,12 @@ class StreamLoader:
         lo, hi = self._block()
         return math.ceil((hi - lo) / self.batch_size)
 
+    def global_batch_len(self, step: int) -> int:
+        """Samples in global training batch ``step`` over all ranks: always the full global batch when padded (the
+        last one wraps around), else what is left."""
+        g = self.global_batch_size
+        return g if self.pad else min(g, self.num_samples - step * g)
+
     # ------------------------------------------------------------------------------------------------- iteration
     def order(self) -> np.ndarray:
         """This epoch's permutation of all samples (int64), as :meth:`kdlab.data.BatchLoader.plan` draws it."""

@@ -208,9 +208,7 @@ def _shard_weight(loader, step: int, n: int) -> float:
     world = getattr(loader, "world_size", 1)
     if world == 1:
         return 1.0
-    g = loader.global_batch_size
-    m = min(g, loader.num_samples - step * g)
-    return n * world / m
+    return n * world / loader.global_batch_len(step)  # the loader knows whether its last batch wraps or splits
 
 
 def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: int, s: LoopSettings,
