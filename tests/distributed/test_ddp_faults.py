@@ -162,10 +162,10 @@ def test_killing_the_launcher_or_a_rank_leaves_no_orphan_workers(tmp_path, teach
 
 @pytest.mark.slow
 def test_max_restarts_resumes_a_killed_rank_and_ends_as_an_uninterrupted_run(tmp_path, teacher):
-    from kdlab import build
-
     cfg = _config(tmp_path, teacher, epochs=8, n=1031)  # (with an uneven last global batch too)
-    build.distil(build.load_config(str(cfg), [f"out_dir={tmp_path / 'one'}"]))  # uninterrupted, 1 process
+    # the reference: the same 2-process job uninterrupted (1 process = N is tested in test_ddp_gloo.py; over 8 epochs
+    # of a BatchNorm student at lr 0.1 its float noise grows to ~1e-4 in scale-invariant conv weights on some CPUs)
+    subprocess.run(_torchrun(cfg, tmp_path / "one"), env=_env(), check=True, capture_output=True, timeout=240)
 
     out = tmp_path / "two"
     log = (tmp_path / "stderr.txt").open("w")
@@ -188,6 +188,6 @@ def test_max_restarts_resumes_a_killed_rank_and_ends_as_an_uninterrupted_run(tmp
     assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == list(range(1, 9))
     w1, w2 = load_file(tmp_path / "one" / "model.safetensors"), load_file(out / "model.safetensors")
     for k in w1:
-        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-6, atol=1e-7)  # a resumed run is the same run
     for k in ("student_acc", "agreement", "kl", "student_nll"):
-        assert b["fidelity"][k] == pytest.approx(a["fidelity"][k], rel=1e-4, abs=1e-6), k
+        assert b["fidelity"][k] == pytest.approx(a["fidelity"][k], rel=1e-6, abs=1e-8), k
