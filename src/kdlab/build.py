@@ -410,7 +410,8 @@ def _train(parts: RunParts) -> Outcome:
     if out_dir is not None and dist.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(parts.record, sort_keys=False))
-    teacher_logits, reused = _teacher_eval_logits(teacher, parts) if teacher is not None and parts.test else (None, False)
+    teacher_logits, reused = (_teacher_eval_logits(teacher, parts) if teacher is not None and parts.test
+                              else (None, False))
     o = cfg.optim
     settings = LoopSettings(
         epochs=o.epochs, lr=o.lr, optimizer=o.optimizer, momentum=o.momentum, weight_decay=o.weight_decay,
@@ -585,7 +586,8 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
 
 def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, train, eval, cfg: RunConfig,
                    out_dir: Path | None, augment: ViewAugmentation | None = None, workers: int = 0,
-                   name: Callable[[str], str] = str) -> tuple[Outcome, dict[str, Any], tuple[torch.Tensor, torch.Tensor]]:
+                   name: Callable[[str], str] = str
+                   ) -> tuple[Outcome, dict[str, Any], tuple[torch.Tensor, torch.Tensor]]:
     """``kdlab.fit``'s assembly: the user's modules and data (tensor or numpy pairs, or Datasets), hyperparameters in
     ``cfg``. Returns the outcome, the final report (``final.json``) and the data to report on (``eval``, else
     ``train``, as tensors). Tensor pairs are held in memory; a ``train`` Dataset is read every epoch by the streamed

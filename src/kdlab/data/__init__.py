@@ -1,15 +1,15 @@
 """Datasets, the in-memory batch loader, batch-tensor augmentations and the distillation-data policies.
 
 ``load_dataset("mnist1d" | "cifar100" | "tiny_imagenet")`` returns :class:`DataSplits` (raw train/test tensors +
-normalisation + the train augmentation); :class:`BatchLoader` turns a split into augmented, normalised
-:class:`Batch` es whose order and views are a pure function of ``(seed, epoch)``. ``load_dataset("imagefolder" |
-"imagenet")`` returns :class:`ImageSplits`, files streamed by :class:`StreamLoader` (decoding in worker processes;
-order and crops a pure function of ``(seed, epoch, index)``). Modules: ``views`` (discrete, cacheable
-augmentations), ``mix`` and ``autoaugment`` (batch mixers), ``presets`` and ``policies`` (what a student is distilled
-on), ``splits`` (split control), ``archive``/``cifar``/``mnist1d``/``user`` (sources); on disk: ``folders``/``imagenet``/``tiny_imagenet``
+normalisation + the train augmentation); :class:`BatchLoader` turns a split into augmented, normalised :class:`Batch` es
+whose order and views are a pure function of ``(seed, epoch)``. ``load_dataset("imagefolder" | "imagenet")`` returns
+:class:`ImageSplits`, files streamed by :class:`StreamLoader` (decoding in worker processes; order and crops a pure
+function of ``(seed, epoch, index)``). Modules: ``views`` (discrete, cacheable augmentations), ``mix`` and
+``autoaugment`` (batch mixers), ``presets`` and ``policies`` (what a student is distilled on), ``splits`` (split
+control), ``archive``/``cifar``/``mnist1d``/``user`` (sources); on disk: ``folders``/``imagenet``/``tiny_imagenet``
 (layouts), ``decode`` (one file), ``image_index`` (files checked once), ``crops`` (crop geometry), ``stream`` and
-``image_stream`` (the streamed loader), ``crop_schedule`` and ``replay`` (stored crops, replayed), ``dataset_stream``
-(a user's Dataset read every epoch). See docs/data.md.
+``image_stream`` (the streamed loader), ``crop_schedule`` and ``replay`` (stored crops, replayed), ``dataset_stream`` (a
+user's Dataset read every epoch). See docs/data.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Streaming fidelity/accuracy metrics as per-example sums that stay on the device.
 
-``docs/reference/fidelity.md``: metrics are accumulated per example over the whole source, never as a mean of batch means.
-Each accumulator keeps one flat tensor of running sums (counts, Σ KL, Σ NLL, per-bin ECE sums, ...). ``update``
-adds one batch's sums with tensor ops only (no ``.item()``, so no host sync on a GPU); ``compute`` reads the
-tensor once. Because everything is a sum, results do not depend on the batch size, two accumulators ``merge`` by
-addition, and distributed ranks combine with a single ``all_reduce`` of :meth:`sum_tensor`.
+``docs/reference/fidelity.md``: metrics are accumulated per example over the whole source, never as a mean of batch
+means. Each accumulator keeps one flat tensor of running sums (counts, Σ KL, Σ NLL, per-bin ECE sums, ...). ``update``
+adds one batch's sums with tensor ops only (no ``.item()``, so no host sync on a GPU); ``compute`` reads the tensor
+once. Because everything is a sum, results do not depend on the batch size, two accumulators ``merge`` by addition, and
+distributed ranks combine with a single ``all_reduce`` of :meth:`sum_tensor`.
 
 Labels are range-checked lazily: out-of-range labels are counted on the device and reported by ``compute``, as are
 rows with NaN or +inf logits.

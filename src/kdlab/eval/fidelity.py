@@ -1,10 +1,10 @@
 """The fidelity report: does the student match its teacher, and how good is each on the labels?
 
-Stanton et al., "Does Knowledge Distillation Really Work?" (NeurIPS 2021) separate *fidelity* (agreement, predictive
-KL between teacher and student) from *generalization* (accuracy, NLL, calibration); ``docs/reference/fidelity.md`` asks for
-both, summed per example over the whole source. :func:`fidelity_report` runs both models once over the data in eval
-mode and returns every :class:`~kdlab.eval.accumulator.FidelityAccumulator` key. For the independent-student control
-of ``docs/reference/fidelity.md``, call it again with the same teacher and a student distilled from an independent teacher.
+Stanton et al., "Does Knowledge Distillation Really Work?" (NeurIPS 2021) separate *fidelity* (agreement, predictive KL
+between teacher and student) from *generalization* (accuracy, NLL, calibration); ``docs/reference/fidelity.md`` asks for
+both, summed per example over the whole source. :func:`fidelity_report` runs both models once over the data in eval mode
+and returns every :class:`~kdlab.eval.accumulator.FidelityAccumulator` key. For the independent-student control of
+``docs/reference/fidelity.md``, call it again with the same teacher and a student distilled from an independent teacher.
 """
 
 from __future__ import annotations

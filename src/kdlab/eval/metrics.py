@@ -61,7 +61,8 @@ def _check_logits(x: Tensor, name: str) -> Tensor:
         )
     if x.shape[1] < 1:
         raise ValueError(f"{name} has no classes (shape {tuple(x.shape)}); logits need at least one column")
-    # Half precision loses too much in log-softmax/KL: compute in float32 ("float32 or wider", docs/reference/methods.md §1).
+    # Half precision loses too much in log-softmax/KL: compute in float32 ("float32 or wider",
+    # docs/reference/methods.md §1).
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 

@@ -146,7 +146,8 @@ def cmkd_loss(
     logit_standardization: bool = False,
     reduction: str = "mean",
 ) -> Tensor:
-    """L = 2·τ²·(L_corr + L_intra), everything of CMKD (Niu et al. 2024) except CE — default formulation (docs/reference/methods.md §7).
+    """L = 2·τ²·(L_corr + L_intra), everything of CMKD (Niu et al. 2024) except CE — default formulation
+    (docs/reference/methods.md §7).
 
     Y = softmax(u/τ) (after :func:`logit_standardize` if ``logit_standardization``). Per sample:
     d_P,i = 1 − ρ(Y^s_i, Y^t_i), d_S,i = 1 − ρ(r̃(Y^s_i), rank(Y^t_i)) with the soft rank at κ,

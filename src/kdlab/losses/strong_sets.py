@@ -1,7 +1,7 @@
 """Rules that choose CAKD's strong-correlation set S from the teacher (Zhang et al. 2024).
 
-The paper's exact rule is not public; these are the configurable candidates of docs/reference/methods.md §4. Each returns a bool
-mask [N, C] (True = class in S) computed without gradient.
+The paper's exact rule is not public; these are the configurable candidates of docs/reference/methods.md §4. Each
+returns a bool mask [N, C] (True = class in S) computed without gradient.
 """
 
 from __future__ import annotations

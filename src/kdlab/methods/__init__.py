@@ -6,4 +6,5 @@ from kdlab.methods.registry import create, get, names, register
 # importing a method module registers it
 from kdlab.methods import cakd, ce, cmkd, dhkd, dist, dkd, kd, r2kd, ttm  # noqa: E402,F401
 
-__all__ = ["Adaptation", "RunFacts", "LogitMethod", "Method", "Params", "StepOutput", "warmup_factor", "create", "get", "names", "register"]
+__all__ = ["Adaptation", "RunFacts", "LogitMethod", "Method", "Params", "StepOutput", "warmup_factor", "create", "get",
+           "names", "register"]

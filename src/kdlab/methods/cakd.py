@@ -1,4 +1,5 @@
-"""CAKD (Zhang et al. 2024, correlation-aware decoupled KL; docs/reference/methods.md §4) at the logit and feature level.
+"""CAKD (Zhang et al. 2024, correlation-aware decoupled KL; docs/reference/methods.md §4) at the logit and feature
+level.
 
 The exact decomposition KL(p^t‖p^s) = BCD + p^t_S·SCD + p^t_W·WCD (S: classes strongly correlated with the sample,
 chosen from the teacher; W: the rest) is turned into a loss by replacing the teacher-dependent coefficients with
@@ -230,8 +231,9 @@ class CAKD(Method):
     def describe(self) -> dict:
         """The configuration a report must state: which strong-set rule, and which levels."""
         hp = self.hp
-        rule = {"target": "S = {y} (equals DKD)", "topk": f"S = teacher top-{hp.k} classes",
-                "mass": f"S = smallest teacher set with softmax(v/{hp.mass_temperature}) mass >= {hp.mass}"}[hp.strong_set]
+        rules = {"target": "S = {y} (equals DKD)", "topk": f"S = teacher top-{hp.k} classes",
+                 "mass": f"S = smallest teacher set with softmax(v/{hp.mass_temperature}) mass >= {hp.mass}"}
+        rule = rules[hp.strong_set]
         out = {"method": "cakd", "strong_set": hp.strong_set, "strong_set_rule": rule, "logit": hp.logit,
                "feature": hp.feature}
         if hp.feature:

@@ -1,4 +1,5 @@
-"""CMKD (Niu et al. 2024; docs/reference/methods.md §7): Pearson + Spearman correlation matching with sample-adaptive weights.
+"""CMKD (Niu et al. 2024; docs/reference/methods.md §7): Pearson + Spearman correlation matching with sample-adaptive
+weights.
 
 Public detail of the paper is thin: this is the project's default formulation (every choice a parameter), not the
 authors' verified code.

@@ -1,4 +1,5 @@
-"""DHKD (Yang et al. 2024, KDD 2025, dual-head knowledge distillation; docs/reference/methods.md §8), and the single-head failure case.
+"""DHKD (Yang et al. 2024, KDD 2025, dual-head knowledge distillation; docs/reference/methods.md §8), and the
+single-head failure case.
 
 The student's own linear head is trained with CE only; an auxiliary head on the same pooled feature is trained only
 with BinaryKL-Norm against the teacher's logits. Both heads' gradients reach the shared backbone, optionally with the

@@ -12,7 +12,8 @@ from kdlab.methods.registry import register
 
 class DKDParams(Params):
     """CIFAR-100 defaults of the released code; β is per pair (2, 6 or 8, see the shipped recipes). The warm-up
-    (20 of 240 epochs) is scaled to a shorter run when left at its default (:func:`~kdlab.methods.base.scaled_warmup`)."""
+    (20 of 240 epochs) is scaled to a shorter run when left at its default
+    (:func:`~kdlab.methods.base.scaled_warmup`)."""
 
     alpha: float = Field(1.0, ge=0)  # TCKD weight
     beta: float = Field(8.0, ge=0)  # NCKD weight

@@ -1,4 +1,5 @@
-"""R2KD (Kim et al. 2023/2024, rank and value distillation with a pruned-ensemble teacher; docs/reference/methods.md §6).
+"""R2KD (Kim et al. 2023/2024, rank and value distillation with a pruned-ensemble teacher; docs/reference/methods.md
+§6).
 
 Three additions to a correlation loss: (1) the teacher signal ṽ = λ·v + (1−λ)·v_P mixes the teacher with a copy whose
 10% smallest weights per Conv/Linear layer are zeroed (:mod:`kdlab.teachers.pruned`); (2) an uncentred-cosine value
@@ -38,7 +39,8 @@ class R2KDParams(Params):
     mixup_alpha: float = Field(0.2, gt=0)  # mixing weight ~ Beta(α, α)
     cutout_size: int = Field(8, ge=1)  # side of the erased square, pixels
     pick_pool: int = Field(2, ge=2)  # cutmixpick: pool of pick_pool·N CutMix samples, the N most uncertain kept
-    # autoaugment works on pixel levels, so it must undo the loader's normalisation (defaults: CIFAR-100, docs/reference/methods.md §10)
+    # autoaugment works on pixel levels, so it must undo the loader's normalisation (defaults: CIFAR-100,
+    # docs/reference/methods.md §10)
     input_mean: list[float] = Field(default_factory=lambda: [0.5071, 0.4867, 0.4408], min_length=1)
     input_std: list[float] = Field(default_factory=lambda: [0.2675, 0.2565, 0.2761], min_length=1)
     ce_weight: float = Field(1.0, ge=0)

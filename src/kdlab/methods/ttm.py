@@ -1,4 +1,5 @@
-"""TTM and WTTM (Zheng & Yang, ICLR 2024, "Knowledge Distillation Based on Transformed Teacher Matching"; docs/reference/methods.md §5).
+"""TTM and WTTM (Zheng & Yang, ICLR 2024, "Knowledge Distillation Based on Transformed Teacher Matching";
+docs/reference/methods.md §5).
 
 The student is used without temperature; only the teacher is power-transformed, p̂ = p^γ / Σ_j p_j^γ (γ = 1/T).
 """

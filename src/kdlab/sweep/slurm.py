@@ -48,7 +48,8 @@ class CellJob:
         return run_cell(cell, self.threads)
 
     def checkpoint(self, cell: Cell):
-        """What submitit submits again after a preemption or time-out: the same cell (it resumes from its checkpoint)."""
+        """What submitit submits again after a preemption or time-out: the same cell (it resumes from its
+        checkpoint)."""
         return submitit_module().helpers.DelayedSubmission(CellJob(self.threads), cell)
 
 

@@ -253,8 +253,8 @@ def _pair_table(t: Table, col: Column) -> list[str]:
     lines = [head, "", _row(cols), "|" + "---|" * len(cols)]
     for m in rows:
         s = t.cells[(col.key, m)]
-        cells = [m, str(s["n_seeds"]), mean_std(s, "acc"), mean_std(s, "best_acc"), mean_std(s, "agreement"), mean_std(s, "kl", 3),
-                 mean_std(s, "ece", 2, 100, std=False)]
+        cells = [m, str(s["n_seeds"]), mean_std(s, "acc"), mean_std(s, "best_acc"), mean_std(s, "agreement"),
+                 mean_std(s, "kl", 3), mean_std(s, "ece", 2, 100, std=False)]
         if with_paper:
             p = papers[m]
             cells += [f"{p.acc:.2f}" if p else "–", _delta(s, p)]

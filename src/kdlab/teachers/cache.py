@@ -1,4 +1,5 @@
-"""Exact teacher-logit cache keyed on (sample index, augmentation view) — docs/performance.md, "Exact teacher-logit cache".
+"""Exact teacher-logit cache keyed on (sample index, augmentation view) — docs/performance.md, "Exact teacher-logit
+cache".
 
 With a discrete view augmentation the student's input is fully named by ``(dataset index, view id)`` (CIFAR
 crop(pad 4)+flip: 9·9·2 = 162 views per image; MNIST-1D shifts: 2·max_shift+1). The teacher's logits for such a pair

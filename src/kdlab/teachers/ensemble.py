@@ -1,9 +1,9 @@
 """Ensemble teachers: several frozen models combined into one set of logits.
 
-Stanton et al., "Does Knowledge Distillation Really Work?" (NeurIPS 2021, §4) distil from ensembles whose
-prediction is the average of the members' probabilities; ``docs/reference/fidelity.md`` makes that the default and names two
-alternatives (average of tempered distributions, average of logits). With several seeds, each seed distils from its
-own disjoint set of members (:func:`disjoint_members`).
+Stanton et al., "Does Knowledge Distillation Really Work?" (NeurIPS 2021, §4) distil from ensembles whose prediction is
+the average of the members' probabilities; ``docs/reference/fidelity.md`` makes that the default and names two
+alternatives (average of tempered distributions, average of logits). With several seeds, each seed distils from its own
+disjoint set of members (:func:`disjoint_members`).
 """
 
 from __future__ import annotations
