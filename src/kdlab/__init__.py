@@ -6,7 +6,7 @@ Layers, bottom up (docs/architecture.md): ``losses``, ``models``, ``data``, ``co
 Python entry points; ``fit`` raises ``TrainingDiverged`` on a collapsed run.
 """
 
-__version__ = "0.1.0"
+from kdlab._version import __version__
 
 __all__ = ["__version__", "TrainingDiverged", "fit", "fidelity_report", "load_model"]
 

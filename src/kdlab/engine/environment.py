@@ -8,9 +8,10 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+import numpy
 import torch
 
-from kdlab import __version__
+from kdlab._version import __version__
 
 
 def _cpu_model() -> str:
@@ -40,7 +41,7 @@ def environment(device: str | torch.device = "cpu", seed: int | None = None) -> 
         "git_commit": _git_commit(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "numpy": __import__("numpy").__version__,
+        "numpy": numpy.__version__,
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
