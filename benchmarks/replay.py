@@ -1,8 +1,10 @@
 """KD at the cost of CE: the training step with replayed crops and stored teacher outputs, against CE and against KD
 with the live teacher — ResNet-34 → ResNet-18, 1000 classes, on a generated image folder.
 
-    python benchmarks/replay.py            # 224 px, batch 16, 48 images, 5 interleaved rounds (about 9 min, 2 cores)
-    python benchmarks/replay.py --quick    # 64 px, batch 8, 16 images, 2 rounds (about 25 s): a smoke run
+    python benchmarks/replay.py            # 224 px, batch 16, 48 images, 5 interleaved rounds
+    python benchmarks/replay.py --quick    # 64 px, batch 8, 16 images, 2 rounds: a smoke run
+
+Run time on 2 CPU cores: full ~5 min, --quick ~12 s.
 
 1. A folder of ImageNet-sized JPEGs (``decode.py``'s generator) is checked and streamed as ``data.name=imagefolder``.
 2. ``kdlab.teachers.store_build.build_store`` builds a one-epoch store in each precision (float32, float16, top-10)
