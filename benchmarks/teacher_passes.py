@@ -6,7 +6,7 @@ optionally vs an older checkout ("before": e.g. one that ran the teacher over th
     python benchmarks/teacher_passes.py --quick          # 256/256 images, resnet8 → resnet8, 1 round (smoke run)
     python benchmarks/teacher_passes.py --baseline-src OLD/src   # add the "before" column (an older kdlab checkout)
 
-Run time on 2 CPU cores: full ~10–30 min (not re-measured), --quick ~15 s.
+Run time on 2 CPU cores: full ~14 min (1 of 3 rounds measured), --quick ~15 s.
 
 Each setting is a fresh ``python -m kdlab train`` process (1 epoch, live teacher on the train views: the point is
 the test-set passes); settings alternate in rounds and the median wall time of each is reported, with ratios to
