@@ -80,7 +80,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     size, batch, n, rounds = (64, 8, 16, 2) if args.quick else (224, 16, 48, 5)
     rounds = args.rounds or rounds
-    tmp = Path(tempfile.mkdtemp(prefix="kdlab-replay-"))
+    tmp_dir = tempfile.TemporaryDirectory(prefix="kdlab-replay-")  # removed when main returns (or at exit)
+    tmp = Path(tmp_dir.name)
     splits = load_image_folder(folder(tmp / "images", n), image_size=size, workers=0, progress=False)
     torch.manual_seed(0)
     teacher = FrozenTeacher(models.create("resnet34", 1000))
