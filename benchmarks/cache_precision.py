@@ -2,6 +2,9 @@
 
     python benchmarks/cache_precision.py                       # trains the demo's quick MNIST-1D teacher first
     python benchmarks/cache_precision.py --teacher PATH.safetensors
+    python benchmarks/cache_precision.py --quick               # a 2-epoch teacher, 1000 signals (a smoke run)
+
+Run time on 2 CPU cores: full ~25 s, --quick ~10 s.
 
 The table holds every (training signal, shift view) pair of MNIST-1D (4000 × 9) through the teacher, as
 ``build.cached_teacher`` fills it for ``kdlab train mnist1d/kd``; float32 is the reference (it is the live teacher's
@@ -26,8 +29,9 @@ except ImportError:  # pragma: no cover
     from benchmarks.step_time import machine_line
 
 
-def table(teacher_path: Path) -> str:
-    cfg = build.load_config("mnist1d/kd", [f"teacher.checkpoint={teacher_path}", "run.progress=false"])
+def table(teacher_path: Path, data: tuple[str, ...] = ()) -> str:
+    """``data``: config overrides of the data (``--quick``: a subset of the training signals)."""
+    cfg = build.load_config("mnist1d/kd", [f"teacher.checkpoint={teacher_path}", "run.progress=false", *data])
     splits = build.load_data(cfg)
     train, _ = build.make_loaders(splits, cfg.optim.batch_size, cfg.eval.batch_size, cfg.seed, "cpu")
     teacher = FrozenTeacher(build.load_teacher_module(cfg.teacher, splits.num_classes))
@@ -52,18 +56,22 @@ def table(teacher_path: Path) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", type=Path, default=None, help="a kdlab MNIST-1D teacher (default: train one)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: the first 1000 training signals; a 2-epoch teacher unless --teacher is given")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    data = ("data.train_subset=1000",) if args.quick else ()
     if args.teacher is not None:
-        print(table(args.teacher))
+        print(table(args.teacher, data))
         return
     with tempfile.TemporaryDirectory() as tmp:
         from kdlab.demo import QUICK_TEACHER_EPOCHS, _recipe, _scaled
 
         out = Path(tmp) / "teacher"
-        ov = _scaled(_recipe("teacher"), QUICK_TEACHER_EPOCHS) + [f"out_dir={out}", "run.progress=false"]
+        epochs = 2 if args.quick else QUICK_TEACHER_EPOCHS
+        ov = _scaled(_recipe("teacher"), epochs) + [f"out_dir={out}", "run.progress=false", *data]
         build.train_teacher(build.load_config("mnist1d/teacher", ov))
-        print(table(out / "model.safetensors"))
+        print(table(out / "model.safetensors", data))
 
 
 if __name__ == "__main__":

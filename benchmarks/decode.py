@@ -2,8 +2,11 @@
 and vs candidates from the registry, on one generated folder of ImageNet-sized JPEGs.
 
     python benchmarks/decode.py                       # 300 JPEGs of about 500×375, 224 px crops, 5 rounds
+    python benchmarks/decode.py --quick               # 30 JPEGs, 2 rounds (a smoke run)
     python benchmarks/decode.py --size 64 --rounds 3
     python benchmarks/decode.py --simd-path DIR       # also Pillow-SIMD, installed with `pip install --target DIR`
+
+Run time on 2 CPU cores: full ~30 s, --quick ~5 s.
 
 Every pipeline runs in this one process on one thread (images/second = images/second per core), in interleaved
 rounds over the same files and the same crop boxes (``kdlab.data.crops.random_resized_crops``); the median round is
@@ -147,13 +150,16 @@ def child(folder: Path, size: int, seed: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--images", type=int, default=300)
+    p.add_argument("--quick", action="store_true", help="smoke run: 30 JPEGs, 2 rounds (unless given)")
+    p.add_argument("--images", type=int, default=None, help="generated JPEGs (default 300, 30 with --quick)")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 5, 2 with --quick)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--simd-path", default=None, help="a --target directory holding pillow-simd")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
+    a.images = a.images or (30 if a.quick else 300)
+    a.rounds = a.rounds or (2 if a.quick else 5)
     torch.set_num_threads(1)
     if a.child:
         return child(Path(a.child), a.size, a.seed)

@@ -1,8 +1,10 @@
 """KD at the cost of CE: the training step with replayed crops and stored teacher outputs, against CE and against KD
 with the live teacher — ResNet-34 → ResNet-18, 1000 classes, on a generated image folder.
 
-    python benchmarks/replay.py            # 224 px, batch 16, 48 images, 5 interleaved rounds (about 9 min, 2 cores)
-    python benchmarks/replay.py --quick    # 64 px, batch 8, 16 images, 2 rounds (about 25 s): a smoke run
+    python benchmarks/replay.py            # 224 px, batch 16, 48 images, 5 interleaved rounds
+    python benchmarks/replay.py --quick    # 64 px, batch 8, 16 images, 2 rounds: a smoke run
+
+Run time on 2 CPU cores: full ~5 min, --quick ~12 s.
 
 1. A folder of ImageNet-sized JPEGs (``decode.py``'s generator) is checked and streamed as ``data.name=imagefolder``.
 2. ``kdlab.teachers.store_build.build_store`` builds a one-epoch store in each precision (float32, float16, top-10)
@@ -78,7 +80,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     size, batch, n, rounds = (64, 8, 16, 2) if args.quick else (224, 16, 48, 5)
     rounds = args.rounds or rounds
-    tmp = Path(tempfile.mkdtemp(prefix="kdlab-replay-"))
+    tmp_dir = tempfile.TemporaryDirectory(prefix="kdlab-replay-")  # removed when main returns (or at exit)
+    tmp = Path(tmp_dir.name)
     splits = load_image_folder(folder(tmp / "images", n), image_size=size, workers=0, progress=False)
     torch.manual_seed(0)
     teacher = FrozenTeacher(models.create("resnet34", 1000))

@@ -2,9 +2,18 @@
 for float16 logits and FKD's top-k with the remaining mass (``kdlab.teachers.topk``), on real ImageNet teachers.
 
     python benchmarks/topk_error.py --teacher resnet34-b627a593.pth --student resnet18-f37072fd.pth --images DIR
-    python benchmarks/topk_error.py ... --crops 4      # a smoke run (under a minute)
+    python benchmarks/topk_error.py --quick            # a smoke run on generated stand-ins (below)
     python benchmarks/topk_error.py --teacher runs/digits/teacher/model.safetensors --student \
         runs/digits/kd-seed0/model.safetensors --images DIGITS/val --image-size 16 --crops 1 --show-k 1,2,3,5
+
+Run time on 2 CPU cores: full ~2 min, --quick ~10 s.
+
+Needs data that is not in the repository: trained teacher and student weights and a folder of images. ``--quick``
+without them generates stand-ins and runs every table on them: randomly initialised ResNet-34 → ResNet-18 (1000
+classes) saved as weights files, 4 generated JPEGs (``decode.py``'s generator), 16 crops of 64 px each (64 views, one
+batch); its numbers say nothing about real teachers. ``--quick`` with the three given: 4 crops per image. The full
+time is the ImageNet-shaped run (14 images × 32 crops at 224 px), measured with such stand-in weights (the speed does
+not depend on the weights).
 
 ``--teacher`` / ``--student``: weights files ``kdlab.models.load_model`` reads (torchvision's released ImageNet
 weights, docs/reference/imagenet.md §3, or a kdlab run's model.safetensors). ``--images``: a folder of images (searched
@@ -27,6 +36,7 @@ method's own.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +44,7 @@ import torch
 import yaml
 from torch import nn
 
-from kdlab import methods
+from kdlab import methods, models
 from kdlab.config import RECIPES_DIR
 from kdlab.data.batch import Batch
 from kdlab.data.crops import random_resized_crops
@@ -45,8 +55,13 @@ from kdlab.data.normalization import Normalization
 from kdlab.engine.environment import describe_machine
 from kdlab.eval.metrics import kl_per_example
 from kdlab.losses import validation
-from kdlab.models import load_model
+from kdlab.models import load_model, save_model
 from kdlab.teachers.topk import topk_compress, topk_expand
+
+try:  # run as a script from the repository root
+    from decode import make_folder
+except ImportError:  # pragma: no cover - imported as benchmarks.topk_error
+    from benchmarks.decode import make_folder
 
 METHODS = ("kd", "dkd", "dist", "ttm", "wttm", "cmkd", "single_head_bkl")
 KS = (1, 2, 3, 5, 10, 20, 50, 100)
@@ -106,17 +121,46 @@ def method_terms(name: str, args: dict, z: torch.Tensor, v: torch.Tensor, y: tor
     return float(loss.detach()), grad
 
 
+def stand_ins(root: Path) -> tuple[str, str, Path]:
+    """``--quick`` without real inputs: random ResNet-34 / ResNet-18 weights files and 4 generated JPEGs."""
+    paths = []
+    for arch in ("resnet34", "resnet18"):
+        torch.manual_seed(0)
+        paths.append(str(root / f"{arch}.safetensors"))
+        save_model(paths[-1], models.create(arch, 1000), arch=arch, num_classes=1000)
+    (root / "images").mkdir()
+    make_folder(root / "images", 4)
+    return paths[0], paths[1], root / "images"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--teacher", default=None, help="weights file (required unless --quick)")
     ap.add_argument("--teacher-arch", default=None, help="needed for a torchvision .pth, e.g. resnet34")
-    ap.add_argument("--student", required=True)
+    ap.add_argument("--student", default=None, help="weights file (required unless --quick)")
     ap.add_argument("--student-arch", default=None)
-    ap.add_argument("--images", required=True, type=Path)
-    ap.add_argument("--crops", type=int, default=32)
-    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--images", default=None, type=Path, help="a folder of images (required unless --quick)")
+    ap.add_argument("--crops", type=int, default=None, help="crops per image (default 32; --quick: 4, or 16 generated)")
+    ap.add_argument("--image-size", type=int, default=None, help="crop size in px (default 224; 64 generated)")
     ap.add_argument("--show-k", default="5,10,20,100", help="the top-k columns of the method table")
+    ap.add_argument("--quick", action="store_true", help="smoke run; without --teacher/--student/--images on "
+                    "generated stand-ins (random ResNet-34 -> ResNet-18, 4 generated JPEGs)")
     args = ap.parse_args(argv)
+    given = [x is not None for x in (args.teacher, args.student, args.images)]
+    if any(given) and not all(given) or not (all(given) or args.quick):
+        ap.error("give --teacher, --student and --images, or none of them with --quick (generated stand-ins)")
+    with tempfile.TemporaryDirectory() as tmp:
+        if not any(given):
+            args.teacher, args.student, args.images = stand_ins(Path(tmp))
+            print("--quick: generated stand-ins (random resnet34 -> resnet18, 4 generated JPEGs); the numbers say "
+                  "nothing about trained teachers")
+        crops = (16 if not any(given) else 4) if args.quick else 32
+        args.crops = args.crops or crops
+        args.image_size = args.image_size or (64 if not any(given) else 224)
+        report(args)
+
+
+def report(args) -> None:
     images = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     x = views(images, args.crops, args.image_size)
     teacher, student = load_model(args.teacher, args.teacher_arch), load_model(args.student, args.student_arch)
