@@ -45,7 +45,8 @@ def test_metrics_do_not_depend_on_batch_size(splits):
     for source in a:
         for key, value in a[source].items():
             if isinstance(value, float):
-                assert value == pytest.approx(b[source][key], rel=1e-9, abs=1e-9), (source, key)
+                # per-example values are float32 (summed in float64): another batch size may round them differently
+                assert value == pytest.approx(b[source][key], rel=1e-6, abs=1e-9), (source, key)
     assert a["test"]["agreement"] < 100.0  # two random nets disagree: the test can fail
 
 
