@@ -7,7 +7,7 @@
 Run time on 2 CPU cores: full ~25 s, --quick ~10 s.
 
 The table holds every (training signal, shift view) pair of MNIST-1D (4000 × 9) through the teacher, as
-``build.cached_teacher`` fills it for ``kdlab train mnist1d/kd``; float32 is the reference (it is the live teacher's
+``builder.cached_teacher`` fills it for ``kdlab train mnist1d/kd``; float32 is the reference (it is the live teacher's
 output). Reported: the largest |logit|, the largest and mean absolute error of the stored logits, the largest error
 relative to the logit's magnitude, and how many stored rows change their argmax.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from kdlab import build
+from kdlab import builder
 from kdlab.teachers import CachedTeacher, FrozenTeacher
 
 try:
@@ -31,10 +31,10 @@ except ImportError:  # pragma: no cover
 
 def table(teacher_path: Path, data: tuple[str, ...] = ()) -> str:
     """``data``: config overrides of the data (``--quick``: a subset of the training signals)."""
-    cfg = build.load_config("mnist1d/kd", [f"teacher.checkpoint={teacher_path}", "run.progress=false", *data])
-    splits = build.load_data(cfg)
-    train, _ = build.make_loaders(splits, cfg.optim.batch_size, cfg.eval.batch_size, cfg.seed, "cpu")
-    teacher = FrozenTeacher(build.load_teacher_module(cfg.teacher, splits.num_classes))
+    cfg = builder.load_config("mnist1d/kd", [f"teacher.checkpoint={teacher_path}", "run.progress=false", *data])
+    splits = builder.load_data(cfg)
+    train, _ = builder.make_loaders(splits, cfg.optim.batch_size, cfg.eval.batch_size, cfg.seed, "cpu")
+    teacher = FrozenTeacher(builder.load_teacher_module(cfg.teacher, splits.num_classes))
     tables = {d: CachedTeacher(teacher, train, dtype=d, precompute=True, progress=False).values.float()
               for d in ("float32", "float16", "bfloat16")}
     exact = tables["float32"]
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
         out = Path(tmp) / "teacher"
         epochs = 2 if args.quick else QUICK_TEACHER_EPOCHS
         ov = _scaled(_recipe("teacher"), epochs) + [f"out_dir={out}", "run.progress=false", *data]
-        build.train_teacher(build.load_config("mnist1d/teacher", ov))
+        builder.train_teacher(builder.load_config("mnist1d/teacher", ov))
         print(table(out / "model.safetensors", data))
 
 

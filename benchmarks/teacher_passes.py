@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdlab import build, models
+from kdlab import builder, models
 from kdlab.engine.environment import describe_machine
 from kdlab.engine.loop import collect_logits
 from kdlab.models import save_model
@@ -91,10 +91,10 @@ def main() -> None:
         base = work / "base"
         base.mkdir()
         os.environ["KDLAB_DATA"] = str(base)
-        cfg = build.load_config(recipe, [*data_args, f"teacher.checkpoint={teacher}"])
-        splits = build.load_data(cfg)
-        _, test = build.make_loaders(splits, 64, cfg.eval.batch_size, 0, "cpu", augment=False)
-        frozen = FrozenTeacher(build.load_teacher_module(cfg.teacher, splits.num_classes))
+        cfg = builder.load_config(recipe, [*data_args, f"teacher.checkpoint={teacher}"])
+        splits = builder.load_data(cfg)
+        _, test = builder.make_loaders(splits, 64, cfg.eval.batch_size, 0, "cpu", augment=False)
+        frozen = FrozenTeacher(builder.load_teacher_module(cfg.teacher, splits.num_classes))
         start = time.perf_counter()
         collect_logits(frozen.logits, test)
         test_pass = time.perf_counter() - start

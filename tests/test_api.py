@@ -306,3 +306,31 @@ def test_load_model_is_public(tmp_path):
 def test_fit_without_a_teacher_reports_the_student_keys():
     res = kdlab.fit(_mlp(1), None, _data(64), method="ce", epochs=1)
     assert {"student_acc", "student_nll", "student_ece", "n"} == set(res.report)
+
+
+class _Counting(nn.Module):
+    """A teacher that records the first feature of every input row it sees."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.rows = net, []
+
+    def forward(self, x):
+        self.rows.append(x[:, 0].detach().clone())
+        return self.net(x)
+
+
+def test_fit_runs_the_teacher_over_the_test_set_once():
+    """Failed before: the final report ran the teacher over `eval` a second time (the loop had already stored its
+    test logits). The report is now the loop's last evaluation, and equals a fresh fidelity_report."""
+    train, (xe, ye) = _data(256, 0), _data(64, 1)
+    xe = xe.clone()
+    xe[:, 0] = 1000.0 + torch.arange(64)  # eval rows carry a mark no training row has
+    teacher = _Counting(_mlp(0))
+    res = kdlab.fit(_mlp(1), teacher, train, eval=(xe, ye), method="kd", epochs=4, batch_size=32)
+    seen = torch.cat(teacher.rows)
+    assert int((seen >= 1000).sum()) == 64, "each test sample exactly once per fit"
+    assert int((seen < 1000).sum()) >= 4 * 256  # training batches (and the class probe) are not counted
+    fresh = kdlab.fidelity_report(_mlp(0), res.student, (xe, ye), temperature=4.0)
+    for key, value in fresh.items():
+        assert res.report[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key

@@ -16,7 +16,7 @@ FLOORS = {
     "teachers": 2,
     "methods": 3, "eval": 3,
     "engine": 4,
-    "build": 5, "failures": 5, "api": 6, "sweep": 6,
+    "builder": 5, "failures": 5, "api": 6, "sweep": 6,
     "fidelity": 7, "demo": 7,
     "cli": 8, "__main__": 9,
 }
@@ -41,7 +41,7 @@ def violations(room: str, text: str, where: str = "module") -> list[str]:
         if isinstance(node, ast.Import):
             modules = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from kdlab import build` names the room in the imported name
+            # `from kdlab import builder` names the room in the imported name
             modules = [f"kdlab.{a.name}" for a in node.names] if node.module == "kdlab" else [node.module]
         else:
             continue
@@ -73,7 +73,7 @@ def test_imports_point_down(path):
 
 
 def test_the_checker_finds_each_kind_of_violation():
-    assert violations("engine", "from kdlab import build\n")  # up the stack
+    assert violations("engine", "from kdlab import builder\n")  # up the stack
     assert violations("engine", "from kdlab.models import create\n")  # down, but not what the engine may use
     assert violations("teachers", "from kdlab.methods import Method\n")
     assert violations("methods", "def f():\n    from kdlab.losses import kd_loss\n")  # lazy import

@@ -1,6 +1,6 @@
 """``kdlab.fit``: distil any student from any teacher on user tensors or Datasets, in one call.
 
-It assembles through :mod:`kdlab.build`, the code behind ``kdlab train``, so the Python API and the CLI train the
+It assembles through :mod:`kdlab.builder`, the code behind ``kdlab train``, so the Python API and the CLI train the
 same way and share one notion of "the same run" for resuming in ``out_dir``. Errors name ``fit``'s own arguments
 (``method_args['k']``, ``epochs``), not the config keys the CLI would show.
 """
@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from kdlab import build, methods
+from kdlab import builder, methods
 from kdlab._checks import SettingError
 from kdlab._modes import left_as_found
 from kdlab.config import validate
@@ -72,7 +72,7 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
     (``kdlab methods``; docs/reference/methods.md); the ones that only suit CIFAR-100 are fitted to the data when not
     given, each change logged and listed in ``Result.adapted``: TTM's β = 100 is scaled by C/100 for C < 100
     classes, CAKD's top-k strong set is clamped to C − 1, DKD's and CAKD's 20-of-240-epoch warm-up is scaled to
-    ``epochs``, CAKD's feature probe takes the data's sample shape. SGD with momentum 0.9 and weight decay 5e-4 are
+    ``epochs``. SGD with momentum 0.9 and weight decay 5e-4 are
     the CIFAR-100 recipe's; ``optimizer="adamw"`` (betas 0.9, 0.999), ``schedule`` "step" (×``gamma`` after each of
     ``milestones``), "cosine" or "constant", and ``warmup_epochs`` of linear lr warm-up are the alternatives.
 
@@ -93,18 +93,25 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
     users = [teacher] if isinstance(teacher, nn.Module) else [m for m in (teacher or []) if isinstance(m, nn.Module)]
     try:
         with left_as_found(*users):  # the frozen teacher is the user's module: give it back as it came
-            outcome, final, data = build.distil_objects(student, teacher, train, eval, cfg,
+            outcome, final, data = builder.distil_objects(student, teacher, train, eval, cfg,
                                                         Path(out_dir) if out_dir is not None else None, augment,
                                                         workers, name=argument_name)
             final_net = outcome.method.eval_model()
-            dev, bs = resolve_device(device), max(batch_size, 256)
-            teacher_module = outcome.method.teacher.module if outcome.method.teacher is not None else None
-            if teacher_module is not None:
-                report = fidelity_report(teacher_module, final_net, data, batch_size=bs, device=dev)
-            else:  # the same student_* keys as with a teacher, so code reading a report need not know which it got
-                acc = evaluate_accuracy(final_net, data, batch_size=bs, device=dev)
-                report = {"n": acc["n"], **{f"student_{k}": v for k, v in acc.items() if k != "n"}}
+            if eval is not None:  # the loop's last evaluation, on the teacher's test logits computed once per run
+                report = outcome.result.last
+            else:  # no test set: report on the training data, as given
+                report = _report_on_train(outcome, final_net, data, resolve_device(device), max(batch_size, 256))
     except SettingError as exc:
         raise exc.renamed(argument_name) from None
     return Result(student=final_net.eval(), history=outcome.result.history, report=report, best=outcome.result.best,
                   adapted=final["adapted_defaults"])
+
+
+def _report_on_train(outcome, final_net: nn.Module, data, device, batch_size: int) -> dict[str, Any]:
+    """The report on the training data (``fit`` without ``eval``): fidelity with a teacher, else the same student_*
+    keys, so code reading a report need not know which it got."""
+    teacher = outcome.method.teacher
+    if teacher is not None:
+        return fidelity_report(teacher.module, final_net, data, batch_size=batch_size, device=device)
+    acc = evaluate_accuracy(final_net, data, batch_size=batch_size, device=device)
+    return {"n": acc["n"], **{f"student_{k}": v for k, v in acc.items() if k != "n"}}

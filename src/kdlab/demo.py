@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kdlab import build
+from kdlab import builder
 from kdlab._io import atomic_write_text
-from kdlab.config import config_hash, read_yaml, resolve_config_path
+from kdlab.config import read_yaml, resolve_config_path
 from kdlab.data import default_root
 from kdlab.engine.environment import environment
 from kdlab.eval import mean_std
@@ -59,8 +59,8 @@ def teacher_path(quick: bool) -> tuple[Path, list[str]]:
     root = Path(default_root()) / "teachers"
     paths = {}
     for key, ov in (("full", overrides_full), ("quick", overrides_quick)):
-        cfg = build.load_config("mnist1d/teacher", ov)
-        paths[key] = (root / f"mnist1d_cnn-{config_hash(cfg)}", ov)
+        cfg = builder.load_config("mnist1d/teacher", ov)
+        paths[key] = (root / f"mnist1d_cnn-{builder.plan_of(cfg).identity_hash}", ov)
     if (paths["full"][0] / "model.safetensors").is_file() or not quick:
         return paths["full"]
     return paths["quick"]
@@ -72,13 +72,13 @@ def _shared_cache(tdir: Path, progress: bool) -> list[str]:
     path = tdir / "logit_cache.bin"
     ov = [f"teacher.checkpoint={tdir / 'model.safetensors'}", "teacher.cache.storage=mmap",
           f"teacher.cache.path={path}", "run.progress=false"]
-    cfg = build.load_config("mnist1d/kd", ov)
+    cfg = builder.load_config("mnist1d/kd", ov)
     try:
-        build.teacher_cache_from_config(cfg, progress=progress)
+        builder.teacher_cache_from_config(cfg, progress=progress)
     except StaleCacheError:  # left by an earlier teacher in this directory: rebuild
         for p in (path, Path(f"{path}.json"), Path(f"{path}.mask")):
             p.unlink(missing_ok=True)
-        build.teacher_cache_from_config(cfg, progress=progress)
+        builder.teacher_cache_from_config(cfg, progress=progress)
     return ov[1:3]
 
 

@@ -100,12 +100,13 @@ def test_one_plotting_module_draws_every_figure():
     import kdlab.demo
     import kdlab.fidelity.experiments
     import kdlab.sweep.table
-    from kdlab import build, plots
+    from kdlab import plots
+    from kdlab.builder import run
 
     assert kdlab.demo.accuracy_vs_agreement is plots.accuracy_vs_agreement
     assert kdlab.sweep.table.accuracy_vs_agreement is plots.accuracy_vs_agreement
     assert kdlab.fidelity.experiments.experiment_figures is plots.experiment_figures
-    assert build.training_curves is plots.training_curves
+    assert run.training_curves is plots.training_curves
 
 
 def test_export_torchscript_gives_the_same_logits(run, capsys):

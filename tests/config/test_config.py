@@ -1,7 +1,7 @@
 import pytest
 
-from kdlab.build import load_config
-from kdlab.config import ConfigError, apply_overrides, config_hash, validate
+from kdlab.builder import load_config
+from kdlab.config import ConfigError, apply_overrides, validate
 
 
 def _write(tmp_path, text):
@@ -61,13 +61,6 @@ def test_invalid_yaml_and_non_mapping(tmp_path):
 def test_override_into_non_section():
     with pytest.raises(ConfigError, match="not a section"):
         apply_overrides({"seed": 1}, ["seed.x=2"])
-
-
-def test_config_hash_ignores_display_options():
-    a = validate({"out_dir": "a", "run": {"progress": True}})
-    b = validate({"out_dir": "b", "run": {"progress": False}})
-    c = validate({"out_dir": "a", "seed": 1})
-    assert config_hash(a) == config_hash(b) != config_hash(c)
 
 
 def test_a_misspelt_method_argument_lists_the_valid_ones_on_one_line():

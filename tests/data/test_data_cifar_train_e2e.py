@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kdlab import models
-from kdlab.build import make_loaders
+from kdlab.builder import make_loaders
 from kdlab.cli import main
 from kdlab.data import load_dataset
 from kdlab.models import save_model

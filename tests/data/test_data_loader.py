@@ -220,3 +220,18 @@ def test_shard_and_epoch_validation():
         loader.sharded(2, 2)
     with pytest.raises(ValueError, match="epoch must be an int >= 0"):
         loader.set_epoch(-1)
+
+
+def test_both_loader_kinds_implement_the_loader_protocol(tmp_path):
+    """The engine reads loaders only through kdlab.data.Loader: both kinds (and their shards) implement it, with the
+    labels known up front or None."""
+    from kdlab.data import Loader
+    from kdlab.data.dataset_stream import dataset_loader
+
+    x, y = torch.randn(10, 1, 8), torch.arange(10) % 3
+    memory = BatchLoader(x, y, 4)
+    streamed = dataset_loader(torch.utils.data.TensorDataset(x, y), 4, seed=0, device="cpu")[0]
+    for loader in (memory, memory.sharded(1, 2), streamed, streamed.sharded(0, 2)):
+        assert isinstance(loader, Loader), type(loader).__name__
+        assert torch.equal(loader.labels, y)
+        assert loader.global_batch_len(0) == loader.global_batch_size

@@ -46,9 +46,9 @@ run: {{progress: false, threads: 1, tensorboard: false}}
 
 def _run(cfg, out, nproc, overrides=()):
     if nproc == 1:  # the reference runs in this process (same code path as `kdlab train`, no start-up cost)
-        from kdlab import build
+        from kdlab import builder
 
-        build.distil(build.load_config(str(cfg), [f"out_dir={out}", *overrides]))
+        builder.distil(builder.load_config(str(cfg), [f"out_dir={out}", *overrides]))
         return json.loads((out / "final.json").read_text())
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd = [sys.executable, *launcher, "-m", "kdlab", "train", str(cfg), f"out_dir={out}", *overrides]
@@ -126,22 +126,22 @@ def test_a_cifar_zoo_bn_student_under_two_processes_matches_one(tmp_path):
 
 def test_global_batch_must_split_evenly(monkeypatch):
     from kdlab.data.splits import DataSplits
-    from kdlab import build, distributed
+    from kdlab import builder, distributed
 
     x, y = torch.zeros(8, 1, 4), torch.zeros(8, dtype=torch.long)
     splits = DataSplits(x_train=x, y_train=y, x_test=x, y_test=y, num_classes=2, name="toy")
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     monkeypatch.setattr(distributed, "rank", lambda: 1)
     with pytest.raises(ValueError, match=r"optim.batch_size=33 .*divisible"):
-        build.make_loaders(splits, 33, 16, 0, "cpu")
-    train, test = build.make_loaders(splits, 4, 16, 0, "cpu")
+        builder.make_loaders(splits, 33, 16, 0, "cpu")
+    train, test = builder.make_loaders(splits, 4, 16, 0, "cpu")
     assert (train.batch_size, train.global_batch_size, train.rank) == (2, 4, 1)
     assert test.global_batch_size == 16
 
 
 def test_an_empty_shard_of_the_last_global_batch_is_refused_before_any_work(monkeypatch):
     from kdlab.data.splits import DataSplits
-    from kdlab import build, distributed
+    from kdlab import builder, distributed
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     monkeypatch.setattr(distributed, "rank", lambda: 1)
@@ -153,10 +153,10 @@ def test_an_empty_shard_of_the_last_global_batch_is_refused_before_any_work(monk
 
     # 1025 on 2 ranks with a global batch of 64: the last batch holds 1 sample, one rank would get none
     with pytest.raises(ValueError, match=r"train set has 1025 samples.*holds only 1: too few for 2 processes"):
-        build.make_loaders(splits(1025), 64, 16, 0, "cpu")
+        builder.make_loaders(splits(1025), 64, 16, 0, "cpu")
     with pytest.raises(ValueError, match=r"test set has 17 samples.*eval.batch_size"):
-        build.make_loaders(splits(1024, 17), 64, 16, 0, "cpu")
-    build.make_loaders(splits(1031), 64, 16, 0, "cpu")  # 7 = 3 + 4: uneven, weighed by the loop
+        builder.make_loaders(splits(1024, 17), 64, 16, 0, "cpu")
+    builder.make_loaders(splits(1031), 64, 16, 0, "cpu")  # 7 = 3 + 4: uneven, weighed by the loop
 
 
 def test_sync_batchnorm_converts_the_trainable_part_only_under_several_processes(monkeypatch):

@@ -250,13 +250,13 @@ def _far_from_every_rule(rows, chance):
 @pytest.fixture(scope="module")
 def demo_teacher(tmp_path_factory):
     """The demo's quick teacher (`kdlab demo --quick`), trained through the guard as well."""
-    from kdlab import build, demo
+    from kdlab import builder, demo
 
     out = tmp_path_factory.mktemp("demo_teacher")
     ov = demo._scaled(demo._recipe("teacher"), demo.QUICK_TEACHER_EPOCHS)
     # one thread: a module fixture runs before the per-test one-thread fixture, and 2 threads per xdist worker on
     # 2 cores are several times slower
-    build.train_teacher(build.load_config("mnist1d/teacher", [*ov, f"out_dir={out}", "run.progress=false",
+    builder.train_teacher(builder.load_config("mnist1d/teacher", [*ov, f"out_dir={out}", "run.progress=false",
                                                               "run.threads=1"]))
     _far_from_every_rule(_rows(out), _chance())
     return out / "model.safetensors"
@@ -273,22 +273,22 @@ def _demo_methods():
 def test_the_guard_never_fires_on_a_shipped_recipe_at_the_demos_settings(tmp_path, demo_teacher, name):
     """Every shipped MNIST-1D student recipe as `kdlab demo --quick` runs it (10 epochs, milestones and warm-up
     scaled, the quick teacher), through the guard, stays far from every threshold."""
-    from kdlab import build, demo
+    from kdlab import builder, demo
 
     ov = [*demo._scaled(demo._recipe(name), demo.QUICK_EPOCHS), f"teacher.checkpoint={demo_teacher}",
           f"out_dir={tmp_path}", "run.progress=false"]
-    build.distil(build.load_config(f"mnist1d/{name}", ov))
+    builder.distil(builder.load_config(f"mnist1d/{name}", ov))
     _far_from_every_rule(_rows(tmp_path), _chance())
 
 
 @pytest.mark.slow
 def test_the_guard_never_fires_on_the_fidelity_recipes(tmp_path):
     """The fidelity experiments' teacher and student recipes at full length (500 signals, 30 epochs)."""
-    from kdlab import build
+    from kdlab import builder
 
     teacher = tmp_path / "teacher"
-    build.train_teacher(build.load_config("mnist1d/fidelity_teacher", [f"out_dir={teacher}", "run.progress=false"]))
-    build.distil(build.load_config("mnist1d/fidelity_kd", [f"out_dir={tmp_path / 'kd'}", "run.progress=false",
+    builder.train_teacher(builder.load_config("mnist1d/fidelity_teacher", [f"out_dir={teacher}", "run.progress=false"]))
+    builder.distil(builder.load_config("mnist1d/fidelity_kd", [f"out_dir={tmp_path / 'kd'}", "run.progress=false",
                                                            f"teacher.checkpoint={teacher / 'model.safetensors'}"]))
     for out in (teacher, tmp_path / "kd"):
         _far_from_every_rule(_rows(out), _chance(500))

@@ -101,14 +101,14 @@ def test_only_the_length_of_an_epoch_pure_run_may_change_on_resume(tmp_path):
         return {"optim.epochs": 10, "optim.schedule": "step", "optim.lr": 0.05, **kw}
 
     stored = ident()
-    info = {"epoch": 10, "config_hash": identity_hash(stored), "identity": stored}
+    info = {"epoch": 10, "identity_hash": identity_hash(stored), "identity": stored}
     longer = ident(**{"optim.epochs": 20})
     check_same_run(info, identity_hash(longer), longer, tmp_path)  # extended: no error
     with pytest.raises(CheckpointError, match="already trained 10 epochs"):
         shorter = ident(**{"optim.epochs": 5})
         check_same_run(info, identity_hash(shorter), shorter, tmp_path)
     cos = ident(**{"optim.schedule": "cosine"})
-    cos_info = {"epoch": 10, "config_hash": identity_hash(cos), "identity": cos}
+    cos_info = {"epoch": 10, "identity_hash": identity_hash(cos), "identity": cos}
     with pytest.raises(CheckpointError, match="the cosine schedule's learning rate depends on the number of epochs"):
         longer_cos = ident(**{"optim.schedule": "cosine", "optim.epochs": 20})
         check_same_run(cos_info, identity_hash(longer_cos), longer_cos, tmp_path)

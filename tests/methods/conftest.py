@@ -18,14 +18,16 @@ def _batch(n=8, shape=(1, 40), num_classes=NUM_CLASSES, seed=0):
     return Batch(x=x, y=y, index=torch.arange(n))
 
 
-def _method(name, args=None, student="mnist1d_mlp", teacher="mnist1d_cnn", seed=0, num_classes=NUM_CLASSES):
+def _method(name, args=None, student="mnist1d_mlp", teacher="mnist1d_cnn", seed=0, num_classes=NUM_CLASSES,
+            shape=(1, 40)):
     torch.manual_seed(seed)
     s = create(student, num_classes)
     t = create(teacher, num_classes)
     # scale the teacher's head so that its softmax is far from uniform (random heads are nearly flat)
     with torch.no_grad():
         t.classifier.weight.mul_(8.0)
-    return build(name, s, FrozenTeacher(t), num_classes, args)
+    # a probe of two samples of `shape` sets up feature methods (Method.setup), as the builder does with real data
+    return build(name, s, FrozenTeacher(t), num_classes, args, probe=torch.randn(2, *shape, generator=torch.Generator().manual_seed(1)))
 
 
 @pytest.fixture
@@ -36,5 +38,6 @@ def make_batch():
 
 @pytest.fixture
 def make_method():
-    """make_method(name, args=None, student="mnist1d_mlp", teacher="mnist1d_cnn", seed=0) -> a built Method."""
+    """make_method(name, args=None, student="mnist1d_mlp", teacher="mnist1d_cnn", seed=0, shape=(1, 40)) -> a built
+    Method, set up on a probe batch of that sample shape."""
     return _method

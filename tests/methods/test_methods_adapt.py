@@ -50,10 +50,13 @@ def test_default_warmup_is_dkds_share_of_the_run(name, epochs, warmup):
     assert _adapt(name, RunFacts(10, epochs, (1, 40)), warmup=20)[0].warmup == 20
 
 
-def test_cakd_feature_probe_takes_the_data_shape():
-    hp, changes = _adapt("cakd", RunFacts(10, 240, (1, 40)), feature=True)
-    assert hp.input_shape == [1, 40] and "input_shape" in [c.key for c in changes]
-    assert "input_shape" not in [c.key for c in _adapt("cakd", RunFacts(10, 240, (1, 40)))[1]]  # logit level
+def test_cakd_input_shape_is_refused_with_its_reason():
+    """The feature shapes are read from a batch of the data (Method.setup), so the old probe argument is gone: a
+    config that still gives it is told why, not silently accepted."""
+    with pytest.raises(ValueError, match=r"'input_shape' is no longer an argument \(the feature shapes are read "
+                                         r"from a batch of the data\); remove it"):
+        methods.get("cakd").Params(feature=True, input_shape=[1, 40])
+    assert _adapt("cakd", RunFacts(10, 240, (1, 40)), feature=True)[1] == []  # nothing shape-related to adapt
 
 
 def test_every_method_has_a_plain_one_line_summary():
@@ -79,8 +82,8 @@ class _Conv(nn.Module):
 
 def _cakd(args):
     torch.manual_seed(0)
-    return methods.create("cakd", _Conv(8), FrozenTeacher(_Conv(16)), 4,
-                          {"feature": True, "input_shape": [1, 12], "k": 2, **args})
+    return methods.create("cakd", _Conv(8), FrozenTeacher(_Conv(16)), 4, {"feature": True, "k": 2, **args},
+                          probe=torch.randn(2, 1, 12))
 
 
 def test_cakd_features_without_forward_features_say_how_to_name_a_stage():
@@ -96,3 +99,13 @@ def test_cakd_features_by_module_path():
     out = method(Batch(x=x, y=torch.randint(0, 4, (6,)), index=torch.arange(6)), 30)
     assert set(out.losses) == {"ce", "cakd", "cakd_feat"} and torch.isfinite(out.losses["cakd_feat"])
     assert tuple(method.connector[0].weight.shape) == (16, 8, 1)  # student 8 → teacher 16 channels
+
+
+def test_a_feature_method_without_its_setup_says_what_to_call():
+    method = methods.create("cakd", _Conv(8), FrozenTeacher(_Conv(16)), 4,
+                            {"feature": True, "k": 2, "student_stage": "body", "teacher_stage": "body"})
+    batch = Batch(x=torch.randn(6, 1, 12), y=torch.randint(0, 4, (6,)), index=torch.arange(6))
+    with pytest.raises(RuntimeError, match=r"call method\.setup\(x\) with a few real inputs"):
+        method(batch, 30)
+    method.setup(batch.x)
+    assert torch.isfinite(method(batch, 30).losses["cakd_feat"])

@@ -62,7 +62,7 @@ def test_mass_rule_with_empty_weak_set_is_finite(make_method, make_batch):
 def test_describe_reports_the_rule(make_method):
     d = make_method("cakd", {"k": 4}).describe()
     assert d["strong_set"] == "topk" and "top-4" in d["strong_set_rule"] and d["feature"] is False
-    d = make_method("cakd", {"strong_set": "mass", "mass": 0.8, "feature": True, "input_shape": [1, 40]}).describe()
+    d = make_method("cakd", {"strong_set": "mass", "mass": 0.8, "feature": True}).describe()
     assert d["strong_set"] == "mass" and "0.8" in d["strong_set_rule"] and "feature_rule" in d
 
 
@@ -93,8 +93,8 @@ def _expected_feature_loss(method, batch, fraction=0.1, tau=4.0, gamma=1.0, alph
     ],
 )
 def test_feature_level_connector_is_trained_and_loss_is_exact(make_method, make_batch, student, teacher, shape, conv):
-    args = {"feature": True, "input_shape": list(shape), "feature_alpha": 0.5, "feature_beta": 3.0}
-    method = make_method("cakd", args, student=student, teacher=teacher)
+    args = {"feature": True, "feature_alpha": 0.5, "feature_beta": 3.0}
+    method = make_method("cakd", args, student=student, teacher=teacher, shape=shape)
     assert isinstance(method.connector[0], conv) and method.connector[0].kernel_size == (1,) * (len(shape) - 1)
     connector_ids = {id(p) for p in method.connector.parameters()}
     assert connector_ids <= {id(p) for p in method.parameters()}, "the connector must reach the optimizer"
@@ -114,7 +114,7 @@ def test_feature_level_connector_is_trained_and_loss_is_exact(make_method, make_
 
 
 def test_feature_warmup_and_feature_only(make_method, make_batch):
-    args = {"feature": True, "logit": False, "input_shape": [1, 40]}
+    args = {"feature": True, "logit": False}
     method = make_method("cakd", args).eval()
     batch = make_batch()
     early, late = method(batch, 2).losses, method(batch, 40).losses
@@ -122,20 +122,21 @@ def test_feature_warmup_and_feature_only(make_method, make_batch):
     torch.testing.assert_close(early["cakd_feat"], 0.1 * late["cakd_feat"])
 
 
-def test_dummy_forward_leaves_the_student_untouched(make_method):
+def test_the_setup_probe_leaves_the_student_untouched(make_method):
     from kdlab.methods import create as build
     from kdlab.models import create
 
     teacher = make_method("cakd").teacher
     student = create("mnist1d_cnn_small", 10).train()
     state = {k: t.clone() for k, t in student.state_dict().items()}
-    method = build("cakd", student, teacher, 10, {"feature": True, "input_shape": [1, 40]})
+    method = build("cakd", student, teacher, 10, {"feature": True}, probe=torch.randn(4, 1, 40))
     assert student.training, "the student's mode is restored after the shape probe"
     # BN running statistics and the batch counter are unchanged: the probe ran in eval mode
     assert all(torch.equal(t, state[k]) for k, t in student.state_dict().items())
     assert method.connector[0].in_channels == 16 and method.connector[0].out_channels == 64
 
 
-def test_wrong_input_shape_names_the_fix(make_method):
-    with pytest.raises(ValueError, match="input_shape"):
-        make_method("cakd", {"feature": True, "input_shape": [3, 32, 32]})
+def test_a_stage_path_that_names_no_module_is_an_error_naming_the_key(make_method):
+    with pytest.raises(ValueError, match=r"cakd: the student's and the teacher's features could not be read.*"
+                                         r"stage path 'layer9' does not name a submodule"):
+        make_method("cakd", {"feature": True, "student_stage": "layer9"})

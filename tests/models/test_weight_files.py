@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from kdlab._io import CheckpointError, read_metadata, save_tensors
-from kdlab.build import load_teacher_module
+from kdlab.builder import load_teacher_module
 from kdlab.cli import main
-from kdlab.config.schema import ModelConfig
+from kdlab.config import TeacherConfig
 from kdlab.models import create, load_model, load_weights, save_model
 from kdlab.models.weights import read_state_dict
 
@@ -156,8 +156,8 @@ def test_a_pytorch_file_needs_the_arch(tmp_path):
     with pytest.raises(CheckpointError, match=r"records no architecture.*teacher\.arch=NAME.*kdlab teacher import"):
         load_model(path)
     with pytest.raises(ValueError, match="teacher.arch"):  # the same through the config path of `kdlab train`
-        load_teacher_module(ModelConfig(checkpoint=str(path)), 10)
-    assert _same(load_teacher_module(ModelConfig(checkpoint=str(path), arch="resnet8"), 10), _resnet8())
+        load_teacher_module(TeacherConfig(checkpoint=str(path)), 10)
+    assert _same(load_teacher_module(TeacherConfig(checkpoint=str(path), arch="resnet8"), 10), _resnet8())
 
 
 def test_wrong_arch_or_class_count_is_one_clear_line(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdlab import cli
+from kdlab import builder, cli
 from kdlab.config import ConfigError
 from kdlab.sweep import cell_state, cells_of, exit_code, load_spec
 from kdlab.sweep.cell import Cell
@@ -90,8 +90,9 @@ def test_cell_state_new_interrupted_finished_changed(tmp_path):
     assert cell_state(cell).state == "new"
     out = Path(cell.out_dir)
     out.mkdir()
-    record = cell.config().model_dump(mode="json")
-    (out / "config.yaml").write_text(yaml.safe_dump(record))
+    (out / "config.yaml").write_text(yaml.safe_dump(cell.config().model_dump(mode="json")))
+    assert cell_state(cell).state == "changed"  # a run directory without plan.json: an older kdlab's, left alone
+    builder.plan(cell.config(), 10, (1, 40)).write(out)  # what a run writes when it starts
     assert cell_state(cell).state == "interrupted"
     (out / "final.json").write_text(json.dumps({"role": "student"}))
     assert cell_state(cell).state == "finished"

@@ -8,7 +8,7 @@ import torch
 from kdlab import methods, models
 from kdlab.config.schema import TeacherCacheConfig
 from kdlab.data import BatchLoader
-from kdlab.build import cached_teacher
+from kdlab.builder import cached_teacher
 from kdlab.data.views import CropFlip, Shift1D
 from kdlab.teachers.cache import CachedTeacher, StaleCacheError
 from kdlab.teachers.frozen import FrozenTeacher
@@ -171,7 +171,7 @@ def test_cached_teacher_auto_and_explicit_rules(tmp_path):
     with pytest.raises(ValueError, match="policy"):
         cached_teacher(teacher, TeacherCacheConfig(enabled=True), kd, kd_hp, loader, tmp_path, policy=True)
     # asked of the class and its hyperparameters, before any method exists
-    feat = cakd.Params(feature=True, input_shape=[1, 40])
+    feat = cakd.Params(feature=True)
     assert not cakd.cacheable(feat) and cakd.cacheable(cakd.Params())
     assert cached_teacher(teacher, TeacherCacheConfig(), cakd, feat, loader, tmp_path) is teacher
     with pytest.raises(ValueError, match="r2kd"):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kdlab import build
+from kdlab import builder
 from kdlab._checks import SettingError
 from kdlab._io import atomic_write_text
-from kdlab.config.schema import ModelConfig
+from kdlab.config import TeacherConfig
 from kdlab.data import DATASETS, load_dataset
 from kdlab.data.image_index import STREAMED
 from kdlab.engine.device import resolve_device
@@ -24,10 +24,10 @@ def _eval(args) -> int:
         raise exc.renamed(lambda key: "--device") from None
     streamed = {"image_size": args.image_size} if args.data in STREAMED else {}  # the size the model was trained at
     splits = load_dataset(args.data, root=args.root, **streamed)
-    _, test_loader = build.make_loaders(splits, 256, 512, 0, device, augment=False)
+    _, test_loader = builder.make_loaders(splits, 256, 512, 0, device, augment=False)
     student = load_model(args.student, arch=args.arch, num_classes=splits.num_classes)
     if args.teacher:
-        teacher = build.load_teacher_module(_teacher_config(args.teacher), splits.num_classes)
+        teacher = builder.load_teacher_module(_teacher_config(args.teacher), splits.num_classes)
         report = fidelity_report(teacher, student, test_loader, temperature=args.temperature, device=device)
     else:
         acc = evaluate_accuracy(student, test_loader, device=device)
@@ -50,10 +50,10 @@ def _eval(args) -> int:
     return 0
 
 
-def _teacher_config(paths: list[str], rule: str = "prob", temperature: float | None = None) -> ModelConfig:
+def _teacher_config(paths: list[str], rule: str = "prob", temperature: float | None = None) -> TeacherConfig:
     if len(paths) == 1:
-        return ModelConfig(checkpoint=paths[0])
-    return ModelConfig(checkpoints=paths, ensemble_rule=rule, ensemble_temperature=temperature)
+        return TeacherConfig(checkpoint=paths[0])
+    return TeacherConfig(checkpoints=paths, ensemble_rule=rule, ensemble_temperature=temperature)
 
 
 def _fidelity(args) -> int:
@@ -63,13 +63,13 @@ def _fidelity(args) -> int:
         cfg_path = Path(args.run) / "config.yaml"
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{cfg_path} not found: --run must be the out_dir of `kdlab train`")
-        cfg = build.load_config(cfg_path, [])
+        cfg = builder.load_config(cfg_path, [])
     else:
-        cfg = build.load_config(None, [f"data.name={args.data}", f"data.image_size={args.image_size}"]
+        cfg = builder.load_config(None, [f"data.name={args.data}", f"data.image_size={args.image_size}"]
                                 + ([f"data.root={args.root}"] if args.root else []))
         if "distill_stream" in sources:
             raise ValueError("the distill_stream source needs --run (the training out_dir with metrics.jsonl)")
-    splits = build.load_data(cfg)
+    splits = builder.load_data(cfg)
     student_path = args.student or (str(Path(args.run) / "model.safetensors") if args.run else None)
     teacher_paths = args.teacher or (cfg.teacher.checkpoints or ([cfg.teacher.checkpoint] if cfg.teacher.checkpoint
                                                                  else []))
@@ -80,7 +80,7 @@ def _fidelity(args) -> int:
             raise FileNotFoundError(f"checkpoint {path} not found")
     n = splits.num_classes
     student = load_model(student_path, num_classes=n)
-    teacher = build.load_teacher_module(_teacher_config(teacher_paths, args.ensemble_rule or cfg.teacher.ensemble_rule,
+    teacher = builder.load_teacher_module(_teacher_config(teacher_paths, args.ensemble_rule or cfg.teacher.ensemble_rule,
                                                         cfg.teacher.ensemble_temperature), n)
     temperature = args.temperature if args.temperature is not None else (
         cfg.method.args.get("temperature") if args.run else None)

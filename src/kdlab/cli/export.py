@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from kdlab import build
+from kdlab import builder
 from kdlab.config import read_yaml
 from kdlab.models import load_model
 from kdlab.models.export import FORMATS, SUFFIX, export_model, max_logit_difference
@@ -23,7 +23,7 @@ def _input_shape(text: str | None, run: Path) -> tuple[int, ...]:
         return shape
     config = run / "config.yaml" if run.is_dir() else run.with_name("config.yaml")
     if config.is_file() and "data" in read_yaml(config):  # a run of `kdlab train`/`kdlab teacher`: its data set
-        return tuple(build.load_data(build.load_config(config, [])).x_test.shape[1:])
+        return tuple(builder.load_data(builder.load_config(config, [])).x_test.shape[1:])
     raise ValueError(f"cannot tell the input shape of {run} (no config.yaml of `kdlab train`); give --input-shape, "
                      "e.g. 3,32,32")
 

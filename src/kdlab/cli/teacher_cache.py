@@ -10,15 +10,15 @@ time it will take before it starts; an interrupted build continues where it stop
 
 from __future__ import annotations
 
-from kdlab import build, distributed
+from kdlab import builder, distributed
 from kdlab.teachers.store import PRECISIONS
 
 COMMAND = "teacher cache"
 
 
 def _cache(args) -> int:
-    cfg = build.load_config(args.config, args.overrides)
-    build.teacher_store_from_config(cfg, precision=args.precision, k=args.k, out=args.out, epochs=args.epochs,
+    cfg = builder.load_config(args.config, args.overrides)
+    builder.teacher_store_from_config(cfg, precision=args.precision, k=args.k, out=args.out, epochs=args.epochs,
                                     schedule_seed=args.schedule_seed, chunk_size=args.chunk_size,
                                     leave_group=not distributed.launched_by_torchrun())
     if distributed.is_main():

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import yaml
 
-from kdlab import build, distributed, methods
+from kdlab import builder, distributed, methods
 from kdlab.config import recipe_names, resolve_config_path
 
 
 def _train(args, teacher: bool) -> int:
-    cfg = build.load_config(args.config, args.overrides)
-    run = build.train_teacher if teacher else build.distil
+    cfg = builder.load_config(args.config, args.overrides)
+    run = builder.train_teacher if teacher else builder.distil
     final = run(cfg, leave_group=not distributed.launched_by_torchrun())
     if not distributed.is_main():  # under torchrun only rank 0 reports
         return 0
@@ -32,7 +32,7 @@ def _train(args, teacher: bool) -> int:
 
 
 def _config(args) -> int:
-    cfg = build.load_config(args.config, args.overrides)
+    cfg = builder.load_config(args.config, args.overrides)
     print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
     return 0
 

@@ -4,7 +4,6 @@ from kdlab.config.load import (
     RECIPES_DIR,
     ConfigError,
     apply_overrides,
-    config_hash,
     load_config,
     read_yaml,
     recipe_names,
@@ -15,14 +14,15 @@ from kdlab.config.schema import (
     DataConfig,
     EvalConfig,
     MethodConfig,
-    ModelConfig,
     OptimConfig,
     RunConfig,
     RunOptions,
+    StudentConfig,
+    TeacherConfig,
 )
 
 __all__ = [
-    "RECIPES_DIR", "ConfigError", "apply_overrides", "config_hash", "load_config", "read_yaml", "recipe_names",
-    "resolve_config_path", "validate", "DataConfig", "EvalConfig", "MethodConfig", "ModelConfig", "OptimConfig",
-    "RunConfig", "RunOptions",
+    "RECIPES_DIR", "ConfigError", "apply_overrides", "load_config", "read_yaml", "recipe_names",
+    "resolve_config_path", "validate", "DataConfig", "EvalConfig", "MethodConfig", "OptimConfig",
+    "RunConfig", "RunOptions", "StudentConfig", "TeacherConfig",
 ]

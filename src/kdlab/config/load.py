@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kdlab.config.schema import RunConfig
+from kdlab.config.schema import RunConfig, StudentConfig, TeacherConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -91,12 +89,27 @@ def _format_validation_error(exc: ValidationError, source: str, prefix: str = ""
             close = difflib.get_close_matches(path, valid, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             msg = f"not an argument of method {method!r}{hint}; valid: {', '.join(valid)}"
+        elif err["type"] == "extra_forbidden" and _other_role(err["loc"]):
+            role, key = err["loc"]
+            other = _other_role(err["loc"])
+            msg = f"not a {role} key: it configures the {other} (set {name(f'{other}.{key}')} instead)"
         elif err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; `kdlab config` prints every valid key)"
         else:
             msg = err["msg"]
         problems.append(f"{where}: {msg}")
     return f"{source}: " + "; ".join(problems)
+
+
+#: the other role of a model section, and its keys (a teacher key given to the student is named as such)
+_ROLES = {"student": ("teacher", TeacherConfig), "teacher": ("student", StudentConfig)}
+
+
+def _other_role(loc: tuple) -> str | None:
+    """``"teacher"`` for ``("student", "cache")``: a key of the other model section, given to the wrong one."""
+    if len(loc) == 2 and loc[0] in _ROLES and loc[1] in _ROLES[loc[0]][1].model_fields:
+        return _ROLES[loc[0]][0]
+    return None
 
 
 #: ``method name -> its hyperparameter model`` (``kdlab.methods.get(name).Params``); the config layer sits below the
@@ -141,9 +154,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data = read_yaml(resolved)
         source = str(resolved)
     return validate(apply_overrides(data, overrides or []), source, method_schema)
-
-
-def config_hash(cfg: RunConfig) -> str:
-    """Hash of everything that changes the training trajectory (out_dir and display options excluded)."""
-    payload = cfg.model_dump(mode="json", exclude={"out_dir": True, "run": {"progress", "tensorboard"}})
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

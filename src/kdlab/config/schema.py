@@ -149,7 +149,9 @@ class DistillDataConfig(_Strict):
         return "none" if self == DistillDataConfig() else "custom"
 
 
-class ModelConfig(_Strict):
+class TeacherConfig(_Strict):
+    """The frozen teacher of a distillation run (and the network ``kdlab teacher`` trains: ``arch``)."""
+
     arch: str | None = None
     # weights: kdlab's .safetensors (arch read from its metadata), or any safetensors / PyTorch (.pth/.pt/.tar,
     # torch.load(weights_only=True)) state dict, torchvision's or RepDistiller's included: then `arch` is required
@@ -158,14 +160,29 @@ class ModelConfig(_Strict):
     checkpoints: list[str] | None = None
     ensemble_rule: Literal["prob", "tempered_prob", "logit"] = "prob"
     ensemble_temperature: float | None = Field(default=None, gt=0)  # only for tempered_prob
-    # student only: θ = λ·θ_teacher + (1−λ)·θ_random (same architecture), None = random init
-    init_from_teacher: float | None = Field(default=None, ge=0, le=1)
-    cache: TeacherCacheConfig = Field(default_factory=TeacherCacheConfig)  # teacher only
+    cache: TeacherCacheConfig = Field(default_factory=TeacherCacheConfig)
 
     @model_validator(mode="after")
     def _one_source(self):
         if self.checkpoint is not None and self.checkpoints is not None:
             raise ValueError("give either `checkpoint` or `checkpoints`, not both")
+        return self
+
+
+class StudentConfig(_Strict):
+    """The network a distillation run trains."""
+
+    arch: str | None = None
+    # a warm start: the student's initial weights from a file (the same formats and key mapping as
+    # teacher.checkpoint); None = a random initialisation drawn from the seed
+    checkpoint: str | None = None
+    # θ = λ·θ_teacher + (1−λ)·θ_random (same architecture as the teacher), None = random init
+    init_from_teacher: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_start(self):
+        if self.checkpoint is not None and self.init_from_teacher is not None:
+            raise ValueError("give either `checkpoint` (a warm start) or `init_from_teacher`, not both")
         return self
 
 
@@ -244,8 +261,8 @@ class RunConfig(_Strict):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     distill_data: DistillDataConfig = Field(default_factory=DistillDataConfig)
-    teacher: ModelConfig = Field(default_factory=ModelConfig)
-    student: ModelConfig = Field(default_factory=ModelConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)

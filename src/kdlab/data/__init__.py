@@ -1,6 +1,6 @@
 """Datasets, the in-memory batch loader, batch-tensor augmentations and the distillation-data policies.
 
-``load_dataset("mnist1d" | "cifar100" | "tiny_imagenet")`` returns :class:`DataSplits` (raw train/test tensors +
+``load_dataset("mnist1d" | "cifar100" | "tiny_imagenet")`` (``load_configured(cfg.data)`` for a run config's section) returns :class:`DataSplits` (raw train/test tensors +
 normalisation + the train augmentation); :class:`BatchLoader` turns a split into augmented, normalised :class:`Batch` es
 whose order and views are a pure function of ``(seed, epoch)``. ``load_dataset("imagefolder" | "imagenet")`` returns
 :class:`ImageSplits`, files streamed by :class:`StreamLoader` (decoding in worker processes; order and crops a pure
@@ -14,15 +14,13 @@ user's Dataset read every epoch). See docs/data.md.
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 from kdlab.data._paths import default_root
 from kdlab.data.archive import download_url, extract_archive
 from kdlab.data.autoaugment import autoaugment_like
 from kdlab.data.batch import Batch
 from kdlab.data.cifar import load_cifar100
 from kdlab.data.crops import CropBoxes, center_crop_box, random_resized_crops
+from kdlab.data.datasets import DATASETS, load_configured, load_dataset
 from kdlab.data.decode import BadImageError
 from kdlab.data.folders import ImageList, LayoutError
 from kdlab.data.image_stream import ImageSplits, load_image_folder, load_imagenet
@@ -31,6 +29,7 @@ from kdlab.data.mix import cutmix, cutout, gaussian_noise_like, mixup
 from kdlab.data.mnist1d import load_mnist1d
 from kdlab.data.normalization import Normalization, normalize
 from kdlab.data.policies import DistillPolicy, build_policy
+from kdlab.data.protocol import Loader
 from kdlab.data.presets import PRESETS, augment_preset
 from kdlab.data.splits import DataSplits, select_split
 from kdlab.data.stream import StreamLoader
@@ -54,6 +53,8 @@ __all__ = [
     "Batch",
     "BatchLoader",
     "load_dataset",
+    "load_configured",
+    "Loader",
     "load_mnist1d",
     "load_cifar100",
     "as_tensors",
@@ -79,33 +80,3 @@ __all__ = [
     "augment_preset",
     "DATASETS",
 ]
-
-#: Names accepted by :func:`load_dataset`.
-DATASETS = ("mnist1d", "cifar100", "tiny_imagenet", "imagenet", "imagefolder")
-
-
-def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False,
-                 **kwargs: Any) -> DataSplits | ImageSplits:
-    """Load a built-in dataset by name.
-
-    ``"mnist1d"``: generated offline (``download`` is ignored); ``kwargs`` go to :func:`load_mnist1d`
-    (``num_samples``, ``seed``, ``train_split``). ``"cifar100"``: ``kwargs`` go to :func:`load_cifar100`
-    (``url``, ``fmt``, ``md5``, ``progress``). ``"tiny_imagenet"`` (in memory), ``"imagenet"`` and ``"imagefolder"``
-    (streamed): ``kwargs`` go to :func:`load_tiny_imagenet` (``workers``, ``skip_bad``, ``progress``) or
-    :func:`load_imagenet` / :func:`load_image_folder` (also ``image_size``); ``download`` must be false.
-    ``root`` defaults to ``$KDLAB_DATA`` or ``~/.cache/kdlab``.
-    """
-    if not isinstance(name, str):
-        raise ValueError(f"dataset name must be a string, one of {DATASETS}; got {name!r}")
-    key = name.lower().replace("-", "").replace("_", "")
-    if key == "mnist1d":
-        return load_mnist1d(root, **kwargs)
-    if key == "cifar100":
-        return load_cifar100(root, download=download, **kwargs)
-    disk = {"tinyimagenet": load_tiny_imagenet, "imagenet": load_imagenet, "imagefolder": load_image_folder}
-    if key in disk:
-        if download:
-            raise ValueError(f"{name} cannot be downloaded by kdlab (its licence requires registration); put it in "
-                             "data.root and set data.download=false")
-        return disk[key](root, **kwargs)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS} (or pass your own tensors to kdlab.fit)")

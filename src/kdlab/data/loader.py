@@ -132,6 +132,11 @@ class BatchLoader:
     def global_batch_size(self) -> int:
         return self.batch_size * self.world_size
 
+    @property
+    def labels(self) -> torch.Tensor:
+        """Every label in data-set order (:class:`~kdlab.data.protocol.Loader`)."""
+        return self.y
+
     def __len__(self) -> int:
         n, g = self.num_samples, self.global_batch_size
         return n // g if self.drop_last else math.ceil(n / g)

@@ -92,6 +92,6 @@ def replay_loader(loader: StreamLoader, schedule: CropSchedule, outputs: RowRead
                          "this loader is not one")
     replay = ReplayLoader(ReplaySource(source.images, source.size, schedule, outputs, source.reduce),
                           loader.batch_size, shuffle=True, pad=loader.pad, seed=loader.seed, device=loader.device,
-                          workers=loader.workers, normalization=loader.normalization, labels=loader.labels,
+                          workers=loader.workers, normalization=loader.normalization, labels=loader._labels,
                           index_offset=loader.index_offset)
     return replay.sharded(loader.rank, loader.world_size) if loader.world_size > 1 else replay

@@ -125,7 +125,7 @@ class StreamLoader:
         self.normalization = normalization
         self.mean = normalization.mean if normalization is not None else None
         self.std = normalization.std if normalization is not None else None
-        self.labels = labels
+        self._labels = labels
         self.rank, self.world_size, self.epoch = 0, 1, 0
         self._loader: DataLoader | None = None
 
@@ -150,11 +150,9 @@ class StreamLoader:
         return self.batch_size * self.world_size
 
     @property
-    def y(self) -> torch.Tensor:
-        """All labels (dataset order), if the source knows them up front."""
-        if self.labels is None:
-            raise ValueError("this streamed loader does not know its labels up front")
-        return torch.from_numpy(self.labels)
+    def labels(self) -> torch.Tensor | None:
+        """All labels (dataset order), if the source knows them up front (:class:`~kdlab.data.protocol.Loader`)."""
+        return None if self._labels is None else torch.from_numpy(self._labels)
 
     def _block(self) -> tuple[int, int]:
         n, r, w = self.num_samples, self.rank, self.world_size

@@ -33,14 +33,14 @@ def identity_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def check_same_run(info: dict[str, Any], config_hash: str, identity: dict[str, Any] | None, where: Path) -> None:
+def check_same_run(info: dict[str, Any], run_hash: str, identity: dict[str, Any] | None, where: Path) -> None:
     """Refuse to resume a checkpoint made by a run with another identity; the message names the differing keys.
 
     One change is not a refusal: the number of epochs alone, when the lr schedule does not depend on it (step or
     constant; :func:`~kdlab.engine.schedule.depends_on_length`) and the checkpoint has not trained past it. Every
     epoch already trained then ran exactly as in a run started with the new length, so a finished run is extended
     (or a killed one shortened) by rerunning with only ``optim.epochs`` changed."""
-    if info.get("config_hash") == config_hash:
+    if info.get("identity_hash") == run_hash:
         return
     stored = info.get("identity")
     hint = ""
@@ -57,7 +57,7 @@ def check_same_run(info: dict[str, Any], config_hash: str, identity: dict[str, A
         more = f" and {len(keys) - 8} more" if len(keys) > 8 else ""
         what = f"its {shown}{more} differ{hint}"
     else:
-        what = f"its config hash differs ({info.get('config_hash')} vs {config_hash})"
+        what = f"its identity hash differs ({info.get('identity_hash')} vs {run_hash})"
     raise CheckpointError(
         f"{where} holds a run with other settings: {what}. Rerun with the original settings to resume it, or use a "
         "new out_dir (or delete that directory) to start over")
@@ -115,7 +115,7 @@ def save_training_state(path: str | Path, method: torch.nn.Module, optimizer: to
 
 
 def read_training_info(path: str | Path) -> dict[str, Any]:
-    """The JSON info of a training-state file (epoch, best, identity, config hash), without reading its tensors."""
+    """The JSON info of a training-state file (epoch, best, identity and its hash), without reading its tensors."""
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a kdlab training-state file")

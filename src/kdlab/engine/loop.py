@@ -20,6 +20,7 @@ import torch
 from kdlab import distributed as dist
 from kdlab._io import save_tensors
 from kdlab._modes import eval_mode
+from kdlab.data.protocol import Loader
 from kdlab.engine.checkpoint import check_same_run, load_training_state, save_training_state
 from kdlab.engine.guard import DivergenceGuard, TrainingDiverged
 from kdlab.engine.metrics_log import MetricsLog
@@ -51,7 +52,7 @@ class LoopSettings:
     out_dir: Path | None = None
     progress: bool = True
     tensorboard: bool | str = "auto"
-    config_hash: str = ""  # identity_hash(identity): a checkpoint is resumed only by a run with the same hash
+    identity_hash: str = ""  # of `identity`: a checkpoint is resumed only by a run with the same hash
     identity: dict[str, Any] | None = None  # what the hash covers, stored so a refusal can name what differs
     weights_metadata: dict[str, str] = field(default_factory=dict)  # metadata of the saved weights files
     device_path: DevicePath = field(default_factory=DevicePath)  # autocast / channels_last (engine.precision)
@@ -81,7 +82,7 @@ def make_optimizer(method: torch.nn.Module, s: LoopSettings) -> torch.optim.Opti
 
 
 @torch.inference_mode()
-def collect_logits(model_fn: Callable[[torch.Tensor], torch.Tensor], loader) -> torch.Tensor:
+def collect_logits(model_fn: Callable[[torch.Tensor], torch.Tensor], loader: Loader) -> torch.Tensor:
     """Logits of a fixed (unshuffled) loader, placed by dataset index."""
     parts, index = [], []
     for batch in loader:
@@ -95,7 +96,7 @@ def collect_logits(model_fn: Callable[[torch.Tensor], torch.Tensor], loader) -> 
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, loader, num_classes: int, teacher_logits: torch.Tensor | None = None,
+def evaluate(model: torch.nn.Module, loader: Loader, num_classes: int, teacher_logits: torch.Tensor | None = None,
              temperature: float | None = None) -> dict[str, Any]:
     """Test-set report of ``model`` as the student: ``student_acc/nll/ece`` and, with the teacher's logits on the
     same loader (placed by dataset index, :func:`collect_logits`), the teacher's and the fidelity keys."""
@@ -115,7 +116,7 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int, teacher_logits: t
 
 
 @torch.inference_mode()
-def logits_report(logits: torch.Tensor, loader, num_classes: int) -> dict[str, Any]:
+def logits_report(logits: torch.Tensor, loader: Loader, num_classes: int) -> dict[str, Any]:
     """``{"n", "acc", "nll", "ece"}`` of fixed logits (placed by dataset index) on ``loader``'s labels."""
     acc = AccuracyAccumulator(num_classes)
     for batch in loader:
@@ -194,25 +195,24 @@ def _check_finite(out, epoch: int, step: int) -> None:
             "is kept. Lower the learning rate, check the inputs for NaN/inf, or check the teacher checkpoint.")
 
 
-def _chance(loader, num_classes: int) -> float:
+def _chance(loader: Loader, num_classes: int) -> float:
     """Accuracy (%) of always predicting the most frequent training label (one host sync, once per run)."""
-    y = getattr(loader, "y", None)
-    if not isinstance(y, torch.Tensor) or y.numel() == 0:
+    y = loader.labels
+    if y is None or y.numel() == 0:
         return 100.0 / num_classes
     return 100.0 * float(torch.bincount(y.reshape(-1), minlength=num_classes).max()) / y.numel()
 
 
-def _shard_weight(loader, step: int, n: int) -> float:
+def _shard_weight(loader: Loader, step: int, n: int) -> float:
     """Factor on this rank's loss so that DDP's mean over ranks is the global batch's mean when the last global
     batch splits unevenly (m samples, this rank n of them): n·W/m; exactly 1.0 for equal shards."""
-    world = getattr(loader, "world_size", 1)
-    if world == 1:
+    if loader.world_size == 1:
         return 1.0
-    return n * world / loader.global_batch_len(step)  # the loader knows whether its last batch wraps or splits
+    return n * loader.world_size / loader.global_batch_len(step)  # the loader knows whether its last batch wraps or splits
 
 
-def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: int, s: LoopSettings,
-               teacher_eval_logits: torch.Tensor | None = None,
+def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loader | None, num_classes: int,
+               s: LoopSettings, teacher_eval_logits: torch.Tensor | None = None,
                batch_transform: Callable[[Any, int], Any] | None = None) -> LoopResult:
     """Train ``method`` for ``s.epochs``; resumes from ``s.out_dir/checkpoint.safetensors`` when present.
 
@@ -243,7 +243,7 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
     guard: DivergenceGuard | None = DivergenceGuard(_chance(train_loader, num_classes), s.lr, s.grad_clip)
     if ckpt_path is not None and ckpt_path.exists():
         rng, info = load_training_state(ckpt_path, method, optimizer)
-        check_same_run(info, s.config_hash, s.identity, s.out_dir)
+        check_same_run(info, s.identity_hash, s.identity, s.out_dir)
         set_rng_state(rng)
         first_epoch = resumed_from = info["epoch"] + 1
         best = info["best"]
@@ -316,7 +316,7 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
         if is_main and log is not None:
             log.append(record)  # log before checkpoint: a kill in between is undone by truncate() on resume
             if good:
-                info = {"epoch": epoch, "best": best, "config_hash": s.config_hash, "identity": s.identity}
+                info = {"epoch": epoch, "best": best, "identity_hash": s.identity_hash, "identity": s.identity}
                 save_training_state(ckpt_path, method, optimizer, rng_state(), info)
         if good:
             saved_epoch = epoch

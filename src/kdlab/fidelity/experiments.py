@@ -22,9 +22,8 @@ from typing import Any
 
 import torch
 
-from kdlab import build
+from kdlab import builder
 from kdlab._io import atomic_write_text
-from kdlab.config import config_hash
 from kdlab.data import default_root, load_dataset
 from kdlab.engine.environment import environment
 from kdlab.eval import mean_std, summarize_seeds
@@ -124,10 +123,10 @@ def experiment_names() -> list[str]:
 def _evaluate_student(overrides: list[str], threads: int) -> dict[str, Any]:
     """Evaluate a distilled student (a finished cell) on every source; returns flat metrics + reliability bins."""
     torch.set_num_threads(threads)
-    cfg = build.load_config(STUDENT_RECIPE, overrides)
+    cfg = builder.load_config(STUDENT_RECIPE, overrides)
     final = json.loads((Path(cfg.out_dir) / "final.json").read_text(encoding="utf-8"))
-    splits = build.load_data(cfg)
-    teacher = build.load_teacher_module(cfg.teacher, splits.num_classes).eval()
+    splits = builder.load_data(cfg)
+    teacher = builder.load_teacher_module(cfg.teacher, splits.num_classes).eval()
     student = load_model(Path(cfg.out_dir) / "model.safetensors", num_classes=splits.num_classes).eval()
     tau = cfg.method.args.get("temperature")
     rep = evaluate_sources(teacher, student, splits, ("test", "train_clean", "train_aug", "distill_stream"),
@@ -165,8 +164,9 @@ def _control(teacher_paths: list[str], control_student: str) -> dict[str, float]
 # driver
 # --------------------------------------------------------------------------------------------------------------
 def _teacher_dir(overrides: list[str]) -> tuple[Path, list[str]]:
-    cfg = build.load_config(TEACHER_RECIPE, overrides)
-    return Path(default_root()) / "teachers" / "fidelity" / f"mnist1d_cnn-{config_hash(cfg)}", overrides
+    cfg = builder.load_config(TEACHER_RECIPE, overrides)
+    return (Path(default_root()) / "teachers" / "fidelity" / f"mnist1d_cnn-{builder.plan_of(cfg).identity_hash}",
+            overrides)
 
 
 def _table(results: dict[str, Any]) -> str:

@@ -1,10 +1,11 @@
 """Distillation methods, one module per paper, registered by name."""
 
 from kdlab.methods.base import Adaptation, LogitMethod, Method, Params, RunFacts, StepOutput, warmup_factor
+from kdlab.methods.feature import FeatureMethod
 from kdlab.methods.registry import create, get, names, register
 
 # importing a method module registers it
 from kdlab.methods import cakd, ce, cmkd, dhkd, dist, dkd, kd, r2kd, ttm  # noqa: E402,F401
 
-__all__ = ["Adaptation", "RunFacts", "LogitMethod", "Method", "Params", "StepOutput", "warmup_factor", "create", "get",
+__all__ = ["Adaptation", "FeatureMethod", "RunFacts", "LogitMethod", "Method", "Params", "StepOutput", "warmup_factor", "create", "get",
            "names", "register"]

@@ -11,6 +11,8 @@ here (the pattern of timm's ``TrainingTask``):
   :meth:`needs_teacher`, :meth:`cacheable` (may an exact logit cache stand in for the teacher?),
   :meth:`needs_full_teacher_distribution` (would a top-k teacher store change the objective?) and :meth:`adapt`:
   the defaults that only suit CIFAR-100 (class count, 240 epochs), fitted to the run at hand;
+* :meth:`setup` (called once with a real batch before the optimizer exists: feature methods size their trainable
+  extras from it) and :meth:`compile` (``run.compile``: every path the method runs the student through);
 * :meth:`prepare_distributed` (BatchNorm over the global batch, DDP around the trainable part; DHKD syncs its own
   gradients instead);
 * :attr:`report_temperature` (the τ at which reports also give KL), :meth:`eval_model` (the network evaluated and
@@ -27,7 +29,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
 from kdlab import distributed as dist
@@ -38,9 +40,19 @@ from kdlab.teachers import Teacher
 
 
 class Params(BaseModel):
-    """Base of every method's hyperparameters: unknown keys are errors."""
+    """Base of every method's hyperparameters: unknown keys are errors; a key a method no longer takes
+    (:attr:`removed`) is an error that says why and what to do."""
 
     model_config = ConfigDict(extra="forbid")
+    #: arguments an earlier version took, with the reason they are gone (an old config that gives one is told)
+    removed: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_removed(cls, data: Any) -> Any:
+        for key in sorted(set(data) & set(cls.removed) if isinstance(data, dict) else ()):
+            raise ValueError(f"{key!r} is no longer an argument ({cls.removed[key]}); remove it")
+        return data
 
 
 @dataclass
@@ -158,6 +170,21 @@ class Method(nn.Module):
         self.hp = hp
         # a plain attribute, not a submodule: never trained, saved with the student, or wrapped by DDP
         self.teacher = teacher
+
+    def setup(self, probe: torch.Tensor) -> None:
+        """Called once with a real batch of inputs (a few samples of the run's data, on the student's device) before
+        the optimizer is built, so trainable extras sized from the networks' real features exist in time
+        (:class:`~kdlab.methods.feature.FeatureMethod`). Default: nothing to set up."""
+
+    def compile(self, **kwargs: Any) -> None:
+        """``run.compile``: ``torch.compile`` every path this method runs the student through — its ``forward``
+        (training and the evaluated, saved network) and its ``forward_features``, which feature methods and DHKD call
+        directly and a compiled ``forward`` alone would bypass. In place: parameters and state-dict keys stay the
+        plain model's. ``kwargs`` go to ``torch.compile`` (e.g. ``backend``)."""
+        self.student.compile(**kwargs)
+        features = getattr(self.student, "forward_features", None)
+        if callable(features):
+            self.student.forward_features = torch.compile(features, **kwargs)
 
     def forward(self, batch, epoch: int) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError

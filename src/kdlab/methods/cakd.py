@@ -18,16 +18,17 @@ from torch import nn
 
 from kdlab.losses import cakd_loss, kl_decomposition, strong_set_mass, strong_set_target, strong_set_topk
 from kdlab._checks import SettingError
-from kdlab.methods.base import Adaptation, Method, Params, StepOutput, defaults_left, scaled_warmup, warmup_factor
+from kdlab.methods.base import Adaptation, Params, StepOutput, defaults_left, scaled_warmup, warmup_factor
+from kdlab.methods.feature import FeatureMethod
 from kdlab.methods.registry import register
-from kdlab._modes import eval_mode
-from kdlab.models import forward_features
 
 
 class CAKDParams(Params):
     """Logit level: DKD's CIFAR-100 recipe (CE 1, T=4, 20-epoch warm-up, β per pair). Feature level: chosen defaults
-    (docs/reference/methods.md §4). Left at their defaults, k, the warm-up and input_shape are fitted to the run
+    (docs/reference/methods.md §4). Left at their defaults, k and the warm-up are fitted to the run
     (:meth:`CAKD._adaptations`)."""
+
+    removed = {"input_shape": "the feature shapes are read from a batch of the data"}
 
     # logit level
     logit: bool = True
@@ -49,8 +50,6 @@ class CAKDParams(Params):
     feature_gamma: float | None = Field(None, ge=0)  # BCD weight; None: the logit-level γ
     feature_alpha: float = Field(1.0, ge=0)  # α_f, SCD weight
     feature_beta: float = Field(8.0, ge=0)  # β_f, WCD weight
-    # shape of ONE input sample, used once at construction to read the last-stage channel counts
-    input_shape: list[int] = Field(default_factory=lambda: [3, 32, 32], min_length=1)
     # the module (a path of model.named_modules(), e.g. "layer3" or "features.5") whose output is the feature map;
     # None: the last stage of the model's own forward_features (every zoo model has one)
     student_stage: str | None = None
@@ -60,8 +59,6 @@ class CAKDParams(Params):
     def _some_level(self):
         if not (self.logit or self.feature):
             raise ValueError("at least one of `logit` and `feature` must be true (otherwise CAKD adds no loss)")
-        if any(d < 1 for d in self.input_shape):
-            raise ValueError(f"input_shape must hold positive sizes (e.g. [3, 32, 32]), got {self.input_shape}")
         return self
 
 
@@ -71,7 +68,7 @@ def _conv_bn(dims: int, c_in: int, c_out: int) -> nn.Sequential:
 
 
 @register("cakd")
-class CAKD(Method):
+class CAKD(FeatureMethod):
     """L = w_ce·CE(z, y) + min(epoch/warmup, 1)·(L_logit + L_feat), where
 
     L_logit = T²·batch-mean(γ·BCD + α·SCD + β·WCD) on the logits with S from ``strong_set``, and
@@ -89,7 +86,7 @@ class CAKD(Method):
     def _adaptations(cls, hp, facts, given):
         """Defaults fitted to the run: the top-k strong set keeps at least one weakly correlated class
         (k ≤ C − 1, the CIFAR-100 default k = 5 otherwise leaves W empty or exceeds C), the warm-up is DKD's share of
-        the run (:func:`scaled_warmup`), and the feature level's probe shape is the data's sample shape."""
+        the run (:func:`scaled_warmup`)."""
         left, c = defaults_left(hp, given), facts.num_classes
         changes = scaled_warmup(hp, facts, given)
         if hp.strong_set == "topk":
@@ -99,43 +96,22 @@ class CAKD(Method):
             elif hp.k > c:
                 raise SettingError(f"cakd: {{k}}={hp.k} exceeds the number of classes ({c}); use at most {c - 1}",
                                    k="method.args.k")
-        shape = list(facts.input_shape)
-        if hp.feature and "input_shape" in left and shape and hp.input_shape != shape:
-            changes.append(Adaptation("input_shape", hp.input_shape, shape, "the shape of one sample of the data"))
         return changes
 
     @classmethod
     def cacheable(cls, hp: CAKDParams) -> bool:  # the feature level reads the teacher's maps, which are not cached
         return not hp.feature
 
-    def __init__(self, student, teacher, num_classes, params):
-        super().__init__(student, teacher, num_classes, params)
-        self.connector: nn.Module | None = None
-        if params.feature:
-            self.connector = self._build_connector()
+    def uses_features(self) -> bool:
+        return self.hp.feature
 
-    def _build_connector(self) -> nn.Module:
-        # The connector must exist before the optimizer is built (a lazily created module would never be optimised),
-        # so one dummy forward of two zero samples reads both networks' last-stage shapes now. The student runs in
-        # eval mode under no_grad, so its BN statistics are untouched (its train/eval mode is restored afterwards).
-        shape = tuple(self.hp.input_shape)
-        s_param = next(self.student.parameters(), None)
-        t_param = next(self.teacher.module.parameters(), None)
-        s_dev = s_param.device if s_param is not None else torch.device("cpu")
-        s_dtype = s_param.dtype if s_param is not None else torch.get_default_dtype()
-        t_dev = t_param.device if t_param is not None else torch.device("cpu")
-        t_dtype = t_param.dtype if t_param is not None else torch.get_default_dtype()
-        try:
-            with eval_mode(self.student), torch.no_grad():
-                s_map = self._student_map(torch.zeros((2, *shape), device=s_dev, dtype=s_dtype))[1]
-            t_map = self._teacher_map(torch.zeros((2, *shape), device=t_dev, dtype=t_dtype))[1]
-        except SettingError:
-            raise
-        except (ValueError, RuntimeError) as exc:  # a model's own check, or a conv/linear shape mismatch
-            raise SettingError(
-                f"cakd feature level: a dummy forward with input_shape={list(shape)} failed ({exc}); set "
-                "{input_shape} to the shape of one input sample, e.g. [3, 32, 32] for CIFAR",
-                input_shape="method.args.input_shape") from None
+    def stage_paths(self, who: str) -> list[str] | None:
+        path = getattr(self.hp, f"{who}_stage")
+        return [path] if path else None
+
+    def build_extras(self, student: dict, teacher: dict) -> dict[str, nn.Module]:
+        """The connector: a 1×1 conv + BN from the student's last-stage channels to the teacher's."""
+        s_map, t_map = self.stage(student, "student"), self.stage(teacher, "teacher")
         if s_map.dim() not in (3, 4) or t_map.dim() != s_map.dim():
             raise SettingError(
                 "cakd feature level needs convolutional feature maps of the same kind ([N, C, L] or [N, C, H, W]) "
@@ -143,30 +119,7 @@ class CAKD(Method):
                 "modules in {student_stage} / {teacher_stage}, or set {feature} to false for networks without "
                 "feature maps", student_stage="method.args.student_stage", teacher_stage="method.args.teacher_stage",
                 feature="method.args.feature")
-        return _conv_bn(s_map.dim() - 2, s_map.shape[1], t_map.shape[1]).to(device=s_dev, dtype=s_dtype)
-
-    def _stage_map(self, model: nn.Module, feats: dict, who: str) -> torch.Tensor:
-        if feats["stages"]:
-            return feats["stages"][-1]
-        # a model without forward_features (and no path) gives no stages: say how to name one
-        children = ", ".join(name for name, _ in model.named_children()) or "none"
-        raise SettingError(
-            f"cakd feature level: the {who} ({type(model).__name__}) has no forward_features, so name the module "
-            f"whose output is its feature map in {{stage}}: a path of model.named_modules() (top-level modules: "
-            f"{children}), or set {{feature}} to false", stage=f"method.args.{who}_stage",
-            feature="method.args.feature")
-
-    def _student_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(student logits, its feature map) for ``x``: the stage ``student_stage`` or its forward_features."""
-        path = self.hp.student_stage
-        z, feats = forward_features(self.student, x, [path] if path else None)
-        return z, self._stage_map(self.student, feats, "student")
-
-    def _teacher_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(teacher logits, its feature map) from one teacher pass."""
-        path = self.hp.teacher_stage
-        v, feats = self.teacher.features(x, [path] if path else None)
-        return v, self._stage_map(self.teacher.module, feats, "teacher")
+        return {"connector": _conv_bn(s_map.dim() - 2, s_map.shape[1], t_map.shape[1])}
 
     def strong_mask(self, v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """S per sample from the teacher logits ``v`` (standardised when the switch is on), bool [N, C], no gradient."""
@@ -208,8 +161,9 @@ class CAKD(Method):
         w = warmup_factor(epoch, hp.warmup)
         losses: dict[str, torch.Tensor] = {}
         if hp.feature:
-            z, s_map = self._student_map(batch.x)
-            v, t_map = self._teacher_map(batch.x)  # one teacher pass gives both its logits and its map
+            z, s_feats = self.student_features(batch.x)
+            v, t_feats = self.teacher_features(batch.x)  # one teacher pass gives both its logits and its map
+            s_map, t_map = self.stage(s_feats, "student"), self.stage(t_feats, "teacher")
         else:
             z = self.student(batch.x)
             v = self.teacher.logits_for_batch(batch)

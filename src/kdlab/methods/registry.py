@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+import torch
+
 from kdlab.methods.base import Method
 
 _METHODS: dict[str, type[Method]] = {}
@@ -34,7 +36,13 @@ def get(name: str) -> type[Method]:
         raise ValueError(f"unknown method {name!r}{hint}; known: {', '.join(names())}") from None
 
 
-def create(name: str, student, teacher, num_classes: int, args: dict[str, Any] | None = None) -> Method:
-    """The method ``name`` around ``student`` and ``teacher``, its hyperparameters validated from ``args``."""
+def create(name: str, student, teacher, num_classes: int, args: dict[str, Any] | None = None,
+           probe: torch.Tensor | None = None) -> Method:
+    """The method ``name`` around ``student`` and ``teacher``, its hyperparameters validated from ``args``. ``probe``:
+    a few real inputs, given to :meth:`Method.setup` (feature methods size their trainable parts from them and need
+    one; the others ignore it)."""
     cls = get(name)
-    return cls(student, teacher, num_classes, cls.Params.model_validate(args or {}))
+    method = cls(student, teacher, num_classes, cls.Params.model_validate(args or {}))
+    if probe is not None:
+        method.setup(probe)
+    return method

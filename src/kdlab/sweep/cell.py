@@ -2,8 +2,8 @@
 local executor): :func:`run_cell`.
 
 A cell is an ordinary run: a recipe, its overrides (``seed=``, ``out_dir=`` among them) and ``kdlab teacher`` or
-``kdlab train``. It is trained exactly as that command would train it (``build.load_config`` →
-``build.train_teacher`` / ``build.distil``), so resume, ``kdlab eval`` and ``kdlab fidelity`` work on its directory.
+``kdlab train``. It is trained exactly as that command would train it (``builder.load_config`` →
+``builder.train_teacher`` / ``builder.distil``), so resume, ``kdlab eval`` and ``kdlab fidelity`` work on its directory.
 A cell of one process runs in the calling process; a cell of several processes runs under ``torchrun`` (one process
 per GPU of its allocation, or gloo processes on CPU).
 
@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import torch
 
-from kdlab import build
+from kdlab import builder
 from kdlab.failures import exit_code
 
 __all__ = ["Cell", "end_children", "exit_code", "run_cell"]
@@ -60,7 +60,7 @@ class Cell:
 
     def config(self):
         """The cell's validated run config (a ``ConfigError`` names the bad key)."""
-        return build.load_config(self.recipe, list(self.overrides))
+        return builder.load_config(self.recipe, list(self.overrides))
 
     def argv(self) -> list[str]:
         """The command line that trains this cell: ``kdlab <command> RECIPE OVERRIDES...``."""
@@ -95,7 +95,7 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict[str, Any]:
         return _run_torchrun(cell, threads, start)
     try:
         cfg = cell.config()
-        final = (build.train_teacher if cell.command == "teacher" else build.distil)(cfg)
+        final = (builder.train_teacher if cell.command == "teacher" else builder.distil)(cfg)
     except Exception as exc:  # recorded with its reason; the sweep goes on
         code = exit_code(exc)
         return _record(cell, "failed", start, code=code, reason=_one_line(exc),

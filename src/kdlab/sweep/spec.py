@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kdlab import build
+from kdlab import builder
 from kdlab.config import (
     ConfigError,
     RunConfig,
@@ -176,7 +176,7 @@ def cells_of(spec: SweepSpec, out: str | Path) -> list[Cell]:
     students: list[Cell] = []
     for name, recipe, own in entries:
         base = [*quiet, *spec.overrides, *spec.student_overrides, *own]
-        cfg = build.load_config(recipe, base)
+        cfg = builder.load_config(recipe, base)
         extra: list[str] = []
         after: tuple[str, ...] = ()
         ckpt = cfg.teacher.checkpoint
@@ -212,5 +212,5 @@ def _teacher_cell(spec: SweepSpec, recipe: str, out: Path, quiet: list[str]) -> 
     seed = spec.teacher_seed if spec.teacher_seed is not None else read_yaml(resolve_config_path(recipe)).get("seed", 0)
     run_dir = out / _name(recipe) / f"seed{seed}"
     ov = (*quiet, *spec.overrides, *spec.teacher_overrides, f"seed={seed}", f"out_dir={run_dir}")
-    cfg = build.load_config(recipe, list(ov))
+    cfg = builder.load_config(recipe, list(ov))
     return Cell(_name(recipe), recipe, ov, str(run_dir), seed, command_for(cfg), "teacher", spec.procs_per_cell)

@@ -1,4 +1,4 @@
-"""kdlab.build: the one assembler behind `kdlab teacher`, `kdlab train` and `kdlab.fit`."""
+"""kdlab.builder: the one assembler behind `kdlab teacher`, `kdlab train` and `kdlab.fit`."""
 
 import json
 
@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 import kdlab
-from kdlab import build, models
+from kdlab import builder, models
 from kdlab.cli import main
 from kdlab.config import ConfigError
 from kdlab.data import load_dataset
@@ -30,7 +30,7 @@ def test_cli_and_fit_train_the_same_student(tmp_path, teacher):
     assert main(["train", "mnist1d/dkd", *RUN, f"teacher.checkpoint={teacher}", "teacher.cache.dtype=float32",
                  f"out_dir={tmp_path / 'cli'}"]) == 0
     cli = load_file(tmp_path / "cli" / "model.safetensors")
-    cfg = build.load_config("mnist1d/dkd", [*RUN, f"teacher.checkpoint={teacher}"])
+    cfg = builder.load_config("mnist1d/dkd", [*RUN, f"teacher.checkpoint={teacher}"])
     splits = load_dataset("mnist1d").subset(256, 64)
     torch.manual_seed(cfg.seed)  # the CLI initialises the student from the seed alone
     student = models.create("mnist1d_mlp", 10)
@@ -61,12 +61,12 @@ def test_a_replaced_teacher_is_refused_on_resume(tmp_path, teacher):
     """Same config, same teacher path, other weights in the file (replaced between a kill and the rerun)."""
     out, path = tmp_path / "run", tmp_path / "teacher.safetensors"
     path.write_bytes(teacher.read_bytes())
-    cfg = build.load_config("mnist1d/dkd", [*RUN, f"teacher.checkpoint={path}", f"out_dir={out}"])
-    build.distil(cfg)
+    cfg = builder.load_config("mnist1d/dkd", [*RUN, f"teacher.checkpoint={path}", f"out_dir={out}"])
+    builder.distil(cfg)
     torch.manual_seed(1)
     save_model(path, models.create("mnist1d_cnn_small", 10), arch="mnist1d_cnn_small", num_classes=10)
     with pytest.raises(CheckpointError, match="teacher.weights_sha256"):
-        build.distil(cfg)
+        builder.distil(cfg)
 
 
 def test_a_finished_run_is_left_as_it_is(tmp_path, teacher, capsys):
@@ -82,8 +82,8 @@ def test_a_finished_run_is_left_as_it_is(tmp_path, teacher, capsys):
 
 def test_method_args_are_validated_by_the_builder_not_the_config_layer():
     with pytest.raises(ConfigError, match=r"method\.args\.temprature"):
-        build.load_config(None, ["method.name=kd", "method.args.temprature=3"])
-    cfg = build.load_config(None, ["method.name=kd"])
+        builder.load_config(None, ["method.name=kd", "method.args.temprature=3"])
+    cfg = builder.load_config(None, ["method.name=kd"])
     assert cfg.method.args["temperature"] == 4.0  # defaults filled in
     from kdlab.config import load_config
 
@@ -123,13 +123,13 @@ def test_the_teacher_runs_over_the_test_set_once_per_run_and_is_reused_across_se
         m._is_test_teacher = True
         return m
 
-    monkeypatch.setattr(build.models, "load_model", tagged)
+    monkeypatch.setattr(kdlab_models, "load_model", tagged)
     calls = _count_test_set_passes(monkeypatch, 50)  # 50 test samples, train batches of 64: only test passes count
     finals = []
     for seed in (0, 1):
-        cfg = build.load_config("mnist1d/dkd", [*RUN, "data.test_subset=50", f"teacher.checkpoint={teacher}",
+        cfg = builder.load_config("mnist1d/dkd", [*RUN, "data.test_subset=50", f"teacher.checkpoint={teacher}",
                                                 f"seed={seed}", f"out_dir={tmp_path / str(seed)}"])
-        finals.append(build.distil(cfg))
+        finals.append(builder.distil(cfg))
         assert len(calls) == 1, f"seed {seed}: {len(calls)} passes over the test set"  # seed 1 reuses seed 0's
     assert [f["teacher"]["eval_logits"] for f in finals] == ["computed", "reused"]
     assert finals[0]["teacher"]["acc"] == finals[1]["teacher"]["acc"]
@@ -137,12 +137,49 @@ def test_the_teacher_runs_over_the_test_set_once_per_run_and_is_reused_across_se
 
 
 def test_cache_fill_auto_precomputes_when_the_run_draws_most_views(tmp_path, teacher, capsys):
-    assert build.expected_view_fraction(162, 240) == pytest.approx(0.773, abs=1e-3)  # CIFAR's 162 views
-    cfg = build.load_config("mnist1d/dkd", [*RUN, f"teacher.checkpoint={teacher}", f"out_dir={tmp_path / 'a'}"])
-    build.distil(cfg)  # 9 shifts, 2 epochs: 1 − (8/9)² = 21% of the views → on the fly
+    assert builder.expected_view_fraction(162, 240) == pytest.approx(0.773, abs=1e-3)  # CIFAR's 162 views
+    cfg = builder.load_config("mnist1d/dkd", [*RUN, f"teacher.checkpoint={teacher}", f"out_dir={tmp_path / 'a'}"])
+    builder.distil(cfg)  # 9 shifts, 2 epochs: 1 − (8/9)² = 21% of the views → on the fly
     out = capsys.readouterr().out
     assert "teacher cache: 256 samples x 9 views x 10 classes" in out and "fill on the fly (this run would draw 21%" in out
-    cfg = build.load_config("mnist1d/dkd", [*RUN, "optim.epochs=20", f"teacher.checkpoint={teacher}",
+    cfg = builder.load_config("mnist1d/dkd", [*RUN, "optim.epochs=20", f"teacher.checkpoint={teacher}",
                                             f"out_dir={tmp_path / 'b'}"])
-    build.distil(cfg)
+    builder.distil(cfg)
     assert "precompute (this run would draw 91% of the views)" in capsys.readouterr().out
+
+
+def test_student_checkpoint_is_a_warm_start(tmp_path, teacher, monkeypatch, capsys):
+    """Failed before: student.checkpoint validated and was ignored (a random student). Now the student starts from
+    the file's weights exactly, the file is part of the run's identity, and a file of another architecture is a
+    one-line error naming the key."""
+    from kdlab.builder import run as run_module
+
+    torch.manual_seed(5)
+    warm = models.create("mnist1d_mlp", 10)
+    path = tmp_path / "warm.safetensors"
+    save_model(path, warm, arch="mnist1d_mlp", num_classes=10)
+    at_step_0 = {}
+    real = run_module.train_loop
+
+    def spy(method, *args, **kwargs):
+        at_step_0.update({k: v.clone() for k, v in method.student.state_dict().items()})
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_loop", spy)
+    out = tmp_path / "run"
+    args = ["train", "mnist1d/dkd", *RUN, f"teacher.checkpoint={teacher}", f"out_dir={out}"]
+    assert main([*args, f"student.checkpoint={path}"]) == 0
+    assert at_step_0.keys() == warm.state_dict().keys()
+    assert all(torch.equal(at_step_0[k], v) for k, v in warm.state_dict().items())
+    torch.manual_seed(0)
+    assert not all(torch.equal(at_step_0[k], v) for k, v in models.create("mnist1d_mlp", 10).state_dict().items())
+    identity = json.loads((out / "plan.json").read_text())["identity"]
+    assert identity["student.checkpoint"] == str(path) and len(identity["student.weights_sha256"]) == 64
+    capsys.readouterr()
+    torch.manual_seed(6)  # other weights under the same name: refused on resume, like a replaced teacher
+    save_model(path, models.create("mnist1d_mlp", 10), arch="mnist1d_mlp", num_classes=10)
+    assert main([*args, f"student.checkpoint={path}"]) == 2
+    assert "student.weights_sha256" in capsys.readouterr().err
+    assert main([*args[:-1], f"out_dir={tmp_path / 'other'}", f"student.checkpoint={teacher}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "student.checkpoint" in err and "mnist1d_cnn_small" in err

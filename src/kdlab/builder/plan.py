@@ -1,0 +1,147 @@
+"""The run plan: what a run *is*, resolved once from its config (or ``kdlab.fit``'s arguments) and its data.
+
+:func:`plan` validates the method's arguments into its typed ``Params`` once, fits the defaults that only suit the
+CIFAR-100 recipe to the run (``Method.adapt``: class count, epochs) and fixes the run's *identity*: every setting
+that changes training — the adapted arguments included — plus the digests of what the config names but does not
+hold (the teacher's weights, a warm start's, a teacher-output store, ``kdlab.fit``'s data). The config itself is
+never changed. A resume (the checkpoint's identity), a sweep (``kdlab.sweep.state``), the demo and the experiments
+all compare :attr:`RunPlan.identity_hash` and nothing else. A run directory holds the plan twice: ``config.yaml``
+(:attr:`RunPlan.record`, the config with the arguments the run used, which reruns it) and ``plan.json``
+(:meth:`RunPlan.describe`: identity, facts, digests, adaptations), from which a sweep plans a cell again without
+loading its data or teacher (:func:`replan`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from kdlab import distributed as dist
+from kdlab import methods
+from kdlab._io import atomic_write_text
+from kdlab.config import RunConfig
+from kdlab.config import load_config as _load_config
+from kdlab.engine.checkpoint import identity_hash
+from kdlab.engine.metrics_log import flatten
+from kdlab.methods import Adaptation, Method, Params, RunFacts
+
+__all__ = ["PLAN_FILE", "RunPlan", "load_config", "plan", "read_plan", "replan"]
+
+PLAN_FILE = "plan.json"
+_FORMAT = 1
+
+#: what does not change training: where it is written, display, failure handling, decoding processes
+NOT_IDENTITY: dict[str, Any] = {"out_dir": True, "run": {"progress", "tensorboard", "dist_timeout", "on_divergence"},
+                                "data": {"workers"}}
+#: the sections of kdlab.fit's config that are its arguments (the rest are defaults it does not use)
+FIT_IDENTITY = {"seed", "method", "optim", "eval"}
+
+_log = logging.getLogger("kdlab")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read and validate a run config, ``method.args`` included (against the method's own ``Params``)."""
+    return _load_config(path, overrides, method_schema=lambda name: methods.get(name).Params)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run, resolved: the config as given, the method with its typed and adapted hyperparameters, the facts
+    they were fitted to and the digests of the run's external inputs. Immutable; :meth:`with_digests` adds
+    digests known later (the teacher is loaded after the plan decides whether it is needed)."""
+
+    cfg: RunConfig
+    method: type[Method]
+    params: Params
+    adaptations: tuple[Adaptation, ...]
+    facts: RunFacts
+    digests: Mapping[str, Any] = field(default_factory=dict)
+    # made from kdlab.fit's objects: its config holds only fit's hyperparameters (seed, method, optim, eval); the
+    # data, the teacher and the student's structure are in the digests
+    objects: bool = False
+
+    def with_digests(self, **digests: Any) -> RunPlan:
+        return replace(self, digests={**self.digests, **{k: v for k, v in digests.items() if v is not None}})
+
+    @cached_property
+    def record(self) -> dict[str, Any]:
+        """``config.yaml``: the config with the method's arguments as the run uses them (adapted defaults
+        included), so ``kdlab train config.yaml`` reruns exactly this run; for ``kdlab.fit``, its identity."""
+        if self.objects:
+            return {"kdlab.fit": self.identity}
+        out = self.cfg.model_dump(mode="json")
+        out["method"]["args"] = self.params.model_dump(mode="json")
+        return out
+
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        """Flat ``{key: value}`` of everything that changes training, and the digests."""
+        section = (self.cfg.model_dump(mode="json", include=FIT_IDENTITY) if self.objects
+                   else self.cfg.model_dump(mode="json", exclude=NOT_IDENTITY))
+        section["method"]["args"] = self.params.model_dump(mode="json")
+        return {**flatten(section, sep="."), **self.digests}
+
+    @cached_property
+    def identity_hash(self) -> str:
+        return identity_hash(self.identity)
+
+    def describe(self) -> dict[str, Any]:
+        """``plan.json``: what :func:`replan` needs, and what the run is, for people."""
+        return {"format": _FORMAT, "identity_hash": self.identity_hash,
+                "facts": {"num_classes": self.facts.num_classes, "input_shape": list(self.facts.input_shape)},
+                "digests": dict(self.digests), "adaptations": [asdict(a) for a in self.adaptations],
+                "identity": self.identity}
+
+    def write(self, out_dir: Path) -> None:
+        """``plan.json``, then ``config.yaml`` (atomically each: a directory with a config.yaml has its plan)."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / PLAN_FILE, json.dumps(self.describe(), indent=2))
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(self.record, sort_keys=False))
+
+    def log_adaptations(self, name: Callable[[str], str] = str) -> None:
+        """One warning per adapted default (rank 0), the keys worded by ``name`` (``kdlab.fit``: its arguments)."""
+        if not dist.is_main():
+            return
+        for c in self.adaptations:
+            _log.warning(f"kdlab: {name('method.args.' + c.key)} = {c.value!r} instead of the default {c.default!r}: "
+                         f"{c.why} (give it explicitly to keep another value)")
+
+
+def plan(cfg: RunConfig, num_classes: int, input_shape: Sequence[int], digests: Mapping[str, Any] | None = None,
+         objects: bool = False) -> RunPlan:
+    """The plan of ``cfg`` on data of ``num_classes`` classes and samples of ``input_shape``: the method's
+    arguments validated once and adapted (only those the user did not give, ``cfg.method.given``). ``objects``:
+    ``kdlab.fit``'s plan (:attr:`RunPlan.objects`)."""
+    cls = methods.get(cfg.method.name)
+    hp = cls.Params.model_validate(cfg.method.args or {})
+    facts = RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape))
+    adapted, changes = cls.adapt(hp, facts, cfg.method.given)
+    return RunPlan(cfg, cls, adapted, tuple(changes), facts, dict(digests or {}), objects)
+
+
+def read_plan(out_dir: Path) -> dict[str, Any] | None:
+    """The ``plan.json`` of a run directory (None: there is none; a file of another format: ValueError)."""
+    path = Path(out_dir) / PLAN_FILE
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot be read ({exc}); move the directory away") from None
+    if not isinstance(stored, dict) or stored.get("format") != _FORMAT:
+        raise ValueError(f"{path}: not a plan this kdlab writes (format {_FORMAT}); move the directory away")
+    return stored
+
+
+def replan(cfg: RunConfig, stored: Mapping[str, Any]) -> RunPlan:
+    """The plan ``cfg`` would have on the data and inputs of a stored run (its ``plan.json``): what a sweep compares
+    with that run's identity without loading the data or the teacher."""
+    facts = stored["facts"]
+    return plan(cfg, facts["num_classes"], facts["input_shape"], stored["digests"])

@@ -1,0 +1,144 @@
+"""Assembling and running: a plan and the parts gathered for it (:class:`RunParts`) → the method → the engine's
+loop → ``final.json``. One place for every entry point (:mod:`kdlab.builder.entry`): the run directory's identity check
+(:func:`finished`), its writer lock, the method built once and set up on a real batch, ``plan.json`` and
+``config.yaml``, the teacher's test logits computed once, the loop, the report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from kdlab import distributed as dist
+from kdlab._io import atomic_write_text
+from kdlab.builder.plan import RunPlan
+from kdlab.builder.teacher import eval_logits, serve
+from kdlab.data import Loader
+from kdlab.engine.checkpoint import check_same_run, read_training_info
+from kdlab.engine.environment import environment
+from kdlab.engine.loop import LoopResult, LoopSettings, logits_report, train_loop
+from kdlab.engine.precision import DevicePath
+from kdlab.engine.run_dir import RunDirLock
+from kdlab.methods import Method
+from kdlab.models.weights import weights_metadata
+from kdlab.plots import training_curves
+from kdlab.teachers.stored import StoreChoice
+
+__all__ = ["Outcome", "RunParts", "finished", "train_and_report"]
+
+
+@dataclass
+class RunParts:
+    """Everything a run is assembled from, whoever gathered it (a config or ``kdlab.fit``)."""
+
+    plan: RunPlan
+    out_dir: Path | None
+    device: torch.device
+    device_path: DevicePath
+    train: Loader
+    test: Loader | None
+    probe: torch.Tensor  # a few real inputs: Method.setup sizes trainable extras from them
+    student: nn.Module  # on the device, initialised
+    arch: str | None  # recorded in the saved weights
+    teacher_module: nn.Module | None  # on the device
+    batch_transform: Callable | None = None  # a distillation-data policy
+    reuse_teacher_logits: bool = False  # store/reuse the teacher's test logits across runs (config runs only)
+    store: StoreChoice | None = None  # streamed data: the teacher-output store replayed, or why the teacher runs live
+
+
+@dataclass
+class Outcome:
+    method: Method
+    result: LoopResult
+    teacher: dict[str, Any] | None  # acc/nll/ece of the teacher on the test set (from its logits, computed once)
+
+
+def finished(out_dir: Path | None, plan: RunPlan) -> dict | None:
+    """Refuse a checkpoint of another run before anything is written; the stored final.json of a finished one."""
+    if out_dir is None or not (out_dir / "checkpoint.safetensors").is_file():
+        return None
+    info = read_training_info(out_dir / "checkpoint.safetensors")
+    check_same_run(info, plan.identity_hash, plan.identity, out_dir)
+    final = out_dir / "final.json"
+    if info.get("epoch", 0) >= plan.cfg.optim.epochs and final.is_file():
+        return json.loads(final.read_text(encoding="utf-8"))
+    return None
+
+
+def _train(parts: RunParts) -> Outcome:
+    plan, out_dir, dp = parts.plan, parts.out_dir, parts.device_path
+    cfg, nc = plan.cfg, plan.facts.num_classes
+    teacher = serve(plan, parts.teacher_module, parts.store, parts.train, out_dir, dp,
+                    policy=parts.batch_transform is not None)
+    method = plan.method(parts.student, teacher, nc, plan.params).to(parts.device)
+    method.setup(parts.probe)  # before the optimizer: trainable extras sized from real features
+    dp.model(method)
+    if dp.compile:
+        method.compile()  # in place: the state-dict keys (and so the checkpoints) stay those of the model
+    if out_dir is not None and dist.is_main():
+        plan.write(out_dir)
+    teacher_logits, reused = None, False
+    if teacher is not None and parts.test is not None:
+        digest = plan.digests.get("teacher.weights_sha256") if parts.reuse_teacher_logits else None
+        teacher_logits, reused = eval_logits(teacher, parts.test, digest)
+    o = cfg.optim
+    settings = LoopSettings(
+        epochs=o.epochs, lr=o.lr, optimizer=o.optimizer, momentum=o.momentum, weight_decay=o.weight_decay,
+        nesterov=o.nesterov, schedule=o.schedule, milestones=list(o.milestones), gamma=o.gamma,
+        warmup_epochs=o.warmup_epochs, eval_every=cfg.eval.every,
+        out_dir=out_dir, progress=cfg.run.progress, tensorboard=cfg.run.tensorboard, identity_hash=plan.identity_hash,
+        identity=plan.identity, weights_metadata=weights_metadata(parts.arch, nc), device_path=dp,
+        grad_clip=o.grad_clip, on_divergence=cfg.run.on_divergence, sync_bn=cfg.run.sync_bn,
+    )
+    result = train_loop(method, parts.train, parts.test, nc, settings, teacher_logits, parts.batch_transform)
+    report = None
+    if teacher_logits is not None:
+        report = {**logits_report(teacher_logits, parts.test, nc), "eval_logits": "reused" if reused else "computed"}
+    return Outcome(method, result, report)
+
+
+def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | None = None) -> dict[str, Any]:
+    """``final.json``: the trained network under ``role`` ("teacher" or "student"), its last test report ("test" for
+    a teacher, "fidelity" for a student), the teacher's numbers, config, environment. A run that was already
+    finished when it was started again keeps the file it has."""
+    plan, r = parts.plan, outcome.result
+    final: dict[str, Any] = {
+        "role": role,
+        "method": plan.cfg.method.name,
+        role: {"arch": parts.arch, "best_acc": r.best["acc"], "best_epoch": r.best["epoch"],
+               "last_acc": r.last.get("student_acc")},
+        "test" if role == "teacher" else "fidelity": r.last,
+        "epochs": plan.cfg.optim.epochs,
+        "resumed_from_epoch": r.resumed_from,
+        "adapted_defaults": [asdict(a) for a in plan.adaptations],
+        "wall_time_s": r.wall_time_s,
+        "config": plan.record,
+        "environment": environment(parts.device, plan.cfg.seed),
+    }
+    if outcome.teacher is not None:
+        t = outcome.teacher
+        final["teacher"] = {"arch": teacher_arch or type(parts.teacher_module).__name__, "acc": t["acc"],
+                            "nll": t["nll"], "ece": t["ece"], "eval_logits": t["eval_logits"]}
+    if parts.store is not None:
+        final["teacher_outputs"] = parts.store.record
+    finished_before = r.resumed_from is not None and r.resumed_from > plan.cfg.optim.epochs
+    if parts.out_dir is not None and dist.is_main() and not finished_before:
+        atomic_write_text(parts.out_dir / "final.json", json.dumps(final, indent=2))
+        training_curves(r.history, parts.out_dir / "curves.png", title=_title(parts, role))
+    return final
+
+
+def _title(parts: RunParts, role: str) -> str:
+    net = parts.arch or type(parts.student).__name__
+    return f"{role} {net}, {parts.plan.cfg.method.name}" + (f", {parts.out_dir.name}" if parts.out_dir else "")
+
+
+def train_and_report(parts: RunParts, role: str, teacher_arch: str | None = None) -> tuple[Outcome, dict[str, Any]]:
+    """Train and write ``final.json`` holding the run directory's writer lock (one writer per out_dir)."""
+    with RunDirLock(parts.out_dir):
+        outcome = _train(parts)
+        return outcome, _final(parts, outcome, role, teacher_arch)
