@@ -43,6 +43,9 @@ def argument_name(key: str) -> str:
     """A config key in ``fit``'s words: ``method.args.k`` → ``method_args['k']``, ``optim.epochs`` → ``epochs``."""
     if key.startswith("method.args."):
         return f"method_args[{key[len('method.args.'):]!r}]"
+    if key.startswith("method.add."):  # method.add.0.args.k -> add[0]['args']['k']
+        index, *rest = key[len("method.add."):].split(".")
+        return f"add[{index}]" + "".join(f"[{part!r}]" for part in rest)
     if key in _NAMES:
         return _NAMES[key]
     return key[len("optim."):] if key.startswith("optim.") else key
@@ -54,7 +57,7 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
         momentum: float = 0.9, nesterov: bool = False, weight_decay: float = 5e-4, schedule: str = "step",
         milestones: Sequence[int] = (), gamma: float = 0.1, warmup_epochs: int = 0, augment=None,
         eval_every: int = 1, progress: bool = False, workers: int = 0, grad_clip: float | None = None,
-        on_divergence: str = "stop") -> Result:
+        on_divergence: str = "stop", add: Sequence[dict[str, Any]] = ()) -> Result:
     """Train ``student`` by ``method`` from ``teacher`` (a module, or a list of modules = probability-averaging
     ensemble; None for ``method="ce"``). Returns the student in eval mode; the teacher's train/eval mode and its
     parameters' ``requires_grad`` are restored as they were passed.
@@ -76,12 +79,15 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
     the CIFAR-100 recipe's; ``optimizer="adamw"`` (betas 0.9, 0.999), ``schedule`` "step" (×``gamma`` after each of
     ``milestones``), "cosine" or "constant", and ``warmup_epochs`` of linear lr warm-up are the alternatives.
 
+    ``add``: methods whose distillation terms are added to ``method``'s, as the papers combine them, e.g.
+    ``add=[{"name": "crd", "weight": 0.8, "args": {...}}]`` (``kdlab.methods.compose``; CE is counted once).
+
     A run that collapses (kdlab.engine.guard) raises :class:`kdlab.TrainingDiverged` (``on_divergence="warn"``:
     a warning, and training goes on); ``grad_clip`` clips the global gradient norm (off by default).
     """
     cfg = validate({
         "seed": seed,
-        "method": {"name": method, "args": dict(method_args or {})},
+        "method": {"name": method, "args": dict(method_args or {}), "add": [dict(a) for a in add]},
         "optim": {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "momentum": momentum,
                   "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
                   "milestones": list(milestones), "gamma": gamma, "warmup_epochs": warmup_epochs,

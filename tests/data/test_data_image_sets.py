@@ -198,9 +198,9 @@ def test_the_exact_teacher_cache_applies_to_tiny_imagenet_not_to_streamed_crops(
     kd = methods.get("kd")
     hp = kd.Params()
     teacher = FrozenTeacher(models.create("resnet8", 3))
-    cached = builder.cached_teacher(teacher, TeacherCacheConfig(), kd, hp, tiny.train_loader(4), None)
+    cached = builder.cached_teacher(teacher, TeacherCacheConfig(), kd.cacheable(hp), kd.name, tiny.train_loader(4), None)
     assert isinstance(cached, CachedTeacher) and cached.num_views == 578
     streamed = folder.loader("train", 4, augment=True, shuffle=True)
-    assert builder.cached_teacher(teacher, TeacherCacheConfig(), kd, hp, streamed, None) is teacher
+    assert builder.cached_teacher(teacher, TeacherCacheConfig(), kd.cacheable(hp), kd.name, streamed, None) is teacher
     with pytest.raises(ValueError, match="streamed with continuous crops"):
-        builder.cached_teacher(teacher, TeacherCacheConfig(enabled=True), kd, hp, streamed, None)
+        builder.cached_teacher(teacher, TeacherCacheConfig(enabled=True), kd.cacheable(hp), kd.name, streamed, None)

@@ -22,11 +22,15 @@ METHODS = {
     "kd": "{name: kd, args: {temperature: 4.0}}",
     # DHKD's gradient alignment uses autograd.grad (no DDP hooks): its backward all-reduces g1 and g2 itself
     "dhkd": "{name: dhkd, args: {head: linear, gradient_alignment: true, dropout: 0.0}}",
+    # a combination (method.add): CAKD's BN connector owned by DHKD, inside DHKD's own gradient sync
+    "dhkd+cakd": "{name: dhkd, args: {head: linear, gradient_alignment: true, dropout: 0.0}, "
+                 "add: [{name: cakd, weight: 0.5, args: {logit: false, feature: true, warmup: 1}}]}",
 }
 CASES = {  # name: (method, student, train subset)
     "kd-mlp": ("kd", "mnist1d_mlp", 512),  # BN-free
     "kd-bn-uneven": ("kd", "mnist1d_cnn_small", 519),  # BatchNorm, and a last global batch of 7 on 2 ranks
     "dhkd-bn": ("dhkd", "mnist1d_cnn_small", 512),  # BatchNorm inside DHKD's own gradient sync
+    "dhkd+cakd-bn": ("dhkd+cakd", "mnist1d_cnn_small", 512),  # an added method's BN connector, synchronised too
 }
 
 

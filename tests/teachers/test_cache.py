@@ -164,21 +164,21 @@ def test_cached_teacher_auto_and_explicit_rules(tmp_path):
     loader = _loader(x, y)
     kd, cakd, r2kd = methods.get("kd"), methods.get("cakd"), methods.get("r2kd")
     kd_hp = kd.Params()
-    assert isinstance(cached_teacher(teacher, TeacherCacheConfig(), kd, kd_hp, loader, tmp_path), CachedTeacher)
-    assert cached_teacher(teacher, TeacherCacheConfig(enabled=False), kd, kd_hp, loader, tmp_path) is teacher
+    assert isinstance(cached_teacher(teacher, TeacherCacheConfig(), kd.cacheable(kd_hp), kd.name, loader, tmp_path), CachedTeacher)
+    assert cached_teacher(teacher, TeacherCacheConfig(enabled=False), kd.cacheable(kd_hp), kd.name, loader, tmp_path) is teacher
     # a data policy rewrites batches: auto keeps the live teacher, enabled=true is an error
-    assert cached_teacher(teacher, TeacherCacheConfig(), kd, kd_hp, loader, tmp_path, policy=True) is teacher
+    assert cached_teacher(teacher, TeacherCacheConfig(), kd.cacheable(kd_hp), kd.name, loader, tmp_path, policy=True) is teacher
     with pytest.raises(ValueError, match="policy"):
-        cached_teacher(teacher, TeacherCacheConfig(enabled=True), kd, kd_hp, loader, tmp_path, policy=True)
+        cached_teacher(teacher, TeacherCacheConfig(enabled=True), kd.cacheable(kd_hp), kd.name, loader, tmp_path, policy=True)
     # asked of the class and its hyperparameters, before any method exists
     feat = cakd.Params(feature=True)
     assert not cakd.cacheable(feat) and cakd.cacheable(cakd.Params())
-    assert cached_teacher(teacher, TeacherCacheConfig(), cakd, feat, loader, tmp_path) is teacher
+    assert cached_teacher(teacher, TeacherCacheConfig(), cakd.cacheable(feat), cakd.name, loader, tmp_path) is teacher
     with pytest.raises(ValueError, match="r2kd"):
-        cached_teacher(teacher, TeacherCacheConfig(enabled=True), r2kd, r2kd.Params(), loader, tmp_path)
+        cached_teacher(teacher, TeacherCacheConfig(enabled=True), r2kd.cacheable(r2kd.Params()), r2kd.name, loader, tmp_path)
     no_aug = BatchLoader(x, y, 32)
-    assert cached_teacher(teacher, TeacherCacheConfig(), kd, kd_hp, no_aug, tmp_path) is teacher
-    mm = cached_teacher(teacher, TeacherCacheConfig(storage="mmap"), kd, kd_hp, loader, tmp_path)
+    assert cached_teacher(teacher, TeacherCacheConfig(), kd.cacheable(kd_hp), kd.name, no_aug, tmp_path) is teacher
+    mm = cached_teacher(teacher, TeacherCacheConfig(storage="mmap"), kd.cacheable(kd_hp), kd.name, loader, tmp_path)
     assert mm.path == tmp_path / "teacher_cache.bin" and mm.path.exists()
     with pytest.raises(ValueError, match="storage"):
         cached_teacher(teacher, TeacherCacheConfig(path=str(tmp_path / "x.bin")), kd, kd_hp, loader, tmp_path)

@@ -79,7 +79,7 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
         probe = next(iter(test)).x
         p = plan(cfg, nc, splits.input_shape)
         teacher_module = None
-        if p.method.needs_teacher(p.params) or cfg.teacher.checkpoint or cfg.teacher.checkpoints:
+        if p.needs_teacher() or cfg.teacher.checkpoint or cfg.teacher.checkpoints:
             teacher_module = load_teacher_module(cfg.teacher, nc).to(device)
             check_classes(teacher_module, probe, nc, "teacher")
             dp.model(teacher_module)

@@ -52,6 +52,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 @dataclass(frozen=True)
+class Added:
+    """A method added to the run's method (``method.add``): its class, typed and adapted hyperparameters, weight."""
+
+    method: type[Method]
+    params: Params
+    weight: float
+    adaptations: tuple[Adaptation, ...] = ()
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """One run, resolved: the config as given, the method with its typed and adapted hyperparameters, the facts
     they were fitted to and the digests of the run's external inputs. Immutable; :meth:`with_digests` adds
@@ -66,6 +76,31 @@ class RunPlan:
     # made from kdlab.fit's objects: its config holds only fit's hyperparameters (seed, method, optim, eval); the
     # data, the teacher and the student's structure are in the digests
     objects: bool = False
+    added: tuple[Added, ...] = ()  # methods whose terms are added to this one's (method.add)
+
+    # ------------------------------------------------------------------------------------------- the method(s)
+    @property
+    def name(self) -> str:
+        """The method, as reports name it: ``wttm`` or ``wttm+crd``."""
+        return "+".join([self.method.name, *(a.method.name for a in self.added)])
+
+    def needs_teacher(self) -> bool:
+        return self.method.needs_teacher(self.params) or any(a.method.needs_teacher(a.params) for a in self.added)
+
+    def cacheable(self) -> bool:
+        """Whether the exact logit cache may serve every method of the run (``Method.cacheable``)."""
+        return self.method.cacheable(self.params) and all(a.method.cacheable(a.params) for a in self.added)
+
+    def needs_full_teacher_distribution(self) -> bool:
+        return self.method.needs_full_teacher_distribution(self.params) or any(
+            a.method.needs_full_teacher_distribution(a.params) for a in self.added)
+
+    def build_method(self, student, teacher, num_classes: int) -> Method:
+        """The run's method, built from the plan's hyperparameters, with the added methods attached."""
+        method = self.method(student, teacher, num_classes, self.params)
+        for a in self.added:
+            method.add(a.method(student, teacher, num_classes, a.params), a.weight)
+        return method
 
     def with_digests(self, **digests: Any) -> RunPlan:
         return replace(self, digests={**self.digests, **{k: v for k, v in digests.items() if v is not None}})
@@ -76,16 +111,22 @@ class RunPlan:
         included), so ``kdlab train config.yaml`` reruns exactly this run; for ``kdlab.fit``, its identity."""
         if self.objects:
             return {"kdlab.fit": self.identity}
-        out = self.cfg.model_dump(mode="json")
-        out["method"]["args"] = self.params.model_dump(mode="json")
-        return out
+        return self._with_params(self.cfg.model_dump(mode="json"))
+
+    def _with_params(self, dump: dict[str, Any]) -> dict[str, Any]:
+        """``dump`` (of the config) with every method's arguments as the run uses them."""
+        dump["method"]["args"] = self.params.model_dump(mode="json")
+        for entry, a in zip(dump["method"].get("add", []), self.added):
+            entry["args"] = a.params.model_dump(mode="json")
+        return dump
 
     @cached_property
     def identity(self) -> dict[str, Any]:
         """Flat ``{key: value}`` of everything that changes training, and the digests."""
-        section = (self.cfg.model_dump(mode="json", include=FIT_IDENTITY) if self.objects
-                   else self.cfg.model_dump(mode="json", exclude=NOT_IDENTITY))
-        section["method"]["args"] = self.params.model_dump(mode="json")
+        section = self._with_params(self.cfg.model_dump(mode="json", include=FIT_IDENTITY) if self.objects
+                                    else self.cfg.model_dump(mode="json", exclude=NOT_IDENTITY))
+        # an added method's keys by its position: method.add.0.name, method.add.0.args.weight, ...
+        section["method"]["add"] = {str(i): entry for i, entry in enumerate(section["method"].get("add", []))}
         return {**flatten(section, sep="."), **self.digests}
 
     @cached_property
@@ -96,8 +137,15 @@ class RunPlan:
         """``plan.json``: what :func:`replan` needs, and what the run is, for people."""
         return {"format": _FORMAT, "identity_hash": self.identity_hash,
                 "facts": {"num_classes": self.facts.num_classes, "input_shape": list(self.facts.input_shape)},
-                "digests": dict(self.digests), "adaptations": [asdict(a) for a in self.adaptations],
-                "identity": self.identity}
+                "digests": dict(self.digests), "adaptations": self.adapted_defaults(), "identity": self.identity}
+
+    def adapted_defaults(self) -> list[dict[str, Any]]:
+        """Every adapted default, keyed by the argument (``warmup``; an added method's as ``add.0.args.k``): what the
+        log, ``plan.json`` and ``final.json`` report."""
+        out = [asdict(c) for c in self.adaptations]
+        for i, a in enumerate(self.added):
+            out += [{**asdict(c), "key": f"add.{i}.args.{c.key}"} for c in a.adaptations]
+        return out
 
     def write(self, out_dir: Path) -> None:
         """``plan.json``, then ``config.yaml`` (atomically each: a directory with a config.yaml has its plan)."""
@@ -109,9 +157,10 @@ class RunPlan:
         """One warning per adapted default (rank 0), the keys worded by ``name`` (``kdlab.fit``: its arguments)."""
         if not dist.is_main():
             return
-        for c in self.adaptations:
-            _log.warning(f"kdlab: {name('method.args.' + c.key)} = {c.value!r} instead of the default {c.default!r}: "
-                         f"{c.why} (give it explicitly to keep another value)")
+        for c in self.adapted_defaults():
+            key = f"method.{c['key']}" if c["key"].startswith("add.") else f"method.args.{c['key']}"
+            _log.warning(f"kdlab: {name(key)} = {c['value']!r} instead of the default "
+                         f"{c['default']!r}: {c['why']} (give it explicitly to keep another value)")
 
 
 def plan(cfg: RunConfig, num_classes: int, input_shape: Sequence[int], digests: Mapping[str, Any] | None = None,
@@ -119,11 +168,21 @@ def plan(cfg: RunConfig, num_classes: int, input_shape: Sequence[int], digests: 
     """The plan of ``cfg`` on data of ``num_classes`` classes and samples of ``input_shape``: the method's
     arguments validated once and adapted (only those the user did not give, ``cfg.method.given``). ``objects``:
     ``kdlab.fit``'s plan (:attr:`RunPlan.objects`)."""
-    cls = methods.get(cfg.method.name)
-    hp = cls.Params.model_validate(cfg.method.args or {})
     facts = RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape))
-    adapted, changes = cls.adapt(hp, facts, cfg.method.given)
-    return RunPlan(cfg, cls, adapted, tuple(changes), facts, dict(digests or {}), objects)
+    cls, hp, changes = _resolve(cfg.method, facts)
+    added = []
+    for section in cfg.method.add:
+        a_cls, a_hp, a_changes = _resolve(section, facts)
+        added.append(Added(a_cls, a_hp, section.weight, a_changes))
+    return RunPlan(cfg, cls, hp, changes, facts, dict(digests or {}), objects, tuple(added))
+
+
+def _resolve(section: Any, facts: RunFacts) -> tuple[type[Method], Params, tuple[Adaptation, ...]]:
+    """A method section (``method`` or an entry of ``method.add``): its class, its typed arguments adapted to
+    ``facts`` (only those the user did not give, ``section.given``), and the adaptations."""
+    cls = methods.get(section.name)
+    adapted, changes = cls.adapt(cls.Params.model_validate(section.args or {}), facts, section.given)
+    return cls, adapted, tuple(changes)
 
 
 def read_plan(out_dir: Path) -> dict[str, Any] | None:

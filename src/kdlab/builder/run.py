@@ -6,7 +6,7 @@ loop → ``final.json``. One place for every entry point (:mod:`kdlab.builder.en
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,7 +74,7 @@ def _train(parts: RunParts) -> Outcome:
     cfg, nc = plan.cfg, plan.facts.num_classes
     teacher = serve(plan, parts.teacher_module, parts.store, parts.train, out_dir, dp,
                     policy=parts.batch_transform is not None)
-    method = plan.method(parts.student, teacher, nc, plan.params).to(parts.device)
+    method = plan.build_method(parts.student, teacher, nc).to(parts.device)
     method.setup(parts.probe)  # before the optimizer: trainable extras sized from real features
     dp.model(method)
     if dp.compile:
@@ -108,13 +108,13 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | Non
     plan, r = parts.plan, outcome.result
     final: dict[str, Any] = {
         "role": role,
-        "method": plan.cfg.method.name,
+        "method": plan.name,
         role: {"arch": parts.arch, "best_acc": r.best["acc"], "best_epoch": r.best["epoch"],
                "last_acc": r.last.get("student_acc")},
         "test" if role == "teacher" else "fidelity": r.last,
         "epochs": plan.cfg.optim.epochs,
         "resumed_from_epoch": r.resumed_from,
-        "adapted_defaults": [asdict(a) for a in plan.adaptations],
+        "adapted_defaults": plan.adapted_defaults(),
         "wall_time_s": r.wall_time_s,
         "config": plan.record,
         "environment": environment(parts.device, plan.cfg.seed),
@@ -134,7 +134,7 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | Non
 
 def _title(parts: RunParts, role: str) -> str:
     net = parts.arch or type(parts.student).__name__
-    return f"{role} {net}, {parts.plan.cfg.method.name}" + (f", {parts.out_dir.name}" if parts.out_dir else "")
+    return f"{role} {net}, {parts.plan.name}" + (f", {parts.out_dir.name}" if parts.out_dir else "")
 
 
 def train_and_report(parts: RunParts, role: str, teacher_arch: str | None = None) -> tuple[Outcome, dict[str, Any]]:

@@ -50,20 +50,21 @@ def _cache_path(cache: TeacherCacheConfig, out_dir: Path | None) -> Path | None:
     return out_dir / "teacher_cache.bin"
 
 
-def cached_teacher(teacher: FrozenTeacher, cache: TeacherCacheConfig, method, hp, train: Loader,
+def cached_teacher(teacher: FrozenTeacher, cache: TeacherCacheConfig, cacheable: bool, method: str, train: Loader,
                    out_dir: Path | None, policy: bool = False, precision: str = "fp32", epochs: int = 1,
                    progress: bool = True) -> FrozenTeacher | CachedTeacher:
     """``teacher`` wrapped in the exact (index, view) logit cache per ``cache``, or ``teacher`` itself.
 
-    ``enabled="auto"`` caches only where it is exact and useful: the method reads the teacher solely through
-    ``logits_for_batch`` of the clean view (``method.cacheable(hp)``), no distillation-data ``policy`` rewrites the
-    batches, and ``train`` has a discrete view augmentation. ``enabled=true`` makes any of these an error.
+    ``enabled="auto"`` caches only where it is exact and useful: the method (named ``method``) reads the teacher
+    solely through ``logits_for_batch`` of the clean view (``cacheable``: ``Method.cacheable(hp)``, or the run
+    plan's for a combination), no distillation-data ``policy`` rewrites the batches, and ``train`` has a discrete
+    view augmentation. ``enabled=true`` makes any of these an error.
     """
     if cache.enabled is False:
         return teacher
     reasons = []
-    if not method.cacheable(hp):
-        reasons.append(f"method {method.name!r} reads the teacher beyond clean-view logits (features, a pruned "
+    if not cacheable:
+        reasons.append(f"method {method!r} reads the teacher beyond clean-view logits (features, a pruned "
                        "ensemble, or extra views)")
     if policy:
         reasons.append("a distill_data policy rewrites the training batches")
@@ -140,8 +141,7 @@ def choose_store(plan: RunPlan, splits, train: Loader, teacher_module: nn.Module
         expected = store_expectation(module_digest(teacher_module), dp.precision, splits.train, splits.num_classes,
                                      splits.image_size, splits.mean, splits.std)
     choice = _choose(cache.store, cache.enabled, streamed=streamed, expected=expected, epochs=cfg.optim.epochs,
-                     method=plan.method.name, cacheable=plan.method.cacheable(plan.params),
-                     needs_full=plan.method.needs_full_teacher_distribution(plan.params),
+                     method=plan.name, cacheable=plan.cacheable(), needs_full=plan.needs_full_teacher_distribution(),
                      random_crops=cfg.data.augment == "default")
     if cache.store and dist.is_main():
         print(f"teacher outputs: {choice.record['source']}"
@@ -161,7 +161,7 @@ def serve(plan: RunPlan, teacher_module: nn.Module | None, store: StoreChoice | 
         return StoredTeacher(FrozenTeacher(teacher_module), store.store)
     cfg = plan.cfg
     with dp.autocast():  # a cache filled up front sees the teacher as the steps would
-        return cached_teacher(FrozenTeacher(teacher_module), cfg.teacher.cache, plan.method, plan.params, train,
+        return cached_teacher(FrozenTeacher(teacher_module), cfg.teacher.cache, plan.cacheable(), plan.name, train,
                               out_dir, policy=policy, precision=dp.precision, epochs=cfg.optim.epochs,
                               progress=cfg.run.progress)
 

@@ -56,7 +56,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides; the value is parsed as YAML (``lr=0.1``, ``milestones=[5,8]``)."""
+    """Apply ``a.b.c=value`` overrides; the value is parsed as YAML (``lr=0.1``, ``milestones=[5,8]``). A number
+    steps into a list (``method.add.0.weight=0.5``)."""
     data = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -66,14 +67,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from None
-        node = data
+        node: Any = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
+            child = _child(node, part, item)
+            if not isinstance(child, (dict, list)):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = value
+        if isinstance(node, list):
+            node[_index(node, parts[-1], item)] = value
+        else:
+            node[parts[-1]] = value
     return data
 
 
@@ -84,7 +88,7 @@ def _format_validation_error(exc: ValidationError, source: str, prefix: str = ""
     problems = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
-        where = name(prefix + path) if path or prefix else "(top level)"
+        where = name((prefix + path).rstrip(".")) if path or prefix else "(top level)"
         if err["type"] == "extra_forbidden" and valid is not None:
             close = difflib.get_close_matches(path, valid, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
@@ -99,6 +103,20 @@ def _format_validation_error(exc: ValidationError, source: str, prefix: str = ""
             msg = err["msg"]
         problems.append(f"{where}: {msg}")
     return f"{source}: " + "; ".join(problems)
+
+
+def _index(node: list, part: str, item: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"override {item!r}: {part!r} is not an entry of the list there ({len(node)} entries: "
+                          f"0 to {len(node) - 1})")
+    return int(part)
+
+
+def _child(node: dict | list, part: str, item: str) -> Any:
+    """The section ``part`` of ``node``: a list's entry by its number, or a mapping's key (created if missing)."""
+    if isinstance(node, list):
+        return node[_index(node, part, item)]
+    return node.setdefault(part, {})
 
 
 #: the other role of a model section, and its keys (a teacher key given to the student is named as such)
@@ -128,20 +146,29 @@ def validate(data: dict[str, Any], source: str = "config", method_schema: Method
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source, name=name)) from None
     if method_schema is not None:
-        given = sorted(cfg.method.args or {})
-        try:
-            params = method_schema(cfg.method.name)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {name('method.name')}: {exc}") from None
-        try:
-            cfg.method.args = params.model_validate(cfg.method.args or {}).model_dump()
-        except ValidationError as exc:
-            raise ConfigError(_format_validation_error(exc, source, "method.args.", name, cfg.method.name,
-                                                       list(params.model_fields))) from None
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {name('method.args')}: {exc}") from None
-        cfg.method.given = given
+        _validate_args(cfg.method, "method.", source, method_schema, name)
+        for i, added in enumerate(cfg.method.add):
+            _validate_args(added, f"method.add.{i}.", source, method_schema, name)
     return cfg
+
+
+def _validate_args(section: Any, prefix: str, source: str, method_schema: MethodSchema,
+                   name: Callable[[str], str]) -> None:
+    """``section.args`` validated against the ``Params`` of ``section.name`` (defaults filled in), and the keys
+    given explicitly kept in ``section.given``."""
+    given = sorted(section.args or {})
+    try:
+        params = method_schema(section.name)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {name(prefix + 'name')}: {exc}") from None
+    try:
+        section.args = params.model_validate(section.args or {}).model_dump()
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source, f"{prefix}args.", name, section.name,
+                                                   list(params.model_fields))) from None
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {name(prefix + 'args')}: {exc}") from None
+    section.given = given
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

@@ -186,9 +186,7 @@ class StudentConfig(_Strict):
         return self
 
 
-class MethodConfig(_Strict):
-    name: str = "kd"
-    args: dict[str, Any] = Field(default_factory=dict)
+class _Given(_Strict):
     # the args written in the config or passed to kdlab.fit (None: unknown, taken as all); not dumped: the others
     # hold defaults that the method may adapt to the data (Method.adapt), recorded in final.json
     _given: list[str] | None = PrivateAttr(default=None)
@@ -200,6 +198,21 @@ class MethodConfig(_Strict):
     @given.setter
     def given(self, keys: list[str] | None) -> None:
         self._given = keys
+
+
+class AddedMethod(_Given):
+    """A method whose distillation terms are added to the run's method (``method.add``), as the papers combine
+    them (WTTM + CRD, DHKD + ReviewKD, KD + AT). Its own CE term is not counted again."""
+
+    name: str
+    weight: float = Field(default=1.0, gt=0)  # multiplies each of its terms
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class MethodConfig(_Given):
+    name: str = "kd"
+    args: dict[str, Any] = Field(default_factory=dict)
+    add: list[AddedMethod] = Field(default_factory=list)
 
 
 class OptimConfig(_Strict):

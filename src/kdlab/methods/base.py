@@ -36,6 +36,7 @@ from kdlab import distributed as dist
 from kdlab._checks import SettingError
 from kdlab.losses import logit_standardize
 from kdlab.losses import validation as loss_validation
+from kdlab.methods.compose import combined_step
 from kdlab.teachers import Teacher
 
 
@@ -170,11 +171,39 @@ class Method(nn.Module):
         self.hp = hp
         # a plain attribute, not a submodule: never trained, saved with the student, or wrapped by DDP
         self.teacher = teacher
+        # methods whose terms are added to this one's (method.add; kdlab.methods.compose), and their weights
+        self.added = nn.ModuleList()
+        self.added_weights: dict[str, float] = {}
+
+    def add(self, part: Method, weight: float = 1.0) -> None:
+        """Add ``part``'s distillation terms, each multiplied by ``weight``, to this method's (``method.add``:
+        WTTM + CRD, DHKD + ReviewKD, KD + AT; :mod:`kdlab.methods.compose`). ``part`` is built on the same student
+        and teacher; it becomes a submodule (its trainable parts are optimised, saved and synchronised with this
+        method's), while the student stays this method's alone. A part that would replace the training step itself
+        (its own backward, DDP preparation or evaluated network) is refused: it can only be the run's method."""
+        if part.student is not self.student or part.teacher is not self.teacher:
+            raise ValueError("method.add: an added method must be built on the run's student and teacher")
+        overrides = [name for name in ("backward", "prepare_distributed", "eval_model")
+                     if getattr(type(part), name) is not getattr(Method, name)]
+        if overrides:
+            raise SettingError(f"method.add: {part.name!r} replaces the training step's {' and '.join(overrides)} "
+                               "(its own head or gradient handling), so it cannot be added to another method; make it "
+                               "{key} instead", key="method.name")
+        if part.name in ("ce", self.name) or part.name in self.added_weights:
+            raise SettingError(f"method.add: {part.name!r} is already the run's method or added once; each method "
+                               "is added at most once and CE is counted by the run's method", key="method.add")
+        del part._modules["student"]  # shared, not owned: saved and optimised once, as this method's
+        object.__setattr__(part, "student", self.student)
+        self.added.append(part)
+        self.added_weights[part.name] = float(weight)
 
     def setup(self, probe: torch.Tensor) -> None:
         """Called once with a real batch of inputs (a few samples of the run's data, on the student's device) before
         the optimizer is built, so trainable extras sized from the networks' real features exist in time
-        (:class:`~kdlab.methods.feature.FeatureMethod`). Default: nothing to set up."""
+        (:class:`~kdlab.methods.feature.FeatureMethod`). Default: the added methods' setup; a subclass that
+        overrides it calls ``super().setup(probe)``."""
+        for part in self.added:
+            part.setup(probe)
 
     def compile(self, **kwargs: Any) -> None:
         """``run.compile``: ``torch.compile`` every path this method runs the student through — its ``forward``
@@ -197,6 +226,8 @@ class Method(nn.Module):
             raise ValueError(f"method {self.name!r} does not support distill_data.temperatures (per-source "
                              "temperature); use method kd or remove distill_data.temperatures")
         with loss_validation(self.sync_checks):
+            if len(self.added):
+                return combined_step(self, batch, *args, **kwargs)
             return super().__call__(batch, *args, **kwargs)
 
     def prepare_distributed(self, device: torch.device, sync_bn: bool | str = "auto") -> Callable:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from kdlab._checks import SettingError
 from kdlab._modes import eval_mode
 from kdlab.methods.base import Method
+from kdlab.methods.compose import Served
 from kdlab.models import forward_features
 
 __all__ = ["FeatureMethod"]
@@ -63,6 +64,7 @@ class FeatureMethod(Method):
             for name, module in self.build_extras(s, t).items():
                 setattr(self, name, module.to(**where))
         self._ready = True
+        super().setup(probe)
 
     def __call__(self, batch, *args, **kwargs):
         if not self._ready:
@@ -71,7 +73,10 @@ class FeatureMethod(Method):
         return super().__call__(batch, *args, **kwargs)
 
     def student_features(self, x: Tensor) -> tuple[Tensor, dict[str, Any]]:
-        """(student logits, its features) for ``x``, with gradient."""
+        """(student logits, its features) for ``x``, with gradient (in a combination, computed once per step and
+        served to every method: :class:`~kdlab.methods.compose.Served`)."""
+        if isinstance(self.student, Served):
+            return self.student.served(x, self.stage_paths("student"))
         return forward_features(self.student, x, self.stage_paths("student"))
 
     def teacher_features(self, x: Tensor) -> tuple[Tensor, dict[str, Any]]:
