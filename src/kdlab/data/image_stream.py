@@ -8,6 +8,7 @@ Normalisation: ImageNet's mean and std (docs/reference/imagenet.md §2).
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field, replace
 
@@ -22,7 +23,7 @@ from kdlab.data.folders import ImageList, imagefolder_splits
 from kdlab.data.image_index import check_images
 from kdlab.data.imagenet import imagenet_splits
 from kdlab.data.normalization import Normalization
-from kdlab.data.stream import BatchSource, StreamLoader, default_workers
+from kdlab.data.stream import BatchSource, StreamLoader, batch_tensor, default_workers
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageSource", "ImageSplits", "load_image_folder", "load_imagenet"]
 
@@ -32,13 +33,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class ImageSource(BatchSource):
     """Decoded crops of checked image files (``images.sizes`` set): random resized crops + flips (``train``) or
-    the evaluation centre crop, ``size × size``, uint8 ``[b, 3, size, size]``."""
+    the evaluation centre crop, ``size × size``: uint8 ``[b, 3, size, size]``, or float32 normalised by
+    ``normalization`` (:meth:`normalized`: each crop right after it is decoded, while it is in cache)."""
 
     def __init__(self, images: ImageList, size: int, *, train: bool, seed: int, reduce: bool = True):
         if images.sizes is None:
             raise ValueError("ImageSource needs checked images (kdlab.data.image_index.check_images)")
         self.images, self.size, self.train, self.seed, self.reduce = images, size, train, seed, reduce
         self.num_samples = len(images)
+        self.normalization: Normalization | None = None
+
+    def normalized(self, normalization: Normalization) -> ImageSource:
+        out = copy.copy(self)
+        out.normalization = normalization
+        return out
 
     def tasks(self, epoch: int, index: np.ndarray) -> list[tuple[int, tuple]]:
         w, h = self.images.sizes[index, 0], self.images.sizes[index, 1]
@@ -48,18 +56,24 @@ class ImageSource(BatchSource):
         return [(int(i), center_crop_box(int(w[k]), int(h[k]), self.size)) for k, i in enumerate(index)]
 
     def load(self, tasks):
-        s = self.size
-        x = np.zeros((len(tasks), s, s, 3), dtype=np.uint8)
+        s, norm = self.size, self.normalization
+        x = batch_tensor((len(tasks), 3, s, s), torch.uint8 if norm is None else torch.float32)
+        pixels = x.numpy()
         errors = []
         decode = decode_crop if self.train else decode_center
         for k, (i, box) in enumerate(tasks):
             try:
-                x[k] = decode(self.images.path(i), box, s, reduce=self.reduce)
+                crop = decode(self.images.path(i), box, s, reduce=self.reduce, expect=self.images.sizes[i])
             except BadImageError as err:  # raised by the main process, as one line naming the file
                 errors.append((err.path, err.reason))
+                pixels[k] = 0
+                continue
+            np.copyto(pixels[k], crop.transpose(2, 0, 1))  # HWC → CHW (uint8, or exactly into float32)
+            if norm is not None:
+                norm.pixels_(x[k:k + 1])  # while this crop is in cache
         index = torch.tensor([i for i, _ in tasks], dtype=torch.int64)
         y = torch.from_numpy(self.images.labels[index.numpy()])
-        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), y, index, errors
+        return x, y, index, errors
 
 
 @dataclass(eq=False)
