@@ -82,32 +82,45 @@ def _rgb(im: Image.Image) -> Image.Image:
 def _draft(im: Image.Image, want_w: int, want_h: int) -> float:
     """Ask a JPEG for the coarsest DCT scale that keeps at least ``want_w × want_h`` pixels; returns the factor."""
     width, height = im.size
-    if im.format != "JPEG" or width < 2 * want_w or height < 2 * want_h:
+    if im.format != "JPEG" or not _reducible(width, height, want_w, want_h):
         return 1.0  # no reduction possible: skip draft(), whose decoder reconfiguration costs time
     drafted = im.draft("RGB", (max(1, want_w), max(1, want_h)))
     # (mode, box): box = (0, 0, W/s, H/s), the original image in the reduced image's coordinates
     return width / drafted[1][2] if drafted else 1.0
 
 
-def _turbo(im: Image.Image) -> np.ndarray | None:
-    """The whole JPEG ``im`` (opened, not loaded) as uint8 RGB ``[H, W, 3]`` decoded by libjpeg-turbo directly, or
-    ``None`` where Pillow decodes it (no simplejpeg, not a JPEG, CMYK, a stream simplejpeg flags)."""
-    if not TURBO or im.format != "JPEG" or im.mode not in ("RGB", "L"):
+def _turbo_jpeg(path) -> tuple[bytes, int, int] | None:
+    """``(data, width, height)`` of a JPEG that libjpeg-turbo converts to RGB as Pillow does (YCbCr, greyscale), or
+    ``None`` where Pillow decodes the file (no simplejpeg, not a JPEG, CMYK, a header simplejpeg rejects)."""
+    if not TURBO:
         return None
-    im.fp.seek(0)
-    data = im.fp.read()
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] != b"\xff\xd8":
+        return None
     try:
-        if simplejpeg.decode_jpeg_header(data)[2] not in _TURBO_COLOURSPACES:
-            return None
+        height, width, colourspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    return (data, width, height) if colourspace in _TURBO_COLOURSPACES else None
+
+
+def _turbo_rgb(data: bytes) -> np.ndarray | None:
+    try:
         return simplejpeg.decode_jpeg(data, colorspace="RGB")
     except ValueError:  # corrupt or unusual: Pillow decodes it (or names the error) as it always does
         return None
 
 
-def _check_size(path, im: Image.Image, expect: tuple[int, int] | None) -> None:
-    if expect is not None and tuple(im.size) != (int(expect[0]), int(expect[1])):
-        raise ValueError(f"it is {im.size[0]}×{im.size[1]} now but {int(expect[0])}×{int(expect[1])} when the files "
+def _check_size(size: tuple[int, int], expect: tuple[int, int] | None) -> None:
+    if expect is not None and tuple(size) != (int(expect[0]), int(expect[1])):
+        raise ValueError(f"it is {size[0]}×{size[1]} now but {int(expect[0])}×{int(expect[1])} when the files "
                          "were checked: it changed since; run again to check it anew")
+
+
+def _reducible(width: int, height: int, want_w: int, want_h: int) -> bool:
+    """Whether :func:`_draft` can reduce (the coarsest DCT scale 1/2 keeps ``want`` pixels)."""
+    return width >= 2 * want_w and height >= 2 * want_h
 
 
 def _array(im: Image.Image) -> np.ndarray:
@@ -125,26 +138,32 @@ def decode_crop(path: str | os.PathLike, box: tuple[int, int, int, int, bool], s
     """
     top, left, h, w, flip = box
     try:
+        jpeg = _turbo_jpeg(path)
+        if jpeg is not None:
+            data, width, height = jpeg
+            _check_size((width, height), expect)
+            want = (math.ceil(width * size / w), math.ceil(height * size / h))
+            full = None if reduce and _reducible(width, height, *want) else _turbo_rgb(data)
+            if full is not None:  # Pillow's pixels, cropped before Pillow copies them
+                crop = Image.fromarray(np.ascontiguousarray(full[top:top + h, left:left + w]))
+                return _array(_flip(crop.resize((size, size), Image.BILINEAR), flip))
         with Image.open(path) as im:
-            _check_size(path, im, expect)
+            _check_size(im.size, expect)
             width, height = im.size
             s = _draft(im, math.ceil(width * size / w), math.ceil(height * size / h)) if reduce else 1.0
             if s == 1.0:
-                full = _turbo(im)
-                if full is not None:  # the same pixels as Pillow's decode, cropped without a copy of the whole
-                    crop = Image.fromarray(np.ascontiguousarray(full[top:top + h, left:left + w]))
-                else:
-                    crop = _rgb(im).crop((left, top, left + w, top + h))
-                out = crop.resize((size, size), Image.BILINEAR)
+                out = _rgb(im).crop((left, top, left + w, top + h)).resize((size, size), Image.BILINEAR)
             else:
                 # libjpeg's reduced pixel i covers original pixels [i·s, (i+1)·s): the box scales by 1/s
                 region = (left / s, top / s, (left + w) / s, (top + h) / s)
                 out = _rgb(im).resize((size, size), Image.BILINEAR, box=region)
-            if flip:
-                out = out.transpose(Image.FLIP_LEFT_RIGHT)
-            return _array(out)
+            return _array(_flip(out, flip))
     except _DECODE_ERRORS as err:
         raise BadImageError(path, _reason(err)) from None
+
+
+def _flip(im: Image.Image, flip: bool) -> Image.Image:
+    return im.transpose(Image.FLIP_LEFT_RIGHT) if flip else im
 
 
 def decode_center(path: str | os.PathLike, box: tuple[float, float, float, float], size: int, *,
@@ -154,16 +173,22 @@ def decode_center(path: str | os.PathLike, box: tuple[float, float, float, float
     uint8 ``[size, size, 3]``. ``reduce`` and ``expect`` as in :func:`decode_crop`."""
     left, top, right, bottom = box
     try:
+        jpeg = _turbo_jpeg(path)
+        if jpeg is not None:
+            data, width, height = jpeg
+            _check_size((width, height), expect)
+            want = (math.ceil(width * size / (right - left)), math.ceil(height * size / (bottom - top)))
+            full = None if reduce and _reducible(width, height, *want) else _turbo_rgb(data)
+            if full is not None:
+                return _array(Image.fromarray(full).resize((size, size), Image.BILINEAR, box=box))
         with Image.open(path) as im:
-            _check_size(path, im, expect)
+            _check_size(im.size, expect)
             width, height = im.size
             s = 1.0
             if reduce:
                 s = _draft(im, math.ceil(width * size / (right - left)), math.ceil(height * size / (bottom - top)))
-            full = _turbo(im) if s == 1.0 else None
-            im = Image.fromarray(full) if full is not None else _rgb(im)
             region = (left / s, top / s, right / s, bottom / s)
-            return _array(im.resize((size, size), Image.BILINEAR, box=region))
+            return _array(_rgb(im).resize((size, size), Image.BILINEAR, box=region))
     except _DECODE_ERRORS as err:
         raise BadImageError(path, _reason(err)) from None
 
