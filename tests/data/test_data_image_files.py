@@ -254,3 +254,19 @@ def test_a_worker_builds_its_batch_in_shared_memory():
 
     assert list(torch.utils.data.DataLoader(Probe(), batch_size=None, num_workers=1)) == [True, True]
     assert not batch_tensor((2, 3), torch.float32).is_shared()  # (in this process: ordinary memory)
+
+
+def test_reduced_decoding_is_an_option_and_off_gives_the_exact_pixels(tmp_path, image_tools):
+    root = image_tools.make_imagefolder(tmp_path / "f", classes=("a", "b"), n_train=4, n_val=1, size=(96, 80))
+    raw = {}
+    for reduce in (True, False):
+        s = load_dataset("imagefolder", root=root, image_size=8, workers=0, reduce=reduce)
+        source = s.loader("train", 8, augment=True, shuffle=True, seed=1).source
+        x, _, index, _ = ImageSource(s.train, 8, train=True, seed=1, reduce=reduce).load(
+            source.tasks(1, np.arange(len(s.train))))
+        raw[reduce] = x
+        assert source.reduce is reduce
+    tasks = source.tasks(1, np.arange(len(s.train)))
+    exact = torch.stack([torch.tensor(decode_crop(s.train.path(i), box, 8, reduce=False)).permute(2, 0, 1)
+                         for i, box in tasks])
+    assert torch.equal(raw[False], exact) and not torch.equal(raw[True], exact)  # 8 px crops of 96×80: reduced

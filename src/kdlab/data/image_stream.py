@@ -92,6 +92,7 @@ class ImageSplits:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    reduce: bool = True  # DCT-scaled JPEG decoding where the crop allows it (kdlab.data.decode); False: exact
     train_augment = None  # continuous crops, not discrete views
 
     @property
@@ -142,14 +143,14 @@ class ImageSplits:
         if drop_last:
             raise ValueError("streamed loaders never drop samples: the last training batch wraps around")
         images = self.train if part == "train" else self.test
-        source = ImageSource(images, self.image_size, train=augment, seed=seed)
+        source = ImageSource(images, self.image_size, train=augment, seed=seed, reduce=self.reduce)
         norm = Normalization(self.mean, self.std, 3, 4, device)
         return StreamLoader(source, batch_size, shuffle=shuffle, pad=shuffle, seed=seed, device=device,
                             workers=self.workers, normalization=norm, labels=images.labels)
 
 
 def _streamed(name: str, train: ImageList, test: ImageList, image_size: int, workers: int | None, skip_bad: bool,
-              progress: bool, train_subset: int | None, test_subset: int | None) -> ImageSplits:
+              progress: bool, train_subset: int | None, test_subset: int | None, reduce: bool) -> ImageSplits:
     size = check_int(image_size, "data.image_size", 8)
     # subsets before the check: a quick run on a part of ImageNet checks only that part
     train, test = ImageSplits(name, train, test).subset(train_subset, test_subset).splits()
@@ -160,24 +161,28 @@ def _streamed(name: str, train: ImageList, test: ImageList, image_size: int, wor
     test, bad_test = check_images(test, what=f"{name} val", workers=workers, skip_bad=skip_bad, progress=progress)
     if not len(train) or not len(test):
         raise BadImageError(train.root if not len(train) else test.root, "no readable image left")
-    return ImageSplits(name, train, test, size, workers, bad_train + bad_test)
+    return ImageSplits(name, train, test, size, workers, bad_train + bad_test, reduce=bool(reduce))
 
 
 def load_image_folder(root: str | os.PathLike | None = None, *, image_size: int = 224, workers: int | None = None,
                       skip_bad: bool = False, progress: bool = True, train_subset: int | None = None,
-                      test_subset: int | None = None) -> ImageSplits:
+                      test_subset: int | None = None, reduce: bool = True) -> ImageSplits:
     """Any ``ROOT/train/<class>/*`` + ``ROOT/val/<class>/*`` (or ``test/``) tree, streamed (module docstring).
 
     ``workers``: decoding processes (``None``: :func:`~kdlab.data.stream.default_workers`); ``skip_bad``: leave
     unreadable files out (``ImageSplits.skipped``) instead of raising; ``train_subset``/``test_subset``: the first
-    n files of each split (round-robin over the classes), taken before the files are checked."""
+    n files of each split (round-robin over the classes), taken before the files are checked; ``reduce``: decode a
+    JPEG at a DCT-reduced scale where the crop keeps ``image_size`` pixels per side (faster, within a stated
+    tolerance of the exact pixels: :mod:`kdlab.data.decode`), ``False`` for torchvision's pixels everywhere."""
     train, test = imagefolder_splits(resolve_root(root))
-    return _streamed("imagefolder", train, test, image_size, workers, skip_bad, progress, train_subset, test_subset)
+    return _streamed("imagefolder", train, test, image_size, workers, skip_bad, progress, train_subset, test_subset,
+                     reduce)
 
 
 def load_imagenet(root: str | os.PathLike | None = None, *, image_size: int = 224, workers: int | None = None,
                   skip_bad: bool = False, progress: bool = True, train_subset: int | None = None,
-                  test_subset: int | None = None) -> ImageSplits:
+                  test_subset: int | None = None, reduce: bool = True) -> ImageSplits:
     """ILSVRC-2012 in either validation layout (:mod:`kdlab.data.imagenet`), streamed (module docstring)."""
     train, test = imagenet_splits(resolve_root(root))
-    return _streamed("imagenet", train, test, image_size, workers, skip_bad, progress, train_subset, test_subset)
+    return _streamed("imagenet", train, test, image_size, workers, skip_bad, progress, train_subset, test_subset,
+                     reduce)
