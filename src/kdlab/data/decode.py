@@ -24,6 +24,7 @@ Without a reduction the training crop is exactly torchvision's ``img.crop(box).r
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
@@ -147,7 +148,7 @@ def decode_crop(path: str | os.PathLike, box: tuple[int, int, int, int, bool], s
             if full is not None:  # Pillow's pixels, cropped before Pillow copies them
                 crop = Image.fromarray(np.ascontiguousarray(full[top:top + h, left:left + w]))
                 return _array(_flip(crop.resize((size, size), Image.BILINEAR), flip))
-        with Image.open(path) as im:
+        with Image.open(path if jpeg is None else io.BytesIO(jpeg[0])) as im:  # (the bytes read already)
             _check_size(im.size, expect)
             width, height = im.size
             s = _draft(im, math.ceil(width * size / w), math.ceil(height * size / h)) if reduce else 1.0
@@ -181,7 +182,7 @@ def decode_center(path: str | os.PathLike, box: tuple[float, float, float, float
             full = None if reduce and _reducible(width, height, *want) else _turbo_rgb(data)
             if full is not None:
                 return _array(Image.fromarray(full).resize((size, size), Image.BILINEAR, box=box))
-        with Image.open(path) as im:
+        with Image.open(path if jpeg is None else io.BytesIO(jpeg[0])) as im:
             _check_size(im.size, expect)
             width, height = im.size
             s = 1.0
