@@ -5,7 +5,7 @@ imports) and vs the same pipeline in plain PIL (always), on one generated folder
     python benchmarks/decode.py --quick           # 48 JPEGs, 1 round (a smoke run)
     python benchmarks/decode.py --workers 1 4 --rounds 5 --images 768
 
-Run time on 2 CPU cores: full ~4 min, --quick ~20 s.
+Run time on 2 CPU cores: full ~5 min, --quick ~30 s.
 
 The folder: ``--images`` JPEGs (quality 90, 440–520 × 340–400 px, every fourth portrait) cut and zoomed from the
 photographs scikit-learn ships (``sklearn.datasets.load_sample_images``: a temple and a flower), in 4 classes,

@@ -51,6 +51,21 @@ def test_links_to_files_and_to_folders_elsewhere_are_followed(tmp_path, image_to
                                               "b/img_0.jpg", "b/img_1.jpg"]
 
 
+def test_a_folder_that_cannot_be_listed_is_an_error_not_skipped(tmp_path, image_tools, monkeypatch):
+    root = image_tools.make_imagefolder(tmp_path / "f", classes=("a", "b"), n_train=2, n_val=1)
+    (root / "train" / "a" / "sub").mkdir()
+    real = os.scandir
+
+    def scandir(path):  # (the tests run as root, who can list a folder without permissions)
+        if str(path).endswith("sub"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(LayoutError, match=r"train/a/sub cannot be listed \(PermissionError: Permission denied\)"):
+        load_dataset("imagefolder", root=root, image_size=16, workers=0)
+
+
 def test_a_fifo_named_like_an_image_is_a_bad_file_not_a_hang(tmp_path, image_tools):
     root = image_tools.make_imagefolder(tmp_path / "f", classes=("a", "b"), n_train=2, n_val=1)
     os.mkfifo(root / "train" / "a" / "pipe.jpg")
@@ -242,6 +257,15 @@ def test_cpu_batches_are_normalised_in_the_workers_with_the_same_numbers(tmp_pat
         for index, batch in zip(loader.batches(), list(loader)):
             x, _, _, _ = raw.load(raw.tasks(2, index))
             assert x.dtype == torch.uint8 and torch.equal(batch.x, norm(x))
+
+
+def test_an_accelerator_run_gets_uint8_from_the_workers_and_normalises_on_the_device(tmp_path, image_tools):
+    root = image_tools.make_imagefolder(tmp_path / "f", classes=("a", "b"), n_train=2, n_val=1)
+    s = load_dataset("imagefolder", root=root, image_size=16, workers=0)
+    loader = s.loader("train", 2, augment=True, shuffle=True, seed=0, device="meta")  # (any non-CPU device)
+    assert loader.source.normalization is None and loader._normalize_batches
+    x, _, _, _ = loader.source.load(loader.source.tasks(1, np.arange(2)))
+    assert x.dtype == torch.uint8
 
 
 def test_a_worker_builds_its_batch_in_shared_memory():

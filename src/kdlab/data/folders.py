@@ -87,12 +87,16 @@ def _images_below(folder: Path, seen: dict[tuple[int, int], Path]) -> list[str]:
         rel, path = stack.pop()
         _listed_once(path, seen)
         files, dirs = [], []
-        with os.scandir(path) as entries:
-            for e in entries:
-                if e.is_dir():  # (follows links)
-                    dirs.append(e.name)
-                elif _is_image(e.name):  # a file, a link to one, or anything else probe() then reports
-                    files.append(e.name)
+        try:
+            with os.scandir(path) as entries:
+                for e in entries:
+                    if e.is_dir():  # (follows links)
+                        dirs.append(e.name)
+                    elif _is_image(e.name):  # a file, a link to one, or anything else probe() then reports
+                        files.append(e.name)
+        except OSError as err:  # os.walk skipped such a folder silently, and its images with it
+            raise LayoutError(f"{path} cannot be listed ({type(err).__name__}: {err.strerror or err}); make it "
+                              "readable or move it out of the image folder") from None
         out.extend(os.path.normpath(os.path.join(rel, f)) for f in sorted(files))
         stack.extend((os.path.join(rel, d), path / d) for d in sorted(dirs, reverse=True))
     return out

@@ -201,11 +201,11 @@ def check_images(images: ImageList, *, what: str, workers: int = 0, skip_bad: bo
 
         def fresh() -> dict[str, np.ndarray]:
             arrays = _build(images, keys, cache, workers, progress, what)
-            meta_box["sha256"] = _digest(arrays)
+            meta["sha256"] = _digest(arrays)  # (cached_arrays writes meta after build: the checksum of what it built)
             return arrays
 
-        meta_box = {"version": _VERSION, "files": len(images), "root": str(images.root)}
-        return cached_arrays(cache, meta_box, read=lambda p: _read(p, keys), build=fresh,
+        meta = {"version": _VERSION, "files": len(images), "root": str(images.root)}
+        return cached_arrays(cache, meta, read=lambda p: _read(p, keys), build=fresh,
                              what=f"image index of {images.root}", rebuild="checking the files again", stacklevel=4)
 
     arrays = rank0_first(build)
