@@ -117,11 +117,15 @@ def test_the_file_check_is_cached_and_redone_for_changed_files(tmp_path, image_t
     from kdlab.data import image_index
 
     with monkeypatch.context() as m:
-        m.setattr(image_index, "_probe_all", lambda *a: pytest.fail("the cached check was not used"))
+        m.setattr(image_index, "_probe", lambda *a: pytest.fail("the cached check was not used"))
         load_dataset("imagefolder", root=root, image_size=16, workers=0)
     image_tools.write_image(root / "train" / "cat" / "img_0.jpg", 0, seed=0, kind="text")
-    with pytest.warns(RuntimeWarning, match="files changed"), pytest.raises(BadImageError, match="cat/img_0.jpg"):
-        check_images(s.train.take(slice(None)), what="x")  # (a fresh list of the same files)
+    probed = []
+    with monkeypatch.context() as m:
+        m.setattr(image_index, "_probe", lambda p, f=image_index._probe: probed.append(p) or f(p))
+        with pytest.raises(BadImageError, match="cat/img_0.jpg"):
+            check_images(s.train.take(slice(None)), what="x")  # (a fresh list of the same files)
+    assert [p.rsplit("/", 2)[-2:] for p in probed] == [["cat", "img_0.jpg"]]  # only the changed file
 
 
 # ----------------------------------------------------------------------------------------------- the streamed loader

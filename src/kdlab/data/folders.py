@@ -6,6 +6,11 @@ from the loader then share it without copying it page by page through reference 
 class names. Classes are the sorted folder names. The order of the samples is round-robin over the classes
 (the first file of every class, then the second of every class, ...), so the first ``n`` samples — a
 ``data.train_subset`` — cover the classes evenly, and it is the same on every machine.
+
+Symbolic links are followed (a class folder, or an image, that links elsewhere is read as ImageFolder reads it), but
+a directory is listed once: a link back to a folder above it (a loop, which ``os.walk(followlinks=True)`` follows
+until the path is too long) or a second link to one folder is a :class:`LayoutError` naming both paths, since its
+images would otherwise count several times, under whichever label each path gives them.
 """
 
 from __future__ import annotations
@@ -64,13 +69,36 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
-def _images_below(folder: Path) -> list[str]:
-    """Image files anywhere below ``folder`` (symlinks followed, as ImageFolder does), sorted relative paths."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, folder)
-        out.extend(os.path.normpath(os.path.join(rel, f)) for f in sorted(filenames) if _is_image(f))
+def _listed_once(path: Path, seen: dict[tuple[int, int], Path]) -> None:
+    """Record the directory ``path`` (after links) in ``seen``; a :class:`LayoutError` if it is listed already."""
+    st = os.stat(path)
+    first = seen.setdefault((st.st_dev, st.st_ino), path)
+    if first != path:
+        what = "a link to a folder above it (a loop)" if str(path).startswith(str(first) + os.sep) else "a second path"
+        raise LayoutError(f"{path} is {what} to the folder {first}, which is listed already: its images would count "
+                          "twice; remove the link (each image folder must be reachable once)")
+
+
+def _images_below(folder: Path, seen: dict[tuple[int, int], Path]) -> list[str]:
+    """Image files anywhere below ``folder``, sorted relative paths (each folder's files, then its sub-folders in
+    name order, as ``os.walk`` lists them); links are followed, every directory is listed once (``seen``)."""
+    out, stack = [], [(".", folder)]
+    while stack:
+        rel, path = stack.pop()
+        _listed_once(path, seen)
+        files, dirs = [], []
+        try:
+            with os.scandir(path) as entries:
+                for e in entries:
+                    if e.is_dir():  # (follows links)
+                        dirs.append(e.name)
+                    elif _is_image(e.name):  # a file, a link to one, or anything else probe() then reports
+                        files.append(e.name)
+        except OSError as err:  # os.walk skipped such a folder silently, and its images with it
+            raise LayoutError(f"{path} cannot be listed ({type(err).__name__}: {err.strerror or err}); make it "
+                              "readable or move it out of the image folder") from None
+        out.extend(os.path.normpath(os.path.join(rel, f)) for f in sorted(files))
+        stack.extend((os.path.join(rel, d), path / d) for d in sorted(dirs, reverse=True))
     return out
 
 
@@ -101,8 +129,10 @@ def class_folder_list(split_dir: Path, expected: str) -> ImageList:
     if not classes:
         raise LayoutError(f"{split_dir} has no class folders; expected {expected}")
     paths, labels, empty = [], [], []
+    seen: dict[tuple[int, int], Path] = {}
+    _listed_once(split_dir, seen)
     for c, name in enumerate(classes):
-        files = _images_below(split_dir / name)
+        files = _images_below(split_dir / name, seen)
         if not files:
             empty.append(name)
         paths.extend(f"{name}/{f}" for f in files)

@@ -68,6 +68,14 @@ class Normalization:
             out = (out - self._mean) / self._std
         return out
 
+    def pixels_(self, out: torch.Tensor) -> torch.Tensor:
+        """``out`` — float32 holding uint8 pixel values, ``[N, C, ...]`` — normalised in place: the same float32
+        operations in the same order as ``self(out.to(torch.uint8))``, so the same numbers, without temporaries."""
+        out.div_(255.0)
+        if self._mean is not None:
+            out.sub_(self._mean).div_(self._std)
+        return out
+
     def invert(self, x: torch.Tensor) -> torch.Tensor:
         """``x·std_c + mean_c``: a normalised float batch back in the [0, 1] scale (identity without statistics)."""
         return x if self._mean is None else x * self._std + self._mean

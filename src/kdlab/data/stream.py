@@ -6,8 +6,12 @@ sample is a pure function of ``(seed, epoch, index)``. :class:`StreamLoader` fix
 ``data.workers`` processes (a ``torch.utils.data.DataLoader``, pinned memory on CUDA) build the batches, in order.
 The workers are forked anew each epoch (≈0.1–0.3 s; persistent workers took 5 s each to shut down). So the
 batches do not depend on the number of workers, and a run resumed at an epoch boundary sees exactly the batches it
-would have seen. Batches leave the workers as uint8 pixels (4× less to copy than
-floats) and are normalised on the device. They are :class:`~kdlab.data.Batch` es with ``view=None``: the crops are
+would have seen. Normalisation happens where it is cheapest: on a CPU run the workers normalise each sample right
+after decoding it, while it is in cache (a source that can, :meth:`BatchSource.normalized`), so the training process
+does no per-pixel work; for a CUDA run batches leave the workers as uint8 pixels (4× less to copy and to transfer),
+are pinned and copied without blocking, and are normalised on the device (as timm's prefetcher does). A worker
+builds its batch in shared memory (:func:`batch_tensor`), so handing it to the training process copies nothing.
+They are :class:`~kdlab.data.Batch` es with ``view=None``: the crops are
 continuous, not discrete views, so the exact teacher-logit cache does not apply.
 
 **The last partial batch** (docs/data.md, "Streamed data"). Training: every step has exactly the global batch
@@ -29,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from kdlab._checks import check_int
 from kdlab.data.batch import Batch
@@ -37,7 +41,7 @@ from kdlab.data.decode import BadImageError
 from kdlab.data.loader import _STREAM_PERMUTATION, derive_seed
 from kdlab.data.normalization import Normalization
 
-__all__ = ["BatchSource", "StreamLoader", "default_workers"]
+__all__ = ["BatchSource", "StreamLoader", "batch_tensor", "default_workers"]
 
 
 class BatchSource(ABC):
@@ -54,6 +58,21 @@ class BatchSource(ABC):
     @abstractmethod
     def load(self, tasks: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[str, str]]]:
         """The batch described by ``tasks``."""
+
+    def normalized(self, normalization: Normalization) -> BatchSource | None:
+        """A copy of this source whose :meth:`load` returns batches already normalised by ``normalization``, or
+        ``None`` if it cannot (then the loader normalises each batch)."""
+        return None
+
+
+def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor for a batch; in a DataLoader worker it lives in shared memory, so sending it to the
+    training process moves a handle, not the pixels (torch's ``default_collate`` allocates its batches the same way;
+    a batch in private memory is copied into shared memory when it is sent)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    empty = torch.empty(0, dtype=dtype)
+    return empty.new(empty._typed_storage()._new_shared(math.prod(shape))).view(shape)
 
 
 class _Tasks(Dataset):
@@ -102,7 +121,8 @@ class StreamLoader:
         seed: with the epoch (:meth:`set_epoch`) it fixes the order and every sample.
         device: where batches go (pinned host memory and a non-blocking copy on CUDA).
         workers: worker processes (0: in this process).
-        normalization: applied on the device to every batch (uint8 pixels are scaled by 1/255 first).
+        normalization: applied to every batch (uint8 pixels are scaled by 1/255 first): on a CPU device by the
+            source in the workers when it can (:meth:`BatchSource.normalized`), else on the device.
         labels: int64 labels of all samples, when known up front (for :attr:`y`).
         index_offset: added to ``Batch.index``.
     """
@@ -114,7 +134,6 @@ class StreamLoader:
                  labels: np.ndarray | None = None, index_offset: int = 0):
         if not isinstance(source, BatchSource):
             raise ValueError(f"source must be a kdlab BatchSource; got {type(source).__name__}")
-        self.source = source
         self.batch_size = check_int(batch_size, "batch_size", 1)
         self.seed = check_int(seed, "seed", 0)
         self.workers = check_int(workers, "workers", 0, note=" (data.workers)")
@@ -123,6 +142,11 @@ class StreamLoader:
         self.drop_last = False
         self.device = torch.device(device)
         self.normalization = normalization
+        # CPU: normalised in the workers, fused with the uint8 → float step (the same float32 operations, so the
+        # same numbers); an accelerator: uint8 crosses the bus and the device normalises
+        fused = source.normalized(normalization) if normalization is not None and self.device.type == "cpu" else None
+        self.source = fused or source
+        self._normalize_batches = normalization is not None and fused is None
         self.mean = normalization.mean if normalization is not None else None
         self.std = normalization.std if normalization is not None else None
         self._labels = labels
@@ -212,7 +236,7 @@ class StreamLoader:
         non_blocking = self.device.type == "cuda"
         x = x.to(self.device, non_blocking=non_blocking)
         index = index.to(self.device, non_blocking=non_blocking)
-        return Batch(x=self.normalization(x) if self.normalization is not None else x,
+        return Batch(x=self.normalization(x) if self._normalize_batches else x,
                      y=y.to(self.device, non_blocking=non_blocking),
                      index=index + self.index_offset if self.index_offset else index)
 
