@@ -334,3 +334,32 @@ def test_fit_runs_the_teacher_over_the_test_set_once():
     fresh = kdlab.fidelity_report(_mlp(0), res.student, (xe, ye), temperature=4.0)
     for key, value in fresh.items():
         assert res.report[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+FEATURE_ARGS = {"fitnet": {"student_stage": 0, "teacher_stage": 2}, "pkt": {}, "rkd": {}, "sp": {},
+                **{m: {"student_stages": [0, 1], "teacher_stages": [2, 3]} for m in ("at", "nst", "kdsvd", "vid")}}
+
+
+@pytest.mark.parametrize("method", sorted(FEATURE_ARGS))
+def test_fit_trains_the_feature_methods(method):
+    from kdlab import models
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 1, 40, generator=g), torch.randint(0, 10, (96,), generator=g)
+    torch.manual_seed(0)
+    student, teacher = models.create("mnist1d_cnn_small", 10), models.create("mnist1d_cnn", 10)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    res = kdlab.fit(student, teacher, (x, y), method=method, method_args=FEATURE_ARGS[method], epochs=1,
+                    batch_size=32, lr=0.05)
+    assert any(not torch.equal(v, before[k]) for k, v in res.student.state_dict().items())
+    assert f"loss_{method}" in res.history[-1]["train"]  # the feature term is logged by the method's name
+
+
+def test_fit_feature_methods_on_plain_modules_name_their_paths():
+    res = kdlab.fit(_mlp(1), _mlp(2), _data(64), method="sp", method_args={"student_paths": ["1"],
+                                                                             "teacher_paths": ["1"]}, epochs=1)
+    assert "loss_sp" in res.history[-1]["train"]
+    kdlab.fit(_mlp(1), _mlp(2), _data(64), method="rkd", epochs=1)  # the pooled feature needs no path
+    with pytest.raises(ValueError, match=r"^sp: the student \(Sequential\) has no forward_features, so name the module "
+                                         r"whose output is its feature map in method_args\['student_paths'\]"):
+        kdlab.fit(_mlp(1), _mlp(2), _data(64), method="sp", epochs=1)

@@ -145,6 +145,41 @@ def wrap_ddp(method: torch.nn.Module, device: torch.device):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The global batch, for losses that relate the samples of a batch to each other
+# ---------------------------------------------------------------------------------------------------------------
+class _GatherBatch(torch.autograd.Function):
+    """Every rank's rows, concatenated in rank order (shards may differ in size). Backward: each rank's slice of the
+    sum over ranks of the gradients, so a loss computed on the global batch by every rank trains as one process."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        counts = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(world_size())]
+        tdist.all_gather(counts, torch.tensor([t.shape[0]], device=t.device))
+        sizes = [int(c) for c in counts]
+        padded = t.new_zeros((max(sizes), *t.shape[1:]))
+        padded[: t.shape[0]] = t
+        parts = [torch.empty_like(padded) for _ in sizes]
+        tdist.all_gather(parts, padded.contiguous())
+        ctx.start, ctx.size = sum(sizes[: rank()]), t.shape[0]
+        return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        tdist.all_reduce(grad, op=tdist.ReduceOp.SUM)
+        return grad[ctx.start:ctx.start + ctx.size]
+
+
+def gather_batch(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s rows from every rank, in rank order: the global batch (``t`` itself in one process). Differentiable:
+    with every rank computing the same loss of the result, DDP's average of the ranks' gradients is that loss's
+    gradient on the global batch. Costs one host sync (the shards' sizes) and two collectives."""
+    if not is_initialized() or world_size() == 1:
+        return t
+    return _GatherBatch.apply(t)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # BatchNorm over the global batch
 # ---------------------------------------------------------------------------------------------------------------
 class _AllReduceSum(torch.autograd.Function):

@@ -25,12 +25,21 @@ METHODS = {
     # a combination (method.add): CAKD's BN connector owned by DHKD, inside DHKD's own gradient sync
     "dhkd+cakd": "{name: dhkd, args: {head: linear, gradient_alignment: true, dropout: 0.0}, "
                  "add: [{name: cakd, weight: 0.5, args: {logit: false, feature: true, warmup: 1}}]}",
+    # feature methods (the teacher is an mnist1d_cnn_small: stages 16x20, 16x10): FitNets' regressor has BatchNorm
+    # (a stride-2 conv from 20 to 10 positions); RKD relates the samples of the global batch (features gathered);
+    # VID trains its regressors and learned variances
+    "fitnet": "{name: fitnet, args: {student_stage: 0, teacher_stage: 1}}",
+    "rkd": "{name: rkd, args: {}}",
+    "vid": "{name: vid, args: {student_stages: [0, 1], teacher_stages: [0, 1]}}",
 }
 CASES = {  # name: (method, student, train subset)
     "kd-mlp": ("kd", "mnist1d_mlp", 512),  # BN-free
     "kd-bn-uneven": ("kd", "mnist1d_cnn_small", 519),  # BatchNorm, and a last global batch of 7 on 2 ranks
     "dhkd-bn": ("dhkd", "mnist1d_cnn_small", 512),  # BatchNorm inside DHKD's own gradient sync
     "dhkd+cakd-bn": ("dhkd+cakd", "mnist1d_cnn_small", 512),  # an added method's BN connector, synchronised too
+    "fitnet-bn": ("fitnet", "mnist1d_cnn_small", 512),  # BatchNorm in the student and in the trained regressor
+    "rkd-bn-uneven": ("rkd", "mnist1d_cnn_small", 519),  # a loss over the global batch, uneven last batch
+    "vid-bn": ("vid", "mnist1d_cnn_small", 512),
 }
 
 

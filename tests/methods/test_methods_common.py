@@ -11,6 +11,12 @@ from kdlab.losses import logit_standardize
 # make the test meaningful (r2kd's second view off by default would leave its augmented-view terms out)
 DISTILLERS = [name for name in methods.names() if name != "ce"]
 TEST_ARGS = {"r2kd": {"augment": "cutmix"}, "cakd": {"feature": True}}
+# the feature methods pair stages of mnist1d_cnn_small (16x20, 16x10) with mnist1d_cnn's (…, 64x20, 64x10)
+STAGES = {"student_stages": [0, 1], "teacher_stages": [2, 3]}
+TEST_ARGS |= {"fitnet": {"student_stage": 0, "teacher_stage": 2}, "at": STAGES, "nst": STAGES, "kdsvd": STAGES,
+              "vid": STAGES}
+TEST_NETS = {name: {"student": "mnist1d_cnn_small"} for name in ("fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd",
+                                                                   "vid")}
 # methods whose distillation terms are softmax-based and so take the logit-standardisation switch
 # (r2kd standardises the mixed signal ṽ, which its own test checks)
 SOFTMAX_BASED = ["cakd", "cmkd", "dist", "dkd", "ttm", "wttm", "kd"]
@@ -35,7 +41,7 @@ def test_params_reject_unknown_keys_and_out_of_range_values(name):
 
 @pytest.mark.parametrize("name", DISTILLERS)
 def test_gradients_reach_only_trainable_parameters(name, make_method, make_batch):
-    method = make_method(name, TEST_ARGS.get(name))
+    method = make_method(name, TEST_ARGS.get(name), **TEST_NETS.get(name, {}))
     teacher = method.teacher.module
     before = {k: t.clone() for k, t in teacher.state_dict().items()}
     teacher_ids = {id(p) for p in teacher.parameters()}

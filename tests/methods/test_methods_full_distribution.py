@@ -12,6 +12,8 @@ from kdlab import methods
     ("ce", {}, False),  # the teacher only feeds the fidelity report
     ("dkd", {}, True), ("dist", {}, True), ("ttm", {}, True), ("wttm", {}, True), ("cmkd", {}, True),
     ("single_head_bkl", {}, True), ("dhkd", {}, True), ("r2kd", {}, True), ("cakd", {}, True),
+    # the feature methods never read the teacher's logits (its features come from the live teacher)
+    *((name, {}, False) for name in ("fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd", "vid")),
 ])
 def test_needs_full_teacher_distribution(name, args, needs):
     cls = methods.get(name)

@@ -18,6 +18,9 @@ PAIRS = [
     "resnet110-resnet20", "cifar_resnet50-vgg8", "resnet32x4-ShuffleV1", "wrn_40_2-ShuffleV1",
 ]
 METHODS = ["kd", "kd_ls", "dkd", "dist", "ttm", "wttm", "r2kd", "cakd", "cmkd", "dhkd"]
+# mdistiller's feature methods (docs/reference/methods.md §13): a recipe per CIFAR-100 pair, AT on ImageNet
+FEATURE_METHODS = ["fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd", "vid"]
+IMAGENET_FEATURE_METHODS = ["at"]
 # docs/reference/methods.md §3: β = 2 / 6 for these pairs, 8 otherwise
 DKD_BETA = {"resnet56-resnet20": 2, "resnet110-resnet32": 2, "vgg13-vgg8": 6, "vgg13-MobileNetV2": 6,
             "wrn_40_2-wrn_16_2": 6, "wrn_40_2-wrn_40_1": 6}
@@ -44,7 +47,7 @@ def _all_files():
 
 
 def test_the_expected_recipe_set_is_shipped():
-    expected = {CIFAR / p / f"{m}.yaml" for p in PAIRS for m in METHODS}
+    expected = {CIFAR / p / f"{m}.yaml" for p in PAIRS for m in METHODS + FEATURE_METHODS}
     expected |= {CIFAR / "students" / s / "ce.yaml" for s in STUDENTS}
     expected |= {CIFAR / "teachers" / f"{t}.yaml" for t in TEACHERS}
     assert set(_all_files()) == expected
@@ -143,7 +146,7 @@ def _check_first_line_and_citations(path: Path):
 
 
 def test_the_expected_imagenet_and_tiny_recipe_sets_are_shipped():
-    expected = {IMAGENET / p / f"{m}.yaml" for p in IMAGENET_PAIRS for m in METHODS}
+    expected = {IMAGENET / p / f"{m}.yaml" for p in IMAGENET_PAIRS for m in METHODS + IMAGENET_FEATURE_METHODS}
     expected |= {IMAGENET / "students" / s / "ce.yaml" for s in ("resnet18", "mobilenet_v1")}
     expected |= {IMAGENET / "teachers" / f"{t}.yaml" for t in ("resnet34", "resnet50")}
     assert set(IMAGENET.rglob("*.yaml")) == expected

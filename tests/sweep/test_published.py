@@ -26,7 +26,8 @@ NUMBER = re.compile(r"\d+\.\d\d")
 def _section(doc: str, number: int) -> str:
     text = (ROOT / doc).read_text(encoding="utf-8")
     start = text.index(f"\n## {number}. ")
-    return text[start:text.index("\n## ", start + 1)]
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end != -1 else len(text)]
 
 
 def _tables(section: str) -> list[list[list[str]]]:
@@ -75,6 +76,23 @@ def test_every_cifar100_number_of_methods_md_11_is_there_with_its_source(pub):
     # the one extra published number of §11: KD + logit standardisation on resnet32x4→resnet8x4
     assert "76.62" in _section(METHODS, 11)
     assert pub.lookup("cifar100", "resnet32x4-resnet8x4", "kd_ls")[0].acc == 76.62
+
+
+# the columns of the feature-method table (docs/reference/methods.md §13) → the recipes' method names
+FEATURE_COLUMNS = {"FitNet": "fitnet", "AT": "at", "SP": "sp", "VID": "vid", "RKD": "rkd", "PKT": "pkt", "NST": "nst"}
+
+
+def test_every_feature_method_number_of_methods_md_13_is_there_with_its_source(pub):
+    table = _tables(_section(METHODS, 13))[-1]
+    header, rows = table[0], table[1:]
+    assert header[1:] == list(FEATURE_COLUMNS) and len(rows) == 13
+    names = _by_paper_name(pub)
+    for row in rows:
+        key = names[row[0]]
+        for column, cell in zip(header[1:], row[1:]):
+            found = pub.lookup(*key.split("/"), FEATURE_COLUMNS[column])
+            assert [e.acc for e in found] == [float(cell)], (key, column)
+            assert "§13" in found[0].source and "Contrastive Representation Distillation" in found[0].source
 
 
 def test_every_imagenet_and_tiny_imagenet_number_of_imagenet_md_5_is_there(pub):

@@ -1,12 +1,18 @@
-"""Pure functional logit-distillation losses (contract: docs/reference/methods.md §1).
+"""Pure functional distillation losses (contract: docs/reference/methods.md §1 and §13).
 
-Every loss takes student logits ``z`` and teacher logits ``v`` of shape [N, C], detaches the teacher, computes in
-float32 (float64 for float64 inputs) in log space, and returns the batch-mean (sum over classes, divided by N) unless
-``reduction`` says "sum" or "none" (per-sample [N]). No CE term, no epoch logic, no state; the only switch is
-:func:`set_validation`, which turns the synchronising input checks off for a hot training loop.
+Logit losses take student logits ``z`` and teacher logits ``v`` of shape [N, C], compute in log space, and return the
+batch-mean (sum over classes, divided by N) unless ``reduction`` says "sum" or "none" (per-sample [N]). Feature
+losses (``fitnet_loss``, ``at_loss``, ``nst_loss``, ``pkt_loss``, ``rkd_loss``, ``sp_loss``, ``kdsvd_loss``,
+``vid_loss``) take the student's and the teacher's features — a tensor each, or sequences in stage order for the
+multi-stage ones — and the method's hyperparameters, and return the unweighted loss. Every loss detaches the
+teacher and computes in float32 (float64 for float64 inputs). No CE term, no epoch logic, no state, no trainable
+part (the methods own regressors and connectors); the only switch is :func:`set_validation`, which turns the
+synchronising input checks off for a hot training loop.
 """
 
+from kdlab.losses._features import pool_to_match
 from kdlab.losses._validate import set_validation, validation, validation_enabled
+from kdlab.losses.attention import at_loss, attention_map, nst_loss
 from kdlab.losses.binary_kl import binary_kl_loss, binary_kl_norm_loss
 from kdlab.losses.cakd import cakd_loss, kl_decomposition
 from kdlab.losses.correlation import (
@@ -20,8 +26,11 @@ from kdlab.losses.correlation import (
     spearman_loss,
 )
 from kdlab.losses.dkd import dkd_loss, dkd_parts
+from kdlab.losses.hint import fitnet_loss, vid_loss
+from kdlab.losses.kdsvd import kdsvd_loss
 from kdlab.losses.kd import kd_loss
 from kdlab.losses.ranks import hard_rank, soft_rank
+from kdlab.losses.relational import pkt_loss, rkd_loss, sp_loss
 from kdlab.losses.standardize import logit_standardize
 from kdlab.losses.strong_sets import (
     STRONG_SET_RULES,
@@ -47,6 +56,15 @@ __all__ = [
     "spearman_loss",
     "cmkd_loss",
     "logit_standardize",
+    # feature losses (docs/reference/methods.md §13)
+    "fitnet_loss",
+    "at_loss",
+    "nst_loss",
+    "pkt_loss",
+    "rkd_loss",
+    "sp_loss",
+    "kdsvd_loss",
+    "vid_loss",
     # CAKD strong sets
     "STRONG_SET_RULES",
     "strong_set",
@@ -60,6 +78,8 @@ __all__ = [
     "pearson_rows",
     "pearson_distance_rows",
     "abs_cosine_distance_rows",
+    "attention_map",
+    "pool_to_match",
     "hard_rank",
     "soft_rank",
     # validation switch

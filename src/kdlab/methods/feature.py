@@ -7,23 +7,30 @@ statistics are untouched) and hands them to :meth:`FeatureMethod.build_extras`, 
 sized from the real shapes; they become submodules on the student's device and dtype, so they are optimised,
 checkpointed and synchronised under DDP like the student. Per step the method reads features through
 :meth:`student_features` and :meth:`teacher_features` (the model's own ``forward_features``, or forward hooks at the
-module paths :meth:`stage_paths` names) and picks stages with :meth:`stage`, whose errors name the method's keys.
+module paths :meth:`stage_paths` names) and picks stages with :meth:`stage` or :meth:`stages`, whose errors name the
+method's keys.
+
+:class:`FeatureLossMethod` is the common shape of the feature distillers of mdistiller and the CRD benchmark
+(FitNets, AT, NST, PKT, RKD, SP, KDSVD, VID): CE plus one weighted term computed from the two networks' features;
+a subclass gives its :class:`FeatureParams` and :meth:`FeatureLossMethod.feature_loss`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
+from kdlab import distributed as dist
 from kdlab._checks import SettingError
 from kdlab._modes import eval_mode
-from kdlab.methods.base import Method
+from kdlab.methods.base import Method, Params, StepOutput
 from kdlab.methods.compose import Served
 from kdlab.models import forward_features
 
-__all__ = ["FeatureMethod"]
+__all__ = ["FeatureLossMethod", "FeatureMethod", "FeatureParams", "StagesParams"]
 
 
 class FeatureMethod(Method):
@@ -63,8 +70,13 @@ class FeatureMethod(Method):
             where = {"device": param.device, "dtype": param.dtype} if param is not None else {}
             for name, module in self.build_extras(s, t).items():
                 setattr(self, name, module.to(**where))
+            self.check_features(s, t)
         self._ready = True
         super().setup(probe)
+
+    def check_features(self, student: dict[str, Any], teacher: dict[str, Any]) -> None:
+        """Called by :meth:`setup` after :meth:`build_extras` with the probe's features, so that stages that cannot
+        be paired fail before training starts. Default: nothing to check."""
 
     def __call__(self, batch, *args, **kwargs):
         if not self._ready:
@@ -91,6 +103,8 @@ class FeatureMethod(Method):
         model = self.student if who == "student" else self.teacher.module
         if not stages:
             children = ", ".join(name for name, _ in model.named_children()) or "none"
+            if f"{who}_paths" in type(self.hp).model_fields:  # FeatureParams: the paths have a key of their own
+                key = f"method.args.{who}_paths"
             raise SettingError(f"{self.name}: the {who} ({type(model).__name__}) has no forward_features, so name the "
                                f"module whose output is its feature map in {{key}}: a path of model.named_modules() "
                                f"(top-level modules: {children})", key=key)
@@ -98,3 +112,99 @@ class FeatureMethod(Method):
             raise SettingError(f"{self.name}: {{key}}={index}, but the {who} ({type(model).__name__}) has "
                                f"{len(stages)} stages (0 to {len(stages) - 1})", key=key)
         return stages[index]
+
+    def stages(self, features: dict[str, Any], who: str, indices: list[int] | None, key: str) -> list[Tensor]:
+        """The stages ``indices`` of ``who``'s ``features`` in that order; None: every stage after the stem
+        (mdistiller's ``feats[1:]``), or every hooked module when :meth:`stage_paths` names them."""
+        n = len(features["stages"])
+        if indices is None:
+            first = 0 if self.stage_paths(who) else 1
+            indices = list(range(first, n)) or [first]
+        elif n and not all(-n <= i < n for i in indices):
+            model = self.student if who == "student" else self.teacher.module
+            raise SettingError(f"{self.name}: {{key}}={indices}, but the {who} ({type(model).__name__}) has {n} "
+                               f"stages (0 to {n - 1})", key=f"method.args.{key}")
+        return [self.stage(features, who, i, key) for i in indices]
+
+
+class FeatureParams(Params):
+    """What every :class:`FeatureLossMethod` takes: the weights of its two terms (mdistiller's ``CE_WEIGHT`` and
+    ``FEAT_WEIGHT``; each method sets its own feature-weight default) and, for networks without
+    ``forward_features``, the module paths (``model.named_modules()``) whose outputs are the stages its stage
+    indices then count."""
+
+    ce_weight: float = Field(1.0, ge=0)
+    feat_weight: float = Field(1.0, ge=0)
+    student_paths: list[str] | None = None
+    teacher_paths: list[str] | None = None
+
+
+class StagesParams(FeatureParams):
+    """For the methods that pair several stages (AT, NST, KDSVD, VID): indices into each network's stages, paired
+    in order; None: every stage after the stem, mdistiller's ``feats[1:]`` (every hooked module with ``*_paths``)."""
+
+    student_stages: list[int] | None = None
+    teacher_stages: list[int] | None = None
+
+
+class FeatureLossMethod(FeatureMethod):
+    """L = ce_weight·CE(z, y) + feat_weight·feature_loss(student features, teacher features); the term is logged
+    under the method's name. The labels enter only through CE and the teacher's logits not at all (the live teacher
+    gives its features, so neither a logit cache nor a top-k store could serve it). A loss that relates the samples
+    of a batch to each other (PKT, RKD, SP) reads its inputs through :meth:`global_batch`, so under DDP it is
+    computed on the global batch and N processes train as one."""
+
+    Params: ClassVar[type[FeatureParams]] = FeatureParams
+    labels_only_in_ce = True
+
+    @classmethod
+    def needs_full_teacher_distribution(cls, hp: FeatureParams) -> bool:
+        return False  # the teacher's logits are never read by the loss
+
+    def stage_paths(self, who: str) -> list[str] | None:
+        return getattr(self.hp, f"{who}_paths")
+
+    def feature_loss(self, student: dict[str, Any], teacher: dict[str, Any]) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def global_batch(self, t: Tensor) -> Tensor:
+        """``t`` over the global batch under DDP (every rank's rows; differentiable), else ``t``."""
+        return dist.gather_batch(t)
+
+    def paired_stages(self, student: dict[str, Any], teacher: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
+        """The student's and the teacher's maps of ``student_stages`` / ``teacher_stages`` (:class:`StagesParams`),
+        paired by position; one-line errors naming the keys."""
+        hp = self.hp
+        s = self.stages(student, "student", hp.student_stages, "student_stages")
+        t = self.stages(teacher, "teacher", hp.teacher_stages, "teacher_stages")
+        if len(s) != len(t):
+            what = {who: "every stage after the stem" if getattr(hp, f"{who}_stages") is None else "as given"
+                    for who in ("student", "teacher")}
+            raise SettingError(f"{self.name}: {len(s)} student stages ({{s}}: {what['student']}) cannot be paired "
+                               f"with {len(t)} teacher stages ({{t}}: {what['teacher']}); give both lists, one index "
+                               "per pair, in stage order", s="method.args.student_stages",
+                               t="method.args.teacher_stages")
+        return s, t
+
+    def check_features(self, student: dict[str, Any], teacher: dict[str, Any]) -> None:
+        """The loss once on the probe (eval mode, no gradient): a stage choice the loss cannot use fails here."""
+        keys = [k for k in type(self.hp).model_fields if k.startswith(("student_stage", "teacher_stage"))]
+        try:
+            with eval_mode(self), torch.no_grad():
+                self.feature_loss(student, teacher)
+        except SettingError:
+            raise
+        except (ValueError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if not keys:  # a method on the pooled features (PKT, RKD)
+                raise SettingError(f"{self.name}: the networks' features cannot be used: {first}") from None
+            named = " / ".join("{" + k + "}" for k in keys)
+            raise SettingError(f"{self.name}: the chosen stages cannot be paired: {first}; choose others in {named}",
+                               **{k: f"method.args.{k}" for k in keys}) from None
+
+    def forward(self, batch, epoch: int) -> StepOutput:
+        z, s = self.student_features(batch.x)
+        v, t = self.teacher_features(batch.x)
+        losses = {"ce": self.hp.ce_weight * self.masked_ce(z, batch),
+                  self.name: self.hp.feat_weight * self.feature_loss(s, t)}
+        return StepOutput(z, losses, v)
