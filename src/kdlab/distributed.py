@@ -112,6 +112,29 @@ def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
         offset += t.numel()
 
 
+def all_gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every rank's ``t`` ([n_r, ...], n_r may differ by rank) concatenated in rank order, and the row where this
+    rank's rows start; in one process ``(t, 0)``. Two collectives: the row counts, then the rows padded to the
+    largest count (gloo and NCCL need equal sizes)."""
+    if not is_initialized() or world_size() == 1:
+        return t, 0
+    counts = [torch.zeros(1, dtype=torch.int64, device=t.device) for _ in range(world_size())]
+    tdist.all_gather(counts, torch.tensor([t.shape[0]], dtype=torch.int64, device=t.device))
+    sizes = [int(c) for c in counts]
+    padded = t.new_zeros((max(sizes), *t.shape[1:]))
+    padded[: t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in sizes]
+    tdist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[: rank()])
+
+
+def exclude_from_ddp_sync(module: nn.Module, names: list[str]) -> None:
+    """Keep the buffers ``names`` (paths in ``module``, the module DDP will wrap) out of DDP's broadcast of rank 0's
+    buffers before every forward: for state that every rank updates identically itself (CRD's memory bank: tens of
+    MB to GB, which DDP would otherwise copy from rank 0 at every step). Call before the DDP wrapper is built."""
+    DDP._set_params_and_buffers_to_ignore_for_model(module, list(names))
+
+
 def broadcast_buffers(module: torch.nn.Module) -> None:
     """Rank 0's buffers (e.g. BatchNorm running stats) to every rank, as DDP(broadcast_buffers=True) does."""
     if not is_initialized() or world_size() == 1:

@@ -25,6 +25,7 @@ import yaml
 
 from kdlab import distributed as dist
 from kdlab import methods
+from kdlab._checks import SettingError
 from kdlab._io import atomic_write_text
 from kdlab.config import RunConfig
 from kdlab.config import load_config as _load_config
@@ -120,6 +121,10 @@ def plan(cfg: RunConfig, num_classes: int, input_shape: Sequence[int], digests: 
     arguments validated once and adapted (only those the user did not give, ``cfg.method.given``). ``objects``:
     ``kdlab.fit``'s plan (:attr:`RunPlan.objects`)."""
     cls = methods.get(cfg.method.name)
+    if cfg.optim.optimizer == "dot" and cls.backward is not Method.backward:
+        raise SettingError(f"{{optimizer}}=dot takes the CE term's and the distillation terms' gradients apart itself, "
+                           f"but method {cls.name!r} makes its own update direction from them (its backward); use "
+                           "{optimizer}=sgd", optimizer="optim.optimizer")
     hp = cls.Params.model_validate(cfg.method.args or {})
     facts = RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape))
     adapted, changes = cls.adapt(hp, facts, cfg.method.given)

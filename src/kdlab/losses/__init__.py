@@ -1,4 +1,4 @@
-"""Pure functional logit-distillation losses (contract: docs/reference/methods.md §1).
+"""Pure functional distillation losses (contract: docs/reference/methods.md §1; feature losses: §13–§15).
 
 Every loss takes student logits ``z`` and teacher logits ``v`` of shape [N, C], detaches the teacher, computes in
 float32 (float64 for float64 inputs) in log space, and returns the batch-mean (sum over classes, divided by N) unless
@@ -19,9 +19,12 @@ from kdlab.losses.correlation import (
     r2kd_value_loss,
     spearman_loss,
 )
+from kdlab.losses.crd import crd_loss
 from kdlab.losses.dkd import dkd_loss, dkd_parts
 from kdlab.losses.kd import kd_loss
+from kdlab.losses.ofd import ofd_loss, ofd_margin
 from kdlab.losses.ranks import hard_rank, soft_rank
+from kdlab.losses.reviewkd import HCL_LEVELS, hcl_loss
 from kdlab.losses.standardize import logit_standardize
 from kdlab.losses.strong_sets import (
     STRONG_SET_RULES,
@@ -47,6 +50,10 @@ __all__ = [
     "spearman_loss",
     "cmkd_loss",
     "logit_standardize",
+    # feature losses (docs/reference/methods.md §13–§15)
+    "ofd_loss",
+    "crd_loss",
+    "hcl_loss",
     # CAKD strong sets
     "STRONG_SET_RULES",
     "strong_set",
@@ -62,6 +69,8 @@ __all__ = [
     "abs_cosine_distance_rows",
     "hard_rank",
     "soft_rank",
+    "ofd_margin",
+    "HCL_LEVELS",
     # validation switch
     "set_validation",
     "validation",

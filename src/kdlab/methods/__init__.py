@@ -5,7 +5,7 @@ from kdlab.methods.feature import FeatureMethod
 from kdlab.methods.registry import create, get, names, register
 
 # importing a method module registers it
-from kdlab.methods import cakd, ce, cmkd, dhkd, dist, dkd, kd, r2kd, ttm  # noqa: E402,F401
+from kdlab.methods import cakd, ce, cmkd, crd, dhkd, dist, dkd, kd, ofd, r2kd, reviewkd, ttm  # noqa: E402,F401
 
 __all__ = ["Adaptation", "FeatureMethod", "RunFacts", "LogitMethod", "Method", "Params", "StepOutput", "warmup_factor", "create", "get",
            "names", "register"]
