@@ -22,12 +22,21 @@ METHODS = {
     "kd": "{name: kd, args: {temperature: 4.0}}",
     # DHKD's gradient alignment uses autograd.grad (no DDP hooks): its backward all-reduces g1 and g2 itself
     "dhkd": "{name: dhkd, args: {head: linear, gradient_alignment: true, dropout: 0.0}}",
+    # CRD: every rank draws the global batch's negatives and updates the bank with every rank's embeddings
+    "crd": "{name: crd, args: {num_negatives: 64, embed_dim: 32}}",
+    "reviewkd": "{name: reviewkd, args: {warmup: 1}}",  # ABF modules with BatchNorm (synchronised too)
+    "ofd": "{name: ofd}",  # BN connectors, pre-ReLU features
 }
 CASES = {  # name: (method, student, train subset)
     "kd-mlp": ("kd", "mnist1d_mlp", 512),  # BN-free
     "kd-bn-uneven": ("kd", "mnist1d_cnn_small", 519),  # BatchNorm, and a last global batch of 7 on 2 ranks
     "dhkd-bn": ("dhkd", "mnist1d_cnn_small", 512),  # BatchNorm inside DHKD's own gradient sync
+    "crd-bn-uneven": ("crd", "mnist1d_cnn_small", 519),
+    "reviewkd-bn": ("reviewkd", "mnist1d_cnn_small", 512),
+    "ofd-bn": ("ofd", "mnist1d_cnn_small", 512),
+    "kd-dot-bn-uneven": ("kd", "mnist1d_cnn_small", 519),  # DOT: both gradients averaged over ranks by DOT itself
 }
+OPTIMIZER = {"kd-dot-bn-uneven": "dot"}
 
 
 def _config(tmp_path, teacher, case):
@@ -38,7 +47,7 @@ data: {{name: mnist1d, train_subset: {n}, test_subset: 100}}
 teacher: {{checkpoint: {teacher}}}
 student: {{arch: {student}}}
 method: {METHODS[method]}
-optim: {{epochs: 2, batch_size: 64, lr: 0.1}}
+optim: {{epochs: 2, batch_size: 64, lr: 0.1, optimizer: {OPTIMIZER.get(case, "sgd")}}}
 run: {{progress: false, threads: 1, tensorboard: false}}
 """)
     return cfg

@@ -159,6 +159,8 @@ class CRD(FeatureMethod):
         """K indices of samples of other classes for each sample ``index`` [G] of the global batch, drawn from a
         generator seeded by (the bank's seed, ``step``): [G, K]."""
         sm, k, n = self._sampling, self.hp.num_negatives, self._num_data
+        if self._seed is None:
+            self._seed = int(self.bank.seed)
         gen = torch.Generator(device=index.device).manual_seed(derive_seed(self._seed, step))
         y = sm["labels"][index]
         if sm["replace"]:
@@ -194,7 +196,7 @@ class CRD(FeatureMethod):
         hp, bank, n = self.hp, self.bank, self._num_data
         f_s, f_t = f_s.float(), f_t.float()
         if self._step is None:  # first step of this process (a fresh run, or a resumed one: the buffers are loaded)
-            self._step, self._seed = int(bank.step), int(bank.seed)
+            self._step = int(bank.step)
         step = self._step
         with torch.no_grad():
             # one collective for the global batch's indices and embeddings (float32 holds indices up to 2^24 exactly)

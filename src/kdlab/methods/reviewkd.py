@@ -93,9 +93,13 @@ class ReviewKD(FeatureMethod):
         maps = self.backbone(features["preact" if self.preact(who) else "stages"], who)
         if who == "teacher":
             maps = maps[1:]
-        if not maps or maps[-1].dim() not in (3, 4):
+        net = type(self.network(who)).__name__
+        if not maps:
+            raise SettingError(f"reviewkd reads the {who}'s stage features, but the {who} ({net}) gives none (a kdlab "
+                               f"zoo architecture has them): choose a zoo network as {{net}}", net=f"{who}.arch")
+        if maps[-1].dim() not in (3, 4):
             raise SettingError(f"reviewkd needs convolutional stage maps ([N, C, L] or [N, C, H, W]) from the {who} "
-                               f"({type(self.network(who)).__name__}); choose another {{net}}", net=f"{who}.arch")
+                               f"({net}); choose another {{net}}", net=f"{who}.arch")
         return maps + [_as_map(features["pooled"], maps[-1].dim() - 2)]
 
     def build_extras(self, student: dict, teacher: dict) -> dict[str, nn.Module]:
