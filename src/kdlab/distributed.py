@@ -8,6 +8,7 @@ import inspect
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
@@ -223,6 +224,33 @@ class GlooSyncBatchNorm(_BatchNorm):
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y
+
+
+@contextmanager
+def batch_statistics(module: nn.Module):
+    """Inside: every BatchNorm of ``module`` normalises by the statistics of the batch it sees — over all ranks'
+    batches under torchrun, so W processes equal one — as in training mode, but leaves its running statistics as
+    they are (a frozen teacher's, used for its evaluation). For forwards without gradient (the OFD reference runs its
+    teacher in training mode)."""
+    norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+    for bn in norms:
+        bn.forward = _global_batch_norm.__get__(bn)
+    try:
+        yield
+    finally:
+        for bn in norms:
+            del bn.forward
+
+
+def _global_batch_norm(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    n = torch.tensor([x.numel() // max(x.shape[1], 1)], dtype=torch.float64, device=x.device)
+    total = all_reduce_sum(torch.cat([x.double().sum(dims), n]))
+    mean = total[:-1] / total[-1]
+    var = all_reduce_sum(((x.double() - mean.view(shape)) ** 2).sum(dims)) / total[-1]
+    y = (x - mean.to(x.dtype).view(shape)) * torch.rsqrt(var.to(x.dtype) + self.eps).view(shape)
+    return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
 
 
 def has_batchnorm(module: nn.Module) -> bool:

@@ -24,7 +24,7 @@ from kdlab.losses.dkd import dkd_loss, dkd_parts
 from kdlab.losses.kd import kd_loss
 from kdlab.losses.ofd import ofd_loss, ofd_margin
 from kdlab.losses.ranks import hard_rank, soft_rank
-from kdlab.losses.reviewkd import HCL_LEVELS, hcl_loss
+from kdlab.losses.reviewkd import hcl_loss
 from kdlab.losses.standardize import logit_standardize
 from kdlab.losses.strong_sets import (
     STRONG_SET_RULES,
@@ -70,7 +70,6 @@ __all__ = [
     "hard_rank",
     "soft_rank",
     "ofd_margin",
-    "HCL_LEVELS",
     # validation switch
     "set_validation",
     "validation",

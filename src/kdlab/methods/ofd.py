@@ -13,11 +13,13 @@ stage fewer there), kdlab follows the paper's code; docs/methods/ofd.md says whe
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from kdlab import distributed as dist
 from kdlab._checks import SettingError
 from kdlab.losses import ofd_loss, ofd_margin
 from kdlab.methods.base import Params, StepOutput
@@ -32,6 +34,9 @@ class OFDParams(Params):
     feat_weight: float = Field(1e-3, ge=0)  # 1e-4 on ImageNet (mdistiller configs/imagenet/r50_mv1/ofd.yaml)
     connector_kernel: int = Field(1, ge=1)  # odd: the connector keeps the student's spatial size
     stages: int | None = Field(None, ge=1)  # pair only the deepest `stages` stages; None: as many as both have
+    # the teacher's BatchNorms normalise by the batch's statistics, as the OFD authors' code and mdistiller run the
+    # teacher in training mode (its running statistics are left as they are); false: the frozen teacher's
+    teacher_batch_statistics: bool = True
 
     @model_validator(mode="after")
     def _odd_kernel(self):
@@ -71,7 +76,8 @@ class Margins(nn.Module):
 class OFD(FeatureMethod):
     """L = w_ce·CE(z, y) + w_feat·Σ_i 2^−(k−1−i)·(1/N)·Σ d_p(connector_i(s_i), t_i), over the k paired stages.
 
-    s_i, t_i: pre-ReLU features of the paired stages (the teacher's average-pooled to the student's size); d_p:
+    s_i, t_i: pre-ReLU features of the paired stages (the teacher's average-pooled to the student's size; by default
+    its BatchNorms normalise by the batch's statistics, as the reference runs the teacher in training mode); d_p:
     OFD's partial L2 with the teacher's margins (:func:`kdlab.losses.ofd_loss`).
     """
 
@@ -116,9 +122,9 @@ class OFD(FeatureMethod):
             if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or not bn.affine:
                 raise SettingError(
                     f"ofd computes its margin from the BatchNorm before the teacher's ReLU, but the teacher "
-                    f"({type(self.teacher.module).__name__}) has none before stage {t_i} (its residual units end in "
-                    f"a sum or concatenation; mdistiller does not support it as an OFD teacher either); choose "
-                    f"another {{teacher}}", teacher="teacher.arch")
+                    f"({type(self.teacher.module).__name__}) has none before stage {t_i}; choose a {{teacher}} whose "
+                    f"stages end in BatchNorm and ReLU (a ShuffleNet's end in a sum or a concatenation: mdistiller "
+                    f"refuses it as an OFD teacher too)", teacher="teacher.arch")
             connectors.append(connector(s.dim() - 2, s.shape[1], t.shape[1], self.hp.connector_kernel))
             margins.append(ofd_margin(bn.weight, bn.bias).float())
         return {"connectors": nn.ModuleList(connectors), "margins": Margins(margins)}
@@ -126,7 +132,8 @@ class OFD(FeatureMethod):
     def forward(self, batch, epoch: int) -> StepOutput:
         hp = self.hp
         z, s_feats = self.student_features(batch.x)
-        v, t_feats = self.teacher_features(batch.x)  # one teacher pass: its logits and pre-activations
+        with dist.batch_statistics(self.teacher.module) if hp.teacher_batch_statistics else nullcontext():
+            v, t_feats = self.teacher_features(batch.x)  # one teacher pass: its logits and pre-activations
         students = [c(s_feats["preact"][s_i]) for c, (s_i, _) in zip(self.connectors, self._pairs)]
         teachers = [t_feats["preact"][t_i] for _, t_i in self._pairs]
         losses = {"ce": hp.ce_weight * self.masked_ce(z, batch),
