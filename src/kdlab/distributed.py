@@ -243,6 +243,8 @@ def batch_statistics(module: nn.Module):
 
 
 def _global_batch_norm(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    if not is_initialized() or world_size() == 1:  # PyTorch's own kernel; no running statistics given, none updated
+        return torch.nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
     dims = [0, *range(2, x.dim())]
     shape = [1, -1] + [1] * (x.dim() - 2)
     n = torch.tensor([x.numel() // max(x.shape[1], 1)], dtype=torch.float64, device=x.device)

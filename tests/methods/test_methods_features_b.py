@@ -344,3 +344,16 @@ def test_crd_refuses_data_without_stable_sample_indices():
     with pytest.raises(RuntimeError, match=r"call method.setup_data\(train_loader\) before setup"):
         methods.create("crd", models.create("mnist1d_mlp", 10), FrozenTeacher(models.create("mnist1d_cnn", 10)), 10,
                        probe=x[:2])
+
+
+@pytest.mark.parametrize("name", ["ofd", "reviewkd"])
+def test_ofd_and_reviewkd_train_on_unlabelled_inputs(name):
+    """Their labels enter through CE alone, so a distillation-data policy's unlabelled inputs (y = −1) are fine."""
+    method, loader = _build(name, "mnist1d_cnn", "mnist1d_cnn_small")
+    batch = _first_batch(loader)
+    mask = torch.arange(len(batch.y)) % 2 == 0
+    y = torch.where(mask, batch.y, torch.full_like(batch.y, -1))
+    method.train()
+    out = method(Batch(x=batch.x, y=y, index=batch.index, label_mask=mask), 1)
+    torch.testing.assert_close(out.losses["ce"], F.cross_entropy(out.logits[mask], y[mask]))
+    assert torch.isfinite(out.losses[name])

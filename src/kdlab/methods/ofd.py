@@ -84,6 +84,7 @@ class OFD(FeatureMethod):
     summary = "OFD (Heo et al. ICCV 2019): pre-ReLU stage features, margin from the teacher's BN, partial L2"
 
     Params = OFDParams
+    labels_only_in_ce = True  # the labels enter through CE alone: distill_data's unlabelled inputs are fine
 
     def preact(self, who: str) -> bool:
         return True

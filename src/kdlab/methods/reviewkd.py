@@ -78,6 +78,7 @@ class ReviewKD(FeatureMethod):
     summary = "ReviewKD (Chen et al. CVPR 2021): student levels fused deep-to-shallow (ABF), hierarchical context loss"
 
     Params = ReviewKDParams
+    labels_only_in_ce = True  # the labels enter through CE alone: distill_data's unlabelled inputs are fine
 
     @classmethod
     def _adaptations(cls, hp, facts, given):
