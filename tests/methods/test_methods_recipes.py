@@ -1,6 +1,7 @@
 """Every shipped CIFAR-100 recipe loads and validates; per-pair hyperparameters match docs/reference/methods.md §3, §5,
 §9, §10."""
 
+import functools
 import re
 from pathlib import Path
 
@@ -202,13 +203,15 @@ def test_imagenet_recipe_validates(path: Path):
         assert cfg.out_dir == f"runs/imagenet/{path.parent.name}/{path.stem}"
 
 
+def _imagenet_recipe(pair, method):
+    return load_config(IMAGENET / pair / f"{method}.yaml")
+
+
 @pytest.mark.parametrize("pair", IMAGENET_PAIRS)
 def test_imagenet_published_values(pair):
     """docs/reference/imagenet.md §4 and docs/reference/methods.md §2, §3, §5, §6, §8."""
     r18 = pair == "resnet34-resnet18"
-
-    def load(method):
-        return load_config(IMAGENET / pair / f"{method}.yaml")
+    load = functools.partial(_imagenet_recipe, pair)
 
     kd = load("kd")
     assert (kd.method.args["temperature"], kd.method.args["ce_weight"], kd.method.args["kd_weight"]) == (1.0, 0.5, 0.5)
@@ -242,9 +245,7 @@ def test_imagenet_published_values(pair):
 def test_imagenet_feature_b_recipes(pair):
     """mdistiller's configs/imagenet/*/{crd,reviewkd,ofd,dot}.yaml (docs/reference/methods.md §13–§16)."""
     r18 = pair == "resnet34-resnet18"
-
-    def load(method):
-        return load_config(IMAGENET / pair / f"{method}.yaml")
+    load = functools.partial(_imagenet_recipe, pair)
 
     crd = load("crd")
     assert _schedule(crd) == TORCHDISTILL and crd.method.args["negatives_with_replacement"] is True

@@ -127,6 +127,19 @@ def preact_layer(layer: nn.Sequential, x: Tensor) -> tuple[Tensor, Tensor]:
     return F.relu(p), p
 
 
+def preact_stages(stem: Tensor, layers, entry=None) -> tuple[list[Tensor], list[Tensor]]:
+    """Stages and pre-activations of a network whose stem's pre-activation is ``stem`` and whose next stages are
+    ``layers`` (each ending in a block with ``preact``, :func:`preact_layer`), each fed the previous stage; the first
+    is fed ``entry(ReLU(stem))`` (e.g. a max-pool), default ``ReLU(stem)``."""
+    stages, preacts = [F.relu(stem)], [stem]
+    x = stages[0] if entry is None else entry(stages[0])
+    for layer in layers:
+        x, p = preact_layer(layer, x)
+        stages.append(x)
+        preacts.append(p)
+    return stages, preacts
+
+
 def preact_sequential(layers: nn.Sequential, x: Tensor, ends: tuple[int, ...]) -> tuple[list[Tensor], list[Tensor]]:
     """:func:`sequential_stages` with pre-activations: a stage that ends in a ReLU (or ReLU6) module keeps that
     module's input and applies the activation out of place; any other stage (e.g. an inverted residual block, whose
@@ -167,4 +180,4 @@ def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1
 
 
 __all__ = ["ZooModel", "init_weights", "channel_shuffle", "conv_bn", "check_positive_int", "preact_layer",
-           "preact_sequential", "sequential_stages"]
+           "preact_sequential", "preact_stages", "sequential_stages"]

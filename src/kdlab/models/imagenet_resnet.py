@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights, preact_layer
+from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights, preact_stages
 from kdlab.models.registry import register
 from kdlab.models.resnet import BasicBlock  # conv1/bn1/conv2/bn2/downsample: torchvision's BasicBlock names
 
@@ -84,15 +84,8 @@ class ImageNetResNet(ZooModel):
         return [stem, f1, f2, f3, f4]
 
     def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        p = self.bn1(self.conv1(x))
-        stem = F.relu(p)
-        stages, preacts = [stem], [p]
-        out = F.max_pool2d(stem, 3, stride=2, padding=1)
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            out, p = preact_layer(layer, out)
-            stages.append(out)
-            preacts.append(p)
-        return stages, preacts
+        return preact_stages(self.bn1(self.conv1(x)), (self.layer1, self.layer2, self.layer3, self.layer4),
+                             entry=lambda stem: F.max_pool2d(stem, 3, stride=2, padding=1))
 
     def stage_norms(self) -> list[nn.Module]:
         return [self.bn1] + [layer[-1].out_norm for layer in (self.layer1, self.layer2, self.layer3, self.layer4)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights, preact_layer
+from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights, preact_stages
 from kdlab.models.registry import register
 
 
@@ -75,13 +75,7 @@ class CifarResNet(ZooModel):
         return [f0, f1, f2, f3]
 
     def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        p = self.bn1(self.conv1(x))
-        stages, preacts = [F.relu(p)], [p]
-        for layer in (self.layer1, self.layer2, self.layer3):
-            f, p = preact_layer(layer, stages[-1])
-            stages.append(f)
-            preacts.append(p)
-        return stages, preacts
+        return preact_stages(self.bn1(self.conv1(x)), (self.layer1, self.layer2, self.layer3))
 
     def stage_norms(self) -> list[nn.Module]:
         return [self.bn1] + [layer[-1].out_norm for layer in (self.layer1, self.layer2, self.layer3)]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models._base import ZooModel, channel_shuffle, check_positive_int, conv_bn, preact_layer
+from kdlab.models._base import ZooModel, channel_shuffle, check_positive_int, conv_bn, preact_stages
 from kdlab.models.registry import register
 
 
@@ -98,12 +98,7 @@ class ShuffleNetV2(ZooModel):
         return [f0, f1, f2, f3, f4]
 
     def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        p = self.bn1(self.conv1(x))
-        stages, preacts = [F.relu(p)], [p]
-        for layer in (self.layer1, self.layer2, self.layer3):
-            f, p = preact_layer(layer, stages[-1])
-            stages.append(f)
-            preacts.append(p)
+        stages, preacts = preact_stages(self.bn1(self.conv1(x)), (self.layer1, self.layer2, self.layer3))
         p = self.bn2(self.conv2(stages[-1]))
         stages.append(F.relu(p))
         preacts.append(p)
