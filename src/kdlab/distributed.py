@@ -8,6 +8,7 @@ import inspect
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
@@ -110,6 +111,29 @@ def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
     for t in tensors:
         t.copy_(flat[offset:offset + t.numel()].view_as(t))
         offset += t.numel()
+
+
+def all_gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every rank's ``t`` ([n_r, ...], n_r may differ by rank) concatenated in rank order, and the row where this
+    rank's rows start; in one process ``(t, 0)``. Two collectives: the row counts, then the rows padded to the
+    largest count (gloo and NCCL need equal sizes)."""
+    if not is_initialized() or world_size() == 1:
+        return t, 0
+    counts = [torch.zeros(1, dtype=torch.int64, device=t.device) for _ in range(world_size())]
+    tdist.all_gather(counts, torch.tensor([t.shape[0]], dtype=torch.int64, device=t.device))
+    sizes = [int(c) for c in counts]
+    padded = t.new_zeros((max(sizes), *t.shape[1:]))
+    padded[: t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in sizes]
+    tdist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[: rank()])
+
+
+def exclude_from_ddp_sync(module: nn.Module, names: list[str]) -> None:
+    """Keep the buffers ``names`` (paths in ``module``, the module DDP will wrap) out of DDP's broadcast of rank 0's
+    buffers before every forward: for state that every rank updates identically itself (CRD's memory bank: tens of
+    MB to GB, which DDP would otherwise copy from rank 0 at every step). Call before the DDP wrapper is built."""
+    DDP._set_params_and_buffers_to_ignore_for_model(module, list(names))
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:
@@ -235,6 +259,35 @@ class GlooSyncBatchNorm(_BatchNorm):
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y
+
+
+@contextmanager
+def batch_statistics(module: nn.Module):
+    """Inside: every BatchNorm of ``module`` normalises by the statistics of the batch it sees — over all ranks'
+    batches under torchrun, so W processes equal one — as in training mode, but leaves its running statistics as
+    they are (a frozen teacher's, used for its evaluation). For forwards without gradient (the OFD reference runs its
+    teacher in training mode)."""
+    norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+    for bn in norms:
+        bn.forward = _global_batch_norm.__get__(bn)
+    try:
+        yield
+    finally:
+        for bn in norms:
+            del bn.forward
+
+
+def _global_batch_norm(self: _BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    if not is_initialized() or world_size() == 1:  # PyTorch's own kernel; no running statistics given, none updated
+        return torch.nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    n = torch.tensor([x.numel() // max(x.shape[1], 1)], dtype=torch.float64, device=x.device)
+    total = all_reduce_sum(torch.cat([x.double().sum(dims), n]))
+    mean = total[:-1] / total[-1]
+    var = all_reduce_sum(((x.double() - mean.view(shape)) ** 2).sum(dims)) / total[-1]
+    y = (x - mean.to(x.dtype).view(shape)) * torch.rsqrt(var.to(x.dtype) + self.eps).view(shape)
+    return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
 
 
 def has_batchnorm(module: nn.Module) -> bool:

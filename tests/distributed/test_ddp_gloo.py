@@ -31,6 +31,10 @@ METHODS = {
     "fitnet": "{name: fitnet, args: {student_stage: 0, teacher_stage: 1}}",
     "rkd": "{name: rkd, args: {}}",
     "vid": "{name: vid, args: {student_stages: [0, 1], teacher_stages: [0, 1]}}",
+    # CRD: every rank draws the global batch's negatives and updates the bank with every rank's embeddings
+    "crd": "{name: crd, args: {num_negatives: 64, embed_dim: 32}}",
+    "reviewkd": "{name: reviewkd, args: {warmup: 1}}",  # ABF modules with BatchNorm (synchronised too)
+    "ofd": "{name: ofd}",  # BN connectors, pre-ReLU features
 }
 CASES = {  # name: (method, student, train subset)
     "kd-mlp": ("kd", "mnist1d_mlp", 512),  # BN-free
@@ -40,7 +44,12 @@ CASES = {  # name: (method, student, train subset)
     "fitnet-bn": ("fitnet", "mnist1d_cnn_small", 512),  # BatchNorm in the student and in the trained regressor
     "rkd-bn-uneven": ("rkd", "mnist1d_cnn_small", 519),  # a loss over the global batch, uneven last batch
     "vid-bn": ("vid", "mnist1d_cnn_small", 512),
+    "crd-bn-uneven": ("crd", "mnist1d_cnn_small", 519),
+    "reviewkd-bn": ("reviewkd", "mnist1d_cnn_small", 512),
+    "ofd-bn": ("ofd", "mnist1d_cnn_small", 512),
+    "kd-dot-bn-uneven": ("kd", "mnist1d_cnn_small", 519),  # DOT: both gradients averaged over ranks by DOT itself
 }
+OPTIMIZER = {"kd-dot-bn-uneven": "dot"}
 
 
 def _config(tmp_path, teacher, case):
@@ -51,7 +60,7 @@ data: {{name: mnist1d, train_subset: {n}, test_subset: 100}}
 teacher: {{checkpoint: {teacher}}}
 student: {{arch: {student}}}
 method: {METHODS[method]}
-optim: {{epochs: 2, batch_size: 64, lr: 0.1}}
+optim: {{epochs: 2, batch_size: 64, lr: 0.1, optimizer: {OPTIMIZER.get(case, "sgd")}}}
 run: {{progress: false, threads: 1, tensorboard: false}}
 """)
     return cfg

@@ -195,6 +195,7 @@ def test_public_api_is_exported():
         "binary_kl_loss", "binary_kl_norm_loss", "r2kd_value_loss", "spearman_loss", "cmkd_loss",
         "logit_standardize", "strong_set_target", "strong_set_topk", "strong_set_mass", "strong_set",
         "pearson_distance_rows", "set_validation", "validation",
+        "ofd_loss", "ofd_margin", "hcl_loss", "crd_loss",  # feature losses (docs/reference/methods.md §14–§16)
     }
     assert required <= set(L.__all__)
     assert all(callable(getattr(L, name)) for name in L.__all__ if name != "STRONG_SET_RULES")

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from kdlab.data import BatchLoader
 from kdlab.data.batch import Batch
 from kdlab.methods import create as build
 from kdlab.models import create
@@ -26,8 +27,12 @@ def _method(name, args=None, student="mnist1d_mlp", teacher="mnist1d_cnn", seed=
     # scale the teacher's head so that its softmax is far from uniform (random heads are nearly flat)
     with torch.no_grad():
         t.classifier.weight.mul_(8.0)
-    # a probe of two samples of `shape` sets up feature methods (Method.setup), as the builder does with real data
-    return build(name, s, FrozenTeacher(t), num_classes, args, probe=torch.randn(2, *shape, generator=torch.Generator().manual_seed(1)))
+    # a probe of two samples of `shape` sets up feature methods (Method.setup), as the builder does with real data;
+    # the training data is make_batch's default batch (CRD sizes its memory bank and draws negatives from it)
+    data = _batch(shape=shape, num_classes=num_classes)
+    return build(name, s, FrozenTeacher(t), num_classes, args,
+                 probe=torch.randn(2, *shape, generator=torch.Generator().manual_seed(1)),
+                 data=BatchLoader(data.x, data.y, batch_size=len(data.y)))
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Every shipped CIFAR-100 recipe loads and validates; per-pair hyperparameters match docs/reference/methods.md §3, §5,
 §9, §10."""
 
+import functools
 import re
 from pathlib import Path
 
@@ -21,6 +22,12 @@ METHODS = ["kd", "kd_ls", "dkd", "dist", "ttm", "wttm", "r2kd", "cakd", "cmkd", 
 # mdistiller's feature methods (docs/reference/methods.md §13): a recipe per CIFAR-100 pair, AT on ImageNet
 FEATURE_METHODS = ["fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd", "vid"]
 IMAGENET_FEATURE_METHODS = ["at"]
+# issue 20, part B: OFD, CRD, ReviewKD, and KD under the DOT optimiser (docs/reference/methods.md §14–§17)
+FEATURE_B = ["ofd", "crd", "reviewkd", "kd_dot"]
+# the authors' released CIFAR-100 script (docs/reference/methods.md §16); the other pairs carry a kdlab default
+REVIEWKD_WEIGHT = {"wrn_40_2-wrn_16_2": 5.0, "wrn_40_2-wrn_40_1": 5.0, "wrn_40_2-ShuffleV1": 5.0,
+                   "resnet32x4-resnet8x4": 5.0, "resnet32x4-ShuffleV1": 5.0, "resnet32x4-ShuffleV2": 8.0,
+                   "resnet56-resnet20": 0.6, "resnet110-resnet32": 1.0}
 # docs/reference/methods.md §3: β = 2 / 6 for these pairs, 8 otherwise
 DKD_BETA = {"resnet56-resnet20": 2, "resnet110-resnet32": 2, "vgg13-vgg8": 6, "vgg13-MobileNetV2": 6,
             "wrn_40_2-wrn_16_2": 6, "wrn_40_2-wrn_40_1": 6}
@@ -47,7 +54,7 @@ def _all_files():
 
 
 def test_the_expected_recipe_set_is_shipped():
-    expected = {CIFAR / p / f"{m}.yaml" for p in PAIRS for m in METHODS + FEATURE_METHODS}
+    expected = {CIFAR / p / f"{m}.yaml" for p in PAIRS for m in METHODS + FEATURE_METHODS + FEATURE_B}
     expected |= {CIFAR / "students" / s / "ce.yaml" for s in STUDENTS}
     expected |= {CIFAR / "teachers" / f"{t}.yaml" for t in TEACHERS}
     assert set(_all_files()) == expected
@@ -101,6 +108,32 @@ def test_per_pair_values_match_the_spec(pair):
     assert (dhkd["alpha"], dhkd["temperature"], dhkd["head"]) == (1.0, 2.0, "nonlinear")
 
 
+@pytest.mark.parametrize("pair", PAIRS)
+def test_feature_b_recipes_carry_the_published_values(pair):
+    """docs/reference/methods.md §14 (OFD), §15 (CRD), §16 (ReviewKD), §17 (DOT)."""
+    def load(method):
+        return load_config(CIFAR / pair / f"{method}.yaml")
+
+    ofd = load("ofd").method.args
+    assert (ofd["ce_weight"], ofd["feat_weight"], ofd["connector_kernel"]) == (1.0, 1e-3, 1)
+    crd = load("crd").method.args
+    assert (crd["ce_weight"], crd["crd_weight"], crd["embed_dim"], crd["num_negatives"], crd["temperature"],
+            crd["momentum"], crd["negatives_with_replacement"]) == (1.0, 0.8, 128, 16384, 0.07, 0.5, False)
+    review = load("reviewkd")
+    text = (CIFAR / pair / "reviewkd.yaml").read_text(encoding="utf-8").splitlines()[0]
+    a = review.method.args
+    assert (a["ce_weight"], a["warmup"], a["student_preact"]) == (1.0, 20, False)
+    if pair in REVIEWKD_WEIGHT:
+        assert a["reviewkd_weight"] == REVIEWKD_WEIGHT[pair] and "published for this pair" in text
+    else:
+        assert "kdlab default" in text
+    dot = load("kd_dot")
+    assert dot.method.name == "kd" and (dot.optim.optimizer, dot.optim.momentum, dot.optim.dot_delta) == (
+        "dot", 0.9, 0.075)
+    assert (dot.method.args["temperature"], dot.method.args["ce_weight"], dot.method.args["kd_weight"]) == (
+        4.0, 0.1, 0.9)
+
+
 def test_cifar_teacher_recipes_run_with_kdlab_teacher():
     """`kdlab teacher cifar100/teachers/<arch>` (the README's command) reads teacher.arch, `kdlab train` student.arch."""
     for path in sorted((CIFAR / "teachers").glob("*.yaml")):
@@ -146,7 +179,9 @@ def _check_first_line_and_citations(path: Path):
 
 
 def test_the_expected_imagenet_and_tiny_recipe_sets_are_shipped():
-    expected = {IMAGENET / p / f"{m}.yaml" for p in IMAGENET_PAIRS for m in METHODS + IMAGENET_FEATURE_METHODS}
+    expected = {IMAGENET / p / f"{m}.yaml" for p in IMAGENET_PAIRS
+                for m in METHODS + IMAGENET_FEATURE_METHODS + ["crd", "reviewkd", "kd_dot"]}
+    expected |= {IMAGENET / "resnet50-mobilenet_v1" / "ofd.yaml"}  # mdistiller's one ImageNet OFD config
     expected |= {IMAGENET / "students" / s / "ce.yaml" for s in ("resnet18", "mobilenet_v1")}
     expected |= {IMAGENET / "teachers" / f"{t}.yaml" for t in ("resnet34", "resnet50")}
     assert set(IMAGENET.rglob("*.yaml")) == expected
@@ -172,13 +207,15 @@ def test_imagenet_recipe_validates(path: Path):
         assert cfg.out_dir == f"runs/imagenet/{path.parent.name}/{path.stem}"
 
 
+def _imagenet_recipe(pair, method):
+    return load_config(IMAGENET / pair / f"{method}.yaml")
+
+
 @pytest.mark.parametrize("pair", IMAGENET_PAIRS)
 def test_imagenet_published_values(pair):
     """docs/reference/imagenet.md §4 and docs/reference/methods.md §2, §3, §5, §6, §8."""
     r18 = pair == "resnet34-resnet18"
-
-    def load(method):
-        return load_config(IMAGENET / pair / f"{method}.yaml")
+    load = functools.partial(_imagenet_recipe, pair)
 
     kd = load("kd")
     assert (kd.method.args["temperature"], kd.method.args["ce_weight"], kd.method.args["kd_weight"]) == (1.0, 0.5, 0.5)
@@ -206,6 +243,29 @@ def test_imagenet_published_values(pair):
     assert load("cmkd").method.args["temperature"] == 1.0  # docs/reference/methods.md §7: τ = 1 on ImageNet
     r2kd = load("r2kd").method.args
     assert (r2kd["lam"], r2kd["prune_amount"], r2kd["input_mean"]) == (0.7, 0.1, [0.485, 0.456, 0.406])
+
+
+@pytest.mark.parametrize("pair", IMAGENET_PAIRS)
+def test_imagenet_feature_b_recipes(pair):
+    """mdistiller's configs/imagenet/*/{crd,reviewkd,ofd,dot}.yaml (docs/reference/methods.md §14–§17)."""
+    r18 = pair == "resnet34-resnet18"
+    load = functools.partial(_imagenet_recipe, pair)
+
+    crd = load("crd")
+    assert _schedule(crd) == TORCHDISTILL and crd.method.args["negatives_with_replacement"] is True
+    assert (crd.method.args["num_negatives"], crd.method.args["crd_weight"]) == (16384, 0.8)
+    review = load("reviewkd")
+    a = review.method.args
+    assert _schedule(review) == TORCHDISTILL
+    assert (a["reviewkd_weight"], a["warmup"], a["student_preact"], a.get("mid_channels")) == (
+        (1.0, 1, True, None) if r18 else (8.0, 1, True, 256))
+    dot = load("kd_dot")
+    assert _schedule(dot) == MDISTILLER and (dot.optim.optimizer, dot.optim.dot_delta) == ("dot", 0.09)
+    assert (dot.method.args["temperature"], dot.method.args["ce_weight"], dot.method.args["kd_weight"]) == (
+        1.0, 0.5, 0.5)
+    if not r18:
+        ofd = load("ofd")
+        assert _schedule(ofd) == (100, 128, 0.05, 1e-4, [30, 60, 90]) and ofd.method.args["feat_weight"] == 1e-4
 
 
 @pytest.mark.parametrize("path", sorted(TINY.rglob("*.yaml")), ids=lambda p: str(p.relative_to(TINY)))

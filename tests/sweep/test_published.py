@@ -27,7 +27,7 @@ def _section(doc: str, number: int) -> str:
     text = (ROOT / doc).read_text(encoding="utf-8")
     start = text.index(f"\n## {number}. ")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end != -1 else len(text)]
+    return text[start:] if end < 0 else text[start:end]
 
 
 def _tables(section: str) -> list[list[list[str]]]:
@@ -143,7 +143,8 @@ def test_a_renamed_recipe_directory_is_a_one_line_change(tmp_path):
     text = PUBLISHED_FILE.read_text(encoding="utf-8")
     renamed = text.replace("cifar100/cifar_resnet50-MobileNetV2:", "cifar100/ResNet50-MobileNetV2:")
     changed = [a for a, b in zip(text.splitlines(), renamed.splitlines()) if a != b]
-    assert len(changed) == 1
+    blocks = [k for k in read_yaml(PUBLISHED_FILE) if k == "pairs" or k.startswith("pairs_")]
+    assert len(changed) == len(blocks) == 2  # one line in each block of methods (`pairs`, `pairs_features_b`)
     (tmp_path / "published.yaml").write_text(renamed, encoding="utf-8")
     pub = load_published(tmp_path / "published.yaml")
     assert pub.lookup("cifar100", "ResNet50-MobileNetV2", "dkd")[0].acc == 70.35
@@ -162,4 +163,33 @@ def test_a_bad_entry_is_refused_with_its_place(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("sources: {a: A}\npairs:\n  cifar100/x-y:\n    kd: {acc: 1.0, source: b}\n")
     with pytest.raises(ValueError, match=r"cifar100/x-y/kd: source 'b'"):
+        load_published(path)
+
+
+def test_every_number_of_methods_md_17_is_there_with_its_source(pub):
+    """The feature methods' block (docs/reference/methods.md §18): every cell of both tables, no number more."""
+    cifar, imagenet = _tables(_section(METHODS, 17))
+    names = {**_by_paper_name(pub), "R34→R18": "imagenet/resnet34-resnet18", "R50→MV1": "imagenet/resnet50-mobilenet_v1"}
+    columns = {"OFD": "ofd", "CRD": "crd", "ReviewKD": "reviewkd", "KD + DOT": "kd_dot"}
+    seen = 0
+    for table in (cifar, imagenet):
+        for row in table[1:]:
+            key = names[row[0]]
+            for column, cell in zip(table[0][1:], row[1:]):
+                found = pub.lookup(*key.split("/"), columns[column])
+                if cell == "—":
+                    assert not found, (key, column)
+                    continue
+                seen += 1
+                assert [e.acc for e in found] == [float(cell)], (key, column)
+                assert "§18" in found[0].source
+    block = read_yaml(PUBLISHED_FILE)["pairs_features_b"]
+    assert seen == sum(len([m for m in entry if m != "paper"]) for entry in block.values()) == 46
+
+
+def test_a_method_given_in_two_blocks_is_refused(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("sources: {a: A}\npairs:\n  cifar100/x-y:\n    kd: {acc: 1.0, source: a}\n"
+                    "pairs_more:\n  cifar100/x-y:\n    kd: {acc: 2.0, source: a}\n")
+    with pytest.raises(ValueError, match=r"cifar100/x-y/kd is given twice \(pairs_more\)"):
         load_published(path)

@@ -25,6 +25,7 @@ import yaml
 
 from kdlab import distributed as dist
 from kdlab import methods
+from kdlab._checks import SettingError
 from kdlab._io import atomic_write_text
 from kdlab.config import RunConfig
 from kdlab.config import load_config as _load_config
@@ -170,6 +171,10 @@ def plan(cfg: RunConfig, num_classes: int, input_shape: Sequence[int], digests: 
     ``kdlab.fit``'s plan (:attr:`RunPlan.objects`)."""
     facts = RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape))
     cls, hp, changes = _resolve(cfg.method, facts)
+    if cfg.optim.optimizer == "dot" and cls.backward is not Method.backward:
+        raise SettingError(f"{{optimizer}}=dot takes the CE term's and the distillation terms' gradients apart itself, "
+                           f"but method {cls.name!r} makes its own update direction from them (its backward); use "
+                           "{optimizer}=sgd", optimizer="optim.optimizer")
     added = []
     for section in cfg.method.add:
         a_cls, a_hp, a_changes = _resolve(section, facts)

@@ -75,6 +75,7 @@ def _train(parts: RunParts) -> Outcome:
     teacher = serve(plan, parts.teacher_module, parts.store, parts.train, out_dir, dp,
                     policy=parts.batch_transform is not None)
     method = plan.build_method(parts.student, teacher, nc).to(parts.device)
+    method.setup_data(parts.train)  # the training set's size and labels (CRD's memory bank)
     method.setup(parts.probe)  # before the optimizer: trainable extras sized from real features
     dp.model(method)
     if dp.compile:
@@ -87,7 +88,8 @@ def _train(parts: RunParts) -> Outcome:
         teacher_logits, reused = eval_logits(teacher, parts.test, digest)
     o = cfg.optim
     settings = LoopSettings(
-        epochs=o.epochs, lr=o.lr, optimizer=o.optimizer, momentum=o.momentum, weight_decay=o.weight_decay,
+        epochs=o.epochs, lr=o.lr, optimizer=o.optimizer, momentum=o.momentum, dot_delta=o.dot_delta,
+        weight_decay=o.weight_decay,
         nesterov=o.nesterov, schedule=o.schedule, milestones=list(o.milestones), gamma=o.gamma,
         warmup_epochs=o.warmup_epochs, eval_every=cfg.eval.every,
         out_dir=out_dir, progress=cfg.run.progress, tensorboard=cfg.run.tensorboard, identity_hash=plan.identity_hash,

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
 from kdlab import distributed as dist
 from kdlab._io import save_tensors
 from kdlab._modes import eval_mode
 from kdlab.data.protocol import Loader
 from kdlab.engine.checkpoint import check_same_run, load_training_state, save_training_state
+from kdlab.engine.dot import DOT, dot_backward
 from kdlab.engine.guard import DivergenceGuard, TrainingDiverged
 from kdlab.engine.metrics_log import MetricsLog
 from kdlab.engine.precision import DevicePath
@@ -40,8 +44,9 @@ class NonFiniteLossError(TrainingDiverged, FloatingPointError):
 class LoopSettings:
     epochs: int
     lr: float
-    optimizer: str = "sgd"  # or "adamw"
+    optimizer: str = "sgd"  # or "adamw", or "dot" (engine.dot: SGD with the task's and distillation's momenta)
     momentum: float = 0.9
+    dot_delta: float = 0.075  # DOT's Δ: momentum μ − Δ for the CE gradient, μ + Δ for the distillation gradient
     weight_decay: float = 5e-4
     nesterov: bool = False
     schedule: str = "step"
@@ -76,8 +81,13 @@ def make_optimizer(method: torch.nn.Module, s: LoopSettings) -> torch.optim.Opti
         raise ValueError("the method has no trainable parameters")
     if s.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer == "dot":
+        if s.nesterov or s.grad_clip is not None:
+            raise ValueError("optim.optimizer=dot steps with two momentum buffers of its own: optim.nesterov and "
+                             "optim.grad_clip do not apply to it; remove them or use optim.optimizer=sgd")
+        return DOT(params, lr=s.lr, momentum=s.momentum, delta=s.dot_delta, weight_decay=s.weight_decay)
     if s.optimizer != "sgd":
-        raise ValueError(f"unknown optimizer {s.optimizer!r}; use sgd or adamw")
+        raise ValueError(f"unknown optimizer {s.optimizer!r}; use sgd, adamw or dot")
     return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.nesterov)
 
 
@@ -232,6 +242,9 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
     forward = method.prepare_distributed(device, sync_bn=s.sync_bn)
     optimizer = make_optimizer(method, s)
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    dot = isinstance(optimizer, DOT)
+    # DOT takes its two gradients with autograd.grad and averages them itself: DDP's own sync stays off
+    no_sync = forward.no_sync if dot and isinstance(forward, DDP) else nullcontext
     dp = s.device_path
     is_main = dist.is_main()
     log = MetricsLog(s.out_dir, s.tensorboard if is_main else False) if s.out_dir is not None else None
@@ -275,7 +288,7 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
                 batch = batch_transform(batch, epoch)
             if dp.channels_last:
                 batch = replace(batch, x=dp.input(batch.x))
-            with dp.autocast():
+            with no_sync(), dp.autocast():
                 out = forward(batch, epoch)
             if check_every_step:
                 _check_finite(out, epoch, step)
@@ -283,7 +296,11 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
                 nonfinite |= ~torch.isfinite(out.total.detach())
             optimizer.zero_grad(set_to_none=True)
             w = _shard_weight(train_loader, step, n_loader)
-            method.backward(out if w == 1.0 else replace(out, losses={k: v * w for k, v in out.losses.items()}))
+            scaled = out if w == 1.0 else replace(out, losses={k: v * w for k, v in out.losses.items()})
+            if dot:  # two gradients (CE, distillation), averaged over the processes by dot_backward itself
+                dot_backward(scaled.losses, params, optimizer)
+            else:
+                method.backward(scaled)
             if s.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, s.grad_clip)  # global norm; no host sync
             optimizer.step()

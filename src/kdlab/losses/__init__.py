@@ -1,4 +1,4 @@
-"""Pure functional distillation losses (contract: docs/reference/methods.md §1 and §13).
+"""Pure functional distillation losses (contract: docs/reference/methods.md §1; feature losses: §13–§16).
 
 Logit losses take student logits ``z`` and teacher logits ``v`` of shape [N, C], compute in log space, and return the
 batch-mean (sum over classes, divided by N) unless ``reduction`` says "sum" or "none" (per-sample [N]). Feature
@@ -25,11 +25,14 @@ from kdlab.losses.correlation import (
     r2kd_value_loss,
     spearman_loss,
 )
+from kdlab.losses.crd import crd_loss
 from kdlab.losses.dkd import dkd_loss, dkd_parts
 from kdlab.losses.hint import fitnet_loss, vid_loss
 from kdlab.losses.kdsvd import kdsvd_loss
 from kdlab.losses.kd import kd_loss
+from kdlab.losses.ofd import ofd_loss, ofd_margin
 from kdlab.losses.ranks import hard_rank, soft_rank
+from kdlab.losses.reviewkd import hcl_loss
 from kdlab.losses.relational import pkt_loss, rkd_loss, sp_loss
 from kdlab.losses.standardize import logit_standardize
 from kdlab.losses.strong_sets import (
@@ -56,7 +59,7 @@ __all__ = [
     "spearman_loss",
     "cmkd_loss",
     "logit_standardize",
-    # feature losses (docs/reference/methods.md §13)
+    # feature losses (docs/reference/methods.md §13–§16)
     "fitnet_loss",
     "at_loss",
     "nst_loss",
@@ -65,6 +68,9 @@ __all__ = [
     "sp_loss",
     "kdsvd_loss",
     "vid_loss",
+    "ofd_loss",
+    "crd_loss",
+    "hcl_loss",
     # CAKD strong sets
     "STRONG_SET_RULES",
     "strong_set",
@@ -82,6 +88,7 @@ __all__ = [
     "pool_to_match",
     "hard_rank",
     "soft_rank",
+    "ofd_margin",
     # validation switch
     "set_validation",
     "validation",

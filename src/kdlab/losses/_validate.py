@@ -217,3 +217,37 @@ def check_mask(mask: object, n: int, c: int, device: torch.device, name: str = "
     if mask.device != device:
         raise ValueError(f"{name} is on {mask.device} but the logits are on {device}; move it to one device")
     return mask
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# feature maps
+
+
+def check_feature_pair(a: object, b: object, name_a: str, name_b: str,
+                       same_shape: bool = True) -> tuple[Tensor, Tensor]:
+    """Two floating feature tensors ``[N, C, ...]`` on one device with the same batch size (and, by default, the
+    same shape), cast to the common compute dtype; ``b`` (the teacher's) is detached."""
+    for x, name in ((a, name_a), (b, name_b)):
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor [N, C, ...]; got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must have a floating dtype; got {x.dtype}")
+        if x.dim() < 2 or x.shape[0] < 1:
+            raise ValueError(f"{name} must be [N, C, ...] with N >= 1; got shape {tuple(x.shape)}")
+    if a.device != b.device:
+        raise ValueError(f"{name_b} is on {b.device} but {name_a} is on {a.device}; move both to one device")
+    if (a.shape if same_shape else a.shape[:1]) != (b.shape if same_shape else b.shape[:1]):
+        what = "the same shape as" if same_shape else "the same batch size as"
+        raise ValueError(f"{name_b} must have {what} {name_a}; got {tuple(b.shape)} vs {tuple(a.shape)}")
+    check_finite(a, name_a)
+    check_finite(b, name_b)
+    dtype = compute_dtype(a, b)
+    return a.to(dtype), b.detach().to(dtype)
+
+
+def stage_list(x: object, name: str) -> list:
+    """A non-empty list of per-stage tensors: a tensor is one stage."""
+    stages = [x] if isinstance(x, Tensor) else list(x) if isinstance(x, (list, tuple)) else None
+    if not stages:
+        raise ValueError(f"{name} must be a tensor or a non-empty list of tensors (one per stage); got {x!r:.60}")
+    return stages

@@ -11,8 +11,8 @@ here (the pattern of timm's ``TrainingTask``):
   :meth:`needs_teacher`, :meth:`cacheable` (may an exact logit cache stand in for the teacher?),
   :meth:`needs_full_teacher_distribution` (would a top-k teacher store change the objective?) and :meth:`adapt`:
   the defaults that only suit CIFAR-100 (class count, 240 epochs), fitted to the run at hand;
-* :meth:`setup` (called once with a real batch before the optimizer exists: feature methods size their trainable
-  extras from it) and :meth:`compile` (``run.compile``: every path the method runs the student through);
+* :meth:`setup_data` (the training loader: CRD sizes its memory bank from it) and :meth:`setup` (called once with a
+  real batch before the optimizer exists: feature methods size their trainable extras from it) and :meth:`compile` (``run.compile``: every path the method runs the student through);
 * :meth:`prepare_distributed` (BatchNorm over the global batch, DDP around the trainable part; DHKD syncs its own
   gradients instead);
 * :attr:`report_temperature` (the τ at which reports also give KL), :meth:`eval_model` (the network evaluated and
@@ -196,6 +196,15 @@ class Method(nn.Module):
         object.__setattr__(part, "student", self.student)
         self.added.append(part)
         self.added_weights[part.name] = float(weight)
+
+    def setup_data(self, train) -> None:
+        """Called once with the training loader (a :class:`~kdlab.data.Loader`) before :meth:`setup`, so a method
+        whose state is sized or keyed by the training set (CRD's memory bank: one row per sample, negatives drawn
+        among the other classes) can read its size and labels, and refuse data whose batch indices are not the
+        data set's sample indices. Default: the added methods' ``setup_data``; a subclass that overrides it calls
+        ``super().setup_data(train)``."""
+        for part in self.added:
+            part.setup_data(train)
 
     def setup(self, probe: torch.Tensor) -> None:
         """Called once with a real batch of inputs (a few samples of the run's data, on the student's device) before

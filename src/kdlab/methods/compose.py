@@ -37,14 +37,15 @@ class Served(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.logits if x is self.x else self.real(x)
 
-    def forward_features(self, x: Tensor) -> tuple[Tensor, dict[str, Any]]:
-        return self.served(x, None)
+    def forward_features(self, x: Tensor, preact: bool = False) -> tuple[Tensor, dict[str, Any]]:
+        return self.served(x, None, preact)
 
-    def served(self, x: Tensor, paths: list[str] | None) -> tuple[Tensor, dict[str, Any]]:
+    def served(self, x: Tensor, paths: list[str] | None, preact: bool = False) -> tuple[Tensor, dict[str, Any]]:
         """(logits, features) of ``x`` with the stages of ``paths`` (module paths; None: the model's own
-        ``forward_features``), as :func:`kdlab.models.forward_features` would give them."""
-        if x is not self.x or self.features is None:
-            return forward_features(self.real, x, paths)
+        ``forward_features``; ``preact``: with each stage's pre-activation), as
+        :func:`kdlab.models.forward_features` would give them."""
+        if x is not self.x or self.features is None or (preact and "preact" not in self.features):
+            return forward_features(self.real, x, paths, preact=preact)
         if paths is None:
             return self.logits, self.features
         stages = [self.features["stages"][i] for i in self.paths[tuple(paths)]]
@@ -73,9 +74,9 @@ class ServedTeacher:
             self._logits = self.teacher.logits_for_batch(batch)
         return self._logits
 
-    def features(self, x: Tensor, stage_paths: list[str] | None = None):
-        if self._features is None or x is not self.batch.x:
-            return self.teacher.features(x, stage_paths)
+    def features(self, x: Tensor, stage_paths: list[str] | None = None, preact: bool = False):
+        if self._features is None or x is not self.batch.x or (preact and "preact" not in self._features[1]):
+            return self.teacher.features(x, stage_paths, preact=preact)
         logits, feats = self._features
         if stage_paths is None:
             return logits, feats
@@ -112,6 +113,11 @@ def _reads(part, who: str) -> list[str] | None | bool:
     return part.stage_paths(who) if callable(uses) and uses() else False
 
 
+def _preact(part, who: str) -> bool:
+    """Whether ``part`` reads ``who``'s pre-activations (OFD, ReviewKD) on the step's batch."""
+    return _reads(part, who) is not False and part.preact(who)
+
+
 def _set_student(method, student: nn.Module) -> None:
     # the run's method owns the student (a submodule); an added method holds it as a plain attribute (Method.add)
     if "student" in method._modules:
@@ -128,12 +134,13 @@ def combined_step(method, batch, epoch: int):
     s_paths, s_index = _union([r for r in (_reads(m, "student") for m in every) if r is not False], "student")
     t_paths, t_index = _union([r for r in (_reads(m, "teacher") for m in every) if r is not False], "teacher")
     t_out = None
+    s_pre, t_pre = (any(_preact(m, who) for m in every) for who in ("student", "teacher"))
     if s_paths is not None or callable(getattr(student, "forward_features", None)):
-        logits, feats = forward_features(student, x, s_paths)  # zoo models: the same cost as their forward
+        logits, feats = forward_features(student, x, s_paths, preact=s_pre)  # zoo models: the cost of their forward
     else:
         logits, feats = student(x), None
     if any(_reads(m, "teacher") is not False for m in every):
-        t_out = teacher.features(x, t_paths)  # one teacher pass gives its logits and its features
+        t_out = teacher.features(x, t_paths, preact=t_pre)  # one teacher pass gives its logits and its features
     served, shared = Served(student, x, logits, feats, s_index), ServedTeacher(teacher, batch, t_out, t_index)
     try:
         for m in every:

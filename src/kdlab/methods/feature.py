@@ -44,6 +44,11 @@ class FeatureMethod(Method):
         """Whether this run reads features (CAKD's feature level can be off)."""
         return True
 
+    def preact(self, who: str) -> bool:
+        """Whether the ``who`` ("student"/"teacher") network's features include ``"preact"``, each stage's
+        pre-activation (zoo models only; OFD and ReviewKD read them). Default: no."""
+        return False
+
     def stage_paths(self, who: str) -> list[str] | None:
         """Module paths (``model.named_modules()``) whose outputs are the ``who`` ("student"/"teacher") network's
         stages, read with forward hooks; None: the stages of the model's own ``forward_features``."""
@@ -88,19 +93,29 @@ class FeatureMethod(Method):
         """(student logits, its features) for ``x``, with gradient (in a combination, computed once per step and
         served to every method: :class:`~kdlab.methods.compose.Served`)."""
         if isinstance(self.student, Served):
-            return self.student.served(x, self.stage_paths("student"))
-        return forward_features(self.student, x, self.stage_paths("student"))
+            return self.student.served(x, self.stage_paths("student"), preact=self.preact("student"))
+        return forward_features(self.student, x, self.stage_paths("student"), preact=self.preact("student"))
 
     def teacher_features(self, x: Tensor) -> tuple[Tensor, dict[str, Any]]:
         """(teacher logits, its features) from one teacher pass, without gradient."""
-        return self.teacher.features(x, self.stage_paths("teacher"))
+        return self.teacher.features(x, self.stage_paths("teacher"), preact=self.preact("teacher"))
+
+    def network(self, who: str) -> nn.Module:
+        """The ``who`` ("student"/"teacher") network itself."""
+        return self.student if who == "student" else self.teacher.module
+
+    def backbone(self, maps: list[Tensor], who: str) -> list[Tensor]:
+        """Per-stage ``maps`` of ``who``'s network without its head stages (``ZooModel.head_stages``: a 1x1 head
+        conv such as MobileNetV2's ``conv2``), so multi-stage methods pair backbone stages as mdistiller does."""
+        head = getattr(self.network(who), "head_stages", 0)
+        return list(maps[: len(maps) - head])
 
     def stage(self, features: dict[str, Any], who: str, index: int = -1, key: str | None = None) -> Tensor:
         """Stage ``index`` of ``who``'s ``features``; an error names ``key`` (the argument that chose it, default
         ``<who>_stage``) when the network has no such stage."""
         stages = features["stages"]
         key = f"method.args.{key or who + '_stage'}"
-        model = self.student if who == "student" else self.teacher.module
+        model = self.network(who)
         if not stages:
             children = ", ".join(name for name, _ in model.named_children()) or "none"
             if f"{who}_paths" in type(self.hp).model_fields:  # FeatureParams: the paths have a key of their own

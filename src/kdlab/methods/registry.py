@@ -37,12 +37,15 @@ def get(name: str) -> type[Method]:
 
 
 def create(name: str, student, teacher, num_classes: int, args: dict[str, Any] | None = None,
-           probe: torch.Tensor | None = None) -> Method:
-    """The method ``name`` around ``student`` and ``teacher``, its hyperparameters validated from ``args``. ``probe``:
-    a few real inputs, given to :meth:`Method.setup` (feature methods size their trainable parts from them and need
-    one; the others ignore it)."""
+           probe: torch.Tensor | None = None, data=None) -> Method:
+    """The method ``name`` around ``student`` and ``teacher``, its hyperparameters validated from ``args``. ``data``:
+    the training loader, given to :meth:`Method.setup_data` (CRD needs it); ``probe``: a few real inputs, given to
+    :meth:`Method.setup` (feature methods size their trainable parts from them and need one; the others ignore
+    it)."""
     cls = get(name)
     method = cls(student, teacher, num_classes, cls.Params.model_validate(args or {}))
+    if data is not None:
+        method.setup_data(data)
     if probe is not None:
         method.setup(probe)
     return method

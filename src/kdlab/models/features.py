@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from kdlab.models._base import ZooModel
+
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter elements (shared parameters counted once); only ``requires_grad`` ones if asked."""
@@ -35,11 +37,13 @@ def classifier_of(model: nn.Module) -> nn.Linear:
 
 
 def forward_features(
-    model: nn.Module, x: Tensor, stage_paths: Sequence[str] | None = None
+    model: nn.Module, x: Tensor, stage_paths: Sequence[str] | None = None, preact: bool = False
 ) -> tuple[Tensor, dict]:
     """``(logits, {"stages": [Tensor, ...], "pooled": Tensor [N, D]})`` for any classifier returning logits.
 
     - ``stage_paths`` is None and the model has ``forward_features`` (every zoo model): that method is used.
+      ``preact``: the features also hold ``"preact"``, each stage's pre-activation (``ZooModel``'s docstring); only
+      zoo models give them, any other model is a ValueError naming what is missing.
     - Otherwise one forward pass with temporary forward hooks: ``pooled`` is the input of
       :func:`classifier_of` (the model's ``classifier`` Linear, else its last ``nn.Linear``), flattened to
       [N, D]; ``stages`` are the outputs of the submodules named by ``stage_paths`` (``model.get_submodule``
@@ -50,6 +54,13 @@ def forward_features(
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"forward_features: model must be an nn.Module, got {type(model).__name__}")
+    if preact:
+        if stage_paths is not None or not isinstance(model, ZooModel):
+            raise ValueError(
+                f"{type(model).__name__} gives no pre-activation features: they are the tensors before each stage's "
+                "last ReLU, which forward hooks on module outputs cannot reach; use a kdlab zoo architecture "
+                "(kdlab.models.names())")
+        return model.forward_features(x, preact=True)
     if stage_paths is None and callable(getattr(model, "forward_features", None)):
         out = model.forward_features(x)
         if not (

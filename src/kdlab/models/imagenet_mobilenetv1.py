@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from kdlab.models._base import ZooModel, check_positive_int, sequential_stages
+from kdlab.models._base import ZooModel, check_positive_int, preact_sequential, sequential_stages
 from kdlab.models.registry import register
 
 # (output channels, stride) of the 13 depthwise-separable blocks
@@ -51,6 +51,12 @@ class MobileNetV1(ZooModel):
 
     def _stages(self, x: Tensor) -> list[Tensor]:
         return sequential_stages(self.model, x, _STAGE_ENDS)
+
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        return preact_sequential(self.model, x, _STAGE_ENDS)
+
+    def stage_norms(self) -> list[nn.Module]:
+        return [self.model[i][-2] for i in _STAGE_ENDS]
 
 
 @register("mobilenet_v1")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from kdlab.models._base import ZooModel, check_positive_int, init_weights, sequential_stages
+from kdlab.models._base import (ZooModel, check_positive_int, init_weights, preact_sequential,
+                               sequential_stages)
 from kdlab.models.registry import register
 
 # (expansion t, output channels c, repeats n, first stride s), torchvision's inverted_residual_setting
@@ -55,7 +56,10 @@ class InvertedResidual(nn.Module):
 
 class ImageNetMobileNetV2(ZooModel):
     """``stages`` = outputs of features[0, 3, 6, 13, 17, 18] (strides 2, 4, 8, 16, 32, 32); ``pooled`` = GAP of the
-    last, dimension 1280 (for width ≤ 1). ``classifier`` is torchvision's Sequential(Dropout(p), Linear)."""
+    last, dimension 1280 (for width ≤ 1). ``classifier`` is torchvision's Sequential(Dropout(p), Linear). The last
+    stage (``features[18]``, the 1x1 conv to 1280) is a head stage (:attr:`ZooModel.head_stages`)."""
+
+    head_stages = 1
 
     def __init__(self, num_classes: int, width_mult: float = 1.0, dropout: float = 0.2, in_channels: int = 3):
         super().__init__()
@@ -80,6 +84,13 @@ class ImageNetMobileNetV2(ZooModel):
 
     def _stages(self, x: Tensor) -> list[Tensor]:
         return sequential_stages(self.features, x, _STAGE_ENDS)
+
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        return preact_sequential(self.features, x, _STAGE_ENDS)
+
+    def stage_norms(self) -> list[nn.Module]:
+        # the stem's and the head's BN; an inverted residual block's last BN (its output is linear, no ReLU follows)
+        return [self.features[i][1] if i in (0, 18) else self.features[i].conv[-1] for i in _STAGE_ENDS]
 
 
 @register("mobilenet_v2")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights
+from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights, preact_stages
 from kdlab.models.registry import register
 from kdlab.models.resnet import BasicBlock  # conv1/bn1/conv2/bn2/downsample: torchvision's BasicBlock names
 
@@ -35,10 +35,19 @@ class Bottleneck(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.preact(x))
+
+    def preact(self, x: Tensor) -> Tensor:
+        """The block's output before its final ReLU."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+        return out + (x if self.downsample is None else self.downsample(x))
+
+    @property
+    def out_norm(self) -> nn.BatchNorm2d:
+        """The BatchNorm before the final ReLU (the residual is added to its output)."""
+        return self.bn3
 
 
 class ImageNetResNet(ZooModel):
@@ -73,6 +82,13 @@ class ImageNetResNet(ZooModel):
         f3 = self.layer3(f2)
         f4 = self.layer4(f3)
         return [stem, f1, f2, f3, f4]
+
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        return preact_stages(self.bn1(self.conv1(x)), (self.layer1, self.layer2, self.layer3, self.layer4),
+                             entry=lambda stem: F.max_pool2d(stem, 3, stride=2, padding=1))
+
+    def stage_norms(self) -> list[nn.Module]:
+        return [self.bn1] + [layer[-1].out_norm for layer in (self.layer1, self.layer2, self.layer3, self.layer4)]
 
 
 @register("resnet18")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models._base import ZooModel, check_positive_int, init_weights
+from kdlab.models._base import ZooModel, check_positive_int, init_weights, preact_sequential
 from kdlab.models.registry import register
 
 
@@ -57,6 +57,12 @@ class ConvNet1d(ZooModel):
             stages.append(x)
         return stages
 
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        return preact_sequential(self.layers, x, tuple(range(len(self.layers))))
+
+    def stage_norms(self) -> list[nn.Module]:
+        return [layer[1] for layer in self.layers]
+
 
 class MLP1d(ZooModel):
     """Flatten → [Linear → ReLU] × len(hidden) → Linear.
@@ -83,14 +89,22 @@ class MLP1d(ZooModel):
         self.classifier = nn.Linear(d, num_classes)
 
     def _stages(self, x: Tensor) -> list[Tensor]:
+        return self._preact_stages(x)[0]
+
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         if x.shape[-1] != self.length:
             raise ValueError(f"mnist1d_mlp: expected inputs of length {self.length}, got {tuple(x.shape)}")
         h = x.flatten(1)
-        stages = []
+        stages, preacts = [], []
         for layer in self.hidden:
-            h = F.relu(layer(h))
+            pre = layer(h)
+            h = F.relu(pre)
             stages.append(h.unsqueeze(-1))
-        return stages
+            preacts.append(pre.unsqueeze(-1))
+        return stages, preacts
+
+    def stage_norms(self) -> list[nn.Module | None]:
+        return [None] * len(self.hidden)  # no BatchNorm
 
 
 @register("mnist1d_cnn")

@@ -7,6 +7,7 @@ for width <= 1, and the stem conv has stride 2 (32 → 16 px; final map 2x2).
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights
@@ -37,7 +38,9 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(ZooModel):
     """``stages`` = [stem, blocks[1], blocks[2], blocks[4], blocks[6], conv2] (16², 16², 8², 4², 2², 2²);
-    ``pooled`` = GAP(conv2), dim 1280."""
+    ``pooled`` = GAP(conv2), dim 1280. ``conv2`` is a head stage (:attr:`ZooModel.head_stages`)."""
+
+    head_stages = 1
 
     def __init__(self, num_classes: int, width_mult: float = 0.5, expand_ratio: int = 6, in_channels: int = 3):
         super().__init__()
@@ -71,6 +74,25 @@ class MobileNetV2(ZooModel):
                 stages.append(out)
         stages.append(self.conv2(out))
         return stages
+
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        # stem and head: their BN output (before the ReLU); an inverted residual block ends without a ReLU, so its
+        # output is its own pre-activation
+        pre = self.conv1[1](self.conv1[0](x))
+        out = F.relu(pre)
+        stages, preacts = [out], [pre]
+        for i, block in enumerate(self.blocks):
+            out = block(out)
+            if i in (1, 2, 4, 6):
+                stages.append(out)
+                preacts.append(out)
+        pre = self.conv2[1](self.conv2[0](out))
+        stages.append(F.relu(pre))
+        preacts.append(pre)
+        return stages, preacts
+
+    def stage_norms(self) -> list[nn.Module]:
+        return [self.conv1[1]] + [self.blocks[i][-1].conv[-1] for i in (1, 2, 4, 6)] + [self.conv2[1]]
 
 
 @register("MobileNetV2", aliases=("mobile_half",))

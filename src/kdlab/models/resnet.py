@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights
+from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights, preact_stages
 from kdlab.models.registry import register
 
 
@@ -26,16 +26,26 @@ class BasicBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.preact(x))
+
+    def preact(self, x: Tensor) -> Tensor:
+        """The block's output before its final ReLU: BN(conv3x3(...)) + shortcut(x)."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut)
+        return out + shortcut
+
+    @property
+    def out_norm(self) -> nn.BatchNorm2d:
+        """The BatchNorm before the final ReLU (the residual is added to its output)."""
+        return self.bn2
 
 
 class CifarResNet(ZooModel):
     """ResNet-(6n+2) with stage widths ``channels = (stem, stage1, stage2, stage3)``.
 
-    ``stages`` = [stem, stage1, stage2, stage3] (post-ReLU block outputs); ``pooled`` = GAP(stage3).
+    ``stages`` = [stem, stage1, stage2, stage3] (post-ReLU block outputs); ``pooled`` = GAP(stage3); pre-activations:
+    the stem's BN output and each stage's last residual sum.
     """
 
     def __init__(self, depth: int, channels: tuple[int, int, int, int], num_classes: int, in_channels: int = 3):
@@ -63,6 +73,12 @@ class CifarResNet(ZooModel):
         f2 = self.layer2(f1)
         f3 = self.layer3(f2)
         return [f0, f1, f2, f3]
+
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        return preact_stages(self.bn1(self.conv1(x)), (self.layer1, self.layer2, self.layer3))
+
+    def stage_norms(self) -> list[nn.Module]:
+        return [self.bn1] + [layer[-1].out_norm for layer in (self.layer1, self.layer2, self.layer3)]
 
 
 _BASE = (16, 16, 32, 64)

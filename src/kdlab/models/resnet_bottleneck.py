@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights
+from kdlab.models._base import ZooModel, check_positive_int, conv_bn, init_weights, preact_stages
 from kdlab.models.imagenet_resnet import Bottleneck
 from kdlab.models.registry import register
 
@@ -43,6 +43,12 @@ class ResNetBottleneck(ZooModel):
         f3 = self.layer3(f2)
         f4 = self.layer4(f3)
         return [f0, f1, f2, f3, f4]
+
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        return preact_stages(self.bn1(self.conv1(x)), (self.layer1, self.layer2, self.layer3, self.layer4))
+
+    def stage_norms(self) -> list[nn.Module]:
+        return [self.bn1] + [layer[-1].out_norm for layer in (self.layer1, self.layer2, self.layer3, self.layer4)]
 
 
 @register("cifar_resnet50")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models._base import ZooModel, channel_shuffle, check_positive_int, conv_bn
+from kdlab.models._base import ZooModel, channel_shuffle, check_positive_int, conv_bn, preact_stages
 from kdlab.models.registry import register
 
 
@@ -30,14 +30,18 @@ class ShuffleUnit(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.preact(x))
+
+    def preact(self, x: Tensor) -> Tensor:
+        """The unit's output before its final ReLU (the concatenation or the residual sum)."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = channel_shuffle(out, self.groups1)
         # ReLU after the depthwise conv follows the benchmark code (the paper has none); no parameters involved.
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.stride == 2:
-            return F.relu(torch.cat([out, F.avg_pool2d(x, 3, stride=2, padding=1)], dim=1))
-        return F.relu(out + x)
+            return torch.cat([out, F.avg_pool2d(x, 3, stride=2, padding=1)], dim=1)
+        return out + x
 
 
 class ShuffleNetV1(ZooModel):
@@ -82,6 +86,14 @@ class ShuffleNetV1(ZooModel):
         f2 = self.layer2(f1)
         f3 = self.layer3(f2)
         return [f0, f1, f2, f3]
+
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        return preact_stages(self.bn1(self.conv1(x)), (self.layer1, self.layer2, self.layer3))
+
+    def stage_norms(self) -> list[nn.Module | None]:
+        # a unit's pre-activation is a sum or a concatenation with its input, not one BatchNorm's output (mdistiller
+        # gives no BatchNorm for ShuffleNets either)
+        return [self.bn1, None, None, None]
 
 
 @register("ShuffleV1")

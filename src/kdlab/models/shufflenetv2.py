@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlab.models._base import ZooModel, channel_shuffle, check_positive_int, conv_bn
+from kdlab.models._base import ZooModel, channel_shuffle, check_positive_int, conv_bn, preact_stages
 from kdlab.models.registry import register
 
 
@@ -30,6 +30,14 @@ class BasicUnit(nn.Module):
         out = self.bn2(self.conv2(out))
         out = F.relu(self.bn3(self.conv3(out)))
         return channel_shuffle(torch.cat([x1, out], dim=1), 2)
+
+    def preact(self, x: Tensor) -> Tensor:
+        """The unit's output before its ReLU, in the output's channel order: shuffle(concat(x1, BN(conv3(...)))).
+        ``x1`` passes unchanged (it is the previous stage's ReLU output, so ReLU leaves it as it is)."""
+        x1, x2 = x.chunk(2, dim=1)
+        out = F.relu(self.bn1(self.conv1(x2)))
+        out = self.bn2(self.conv2(out))
+        return channel_shuffle(torch.cat([x1, self.bn3(self.conv3(out))], dim=1), 2)
 
 
 class DownUnit(nn.Module):
@@ -53,7 +61,10 @@ class DownUnit(nn.Module):
 
 
 class ShuffleNetV2(ZooModel):
-    """``stages`` = [stem, layer1, layer2, layer3, conv2] (32², 16², 8², 4², 4²); ``pooled`` = GAP(conv2), dim 1024."""
+    """``stages`` = [stem, layer1, layer2, layer3, conv2] (32², 16², 8², 4², 4²); ``pooled`` = GAP(conv2), dim 1024.
+    ``conv2`` is a head stage (:attr:`ZooModel.head_stages`)."""
+
+    head_stages = 1
 
     def __init__(
         self,
@@ -85,6 +96,17 @@ class ShuffleNetV2(ZooModel):
         f3 = self.layer3(f2)
         f4 = F.relu(self.bn2(self.conv2(f3)))
         return [f0, f1, f2, f3, f4]
+
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        stages, preacts = preact_stages(self.bn1(self.conv1(x)), (self.layer1, self.layer2, self.layer3))
+        p = self.bn2(self.conv2(stages[-1]))
+        stages.append(F.relu(p))
+        preacts.append(p)
+        return stages, preacts
+
+    def stage_norms(self) -> list[nn.Module | None]:
+        # half of a unit's output bypasses its last BatchNorm (mdistiller gives none for ShuffleNets either)
+        return [self.bn1, None, None, None, self.bn2]
 
 
 @register("ShuffleV2")

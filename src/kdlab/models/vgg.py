@@ -51,13 +51,23 @@ class VGG(ZooModel):
         init_weights(self, linear="normal")
 
     def _stages(self, x: Tensor) -> list[Tensor]:
+        return self._preact_stages(x)[0]
+
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        # every block ends at its BN, so its output is the stage's pre-activation (the ReLU is applied here)
         big = x.shape[-2] >= 64
-        f0 = F.relu(self.block0(x))
-        f1 = F.relu(self.block1(self.pool(f0)))
-        f2 = F.relu(self.block2(self.pool(f1)))
-        f3 = F.relu(self.block3(self.pool(f2)))
-        f4 = F.relu(self.block4(self.pool(f3) if big else f3))
-        return [f0, f1, f2, f3, f4]
+        stages, preacts = [], []
+        for i in range(5):
+            if i:
+                x = self.pool(x) if i != 4 or big else x
+            pre = getattr(self, f"block{i}")(x)
+            x = F.relu(pre)
+            stages.append(x)
+            preacts.append(pre)
+        return stages, preacts
+
+    def stage_norms(self) -> list[nn.Module]:
+        return [getattr(self, f"block{i}")[-1] for i in range(5)]
 
 
 def _make(depth: int):

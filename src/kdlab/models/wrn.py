@@ -29,7 +29,12 @@ class PreActBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        a = F.relu(self.bn1(x))
+        return self.from_preact(x, self.bn1(x))
+
+    def from_preact(self, x: Tensor, pre: Tensor) -> Tensor:
+        """The block's output given ``pre = bn1(x)``, the pre-activation of the previous stage's output that this
+        block's first ReLU reads (so a caller that keeps ``pre`` runs bn1 once)."""
+        a = F.relu(pre)
         out = F.relu(self.bn2(self.conv1(a)))
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
@@ -39,7 +44,8 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(ZooModel):
-    """``stages`` = [stem conv, group1, group2, ReLU(BN(group3))]; ``pooled`` = GAP of the last, dim 64k."""
+    """``stages`` = [stem conv, group1, group2, ReLU(BN(group3))]; ``pooled`` = GAP of the last, dim 64k; a stage's
+    pre-activation is the BN output that the next ReLU reads (the next group's first ``bn1``, the final ``bn``)."""
 
     def __init__(self, depth: int, widen_factor: int, num_classes: int, drop_rate: float = 0.0, in_channels: int = 3):
         super().__init__()
@@ -70,6 +76,25 @@ class WideResNet(ZooModel):
         # Blocks are pre-activation, so the last group's output still needs the final BN-ReLU before pooling.
         f3 = F.relu(self.bn(self.block3(f2)))
         return [f0, f1, f2, f3]
+
+    def _preact_stages(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        # A stage's pre-activation is what the next ReLU reads: the next group's first BN of it (the last group's:
+        # the final BN), as the OFD reference does; each BN runs once.
+        stages, preacts = [self.conv1(x)], []
+        for group in (self.block1, self.block2, self.block3):
+            pre = group[0].bn1(stages[-1])
+            preacts.append(pre)
+            out = group[0].from_preact(stages[-1], pre)
+            for block in group[1:]:
+                out = block(out)
+            stages.append(out)
+        pre = self.bn(stages[-1])
+        preacts.append(pre)
+        stages[-1] = F.relu(pre)
+        return stages, preacts
+
+    def stage_norms(self) -> list[nn.Module]:
+        return [self.block1[0].bn1, self.block2[0].bn1, self.block3[0].bn1, self.bn]
 
 
 def _make(depth: int, k: int):

@@ -62,11 +62,22 @@ def load_published(path: str | Path | None = None) -> PublishedTable:
     if not path.is_file():
         raise FileNotFoundError(f"published numbers {path} not found")
     data = read_yaml(path)
-    sources = data.get("sources") or {}
+    # `sources` and `pairs`, and any further blocks `sources_<name>` / `pairs_<name>` (one per group of methods, so
+    # that groups are edited apart): merged, a source or a pair's method given twice being an error
+    sources: dict[str, str] = {}
+    for block in sorted(k for k in data if k == "sources" or k.startswith("sources_")):
+        for name, text in (data[block] or {}).items():
+            if name in sources:
+                raise ConfigError(f"published numbers: source {name!r} is given twice ({block})")
+            sources[name] = text
     pairs: dict[str, dict[str, Any]] = {}
-    for key, entry in (data.get("pairs") or {}).items():
-        if not isinstance(entry, dict) or key.count("/") != 1:
-            raise ConfigError(f"published numbers: pair {key!r} must be '<data set>/<pair>' with a mapping")
-        pairs[key] = {m: (v if m in ("paper", "recipe_pending") else _entries(v, sources, f"{key}/{m}"))
-                      for m, v in entry.items()}
+    for block in sorted(k for k in data if k == "pairs" or k.startswith("pairs_")):
+        for key, entry in (data[block] or {}).items():
+            if not isinstance(entry, dict) or key.count("/") != 1:
+                raise ConfigError(f"published numbers: pair {key!r} must be '<data set>/<pair>' with a mapping")
+            merged = pairs.setdefault(key, {})
+            for m, v in entry.items():
+                if m in merged and m != "paper":
+                    raise ConfigError(f"published numbers: {key}/{m} is given twice ({block})")
+                merged[m] = v if m in ("paper", "recipe_pending") else _entries(v, sources, f"{key}/{m}")
     return PublishedTable(sources, pairs)

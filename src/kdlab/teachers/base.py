@@ -26,9 +26,11 @@ class Teacher(Protocol):
     def logits_for_batch(self, batch) -> torch.Tensor:
         """Logits for a training batch (a cache may look them up by ``batch.index`` and ``batch.view``)."""
 
-    def features(self, x: torch.Tensor, stage_paths: list[str] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    def features(self, x: torch.Tensor, stage_paths: list[str] | None = None,
+                 preact: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
         """``(logits, {"stages": [...], "pooled": ...})`` for feature-level methods; ``stage_paths``: module paths
-        of the stages (None: the model's own ``forward_features``)."""
+        of the stages (None: the model's own ``forward_features``); ``preact``: also ``"preact"``, each stage's
+        pre-activation (zoo models only)."""
 
     def to(self, device) -> "Teacher":
         """Move to ``device`` (in place) and return self."""

@@ -275,8 +275,8 @@ class CachedTeacher:
         """Live teacher logits for arbitrary inputs (no cache: ``x`` carries no view key)."""
         return self.teacher.logits(x)
 
-    def features(self, x: torch.Tensor, stage_paths: list[str] | None = None):
-        return self.teacher.features(x, stage_paths)
+    def features(self, x: torch.Tensor, stage_paths: list[str] | None = None, preact: bool = False):
+        return self.teacher.features(x, stage_paths, preact=preact)
 
     def logits_for_batch(self, batch) -> torch.Tensor:
         """``T[index, view]`` as float32; missing entries are computed from ``batch.x`` (only those rows) and stored.

@@ -35,13 +35,17 @@ class FrozenTeacher:
         """Teacher logits for a training batch; a cached teacher looks them up by (index, view)."""
         return self.logits(batch.x)
 
-    def features(self, x: torch.Tensor, stage_paths: list[str] | None = None):
-        """``(logits, {"stages": [...], "pooled": ...})`` for feature-level methods; ``stage_paths`` as in
-        :func:`~kdlab.models.features.forward_features` (None: the model's own ``forward_features``)."""
+    def features(self, x: torch.Tensor, stage_paths: list[str] | None = None, preact: bool = False):
+        """``(logits, {"stages": [...], "pooled": ...})`` for feature-level methods; ``stage_paths`` and ``preact``
+        (also ``"preact"``: each stage's pre-activation) as in :func:`~kdlab.models.features.forward_features`
+        (None: the model's own ``forward_features``)."""
         with torch.inference_mode():
-            logits, feats = forward_features(self.module, x, stage_paths)
+            logits, feats = forward_features(self.module, x, stage_paths, preact=preact)
         clone = lambda t: t.clone()  # noqa: E731
-        return clone(logits), {"stages": [clone(s) for s in feats["stages"]], "pooled": clone(feats["pooled"])}
+        out = {"stages": [clone(s) for s in feats["stages"]], "pooled": clone(feats["pooled"])}
+        if preact:
+            out["preact"] = [clone(p) for p in feats["preact"]]
+        return clone(logits), out
 
     def describe(self) -> dict:
         return {"type": type(self.module).__name__, "params": sum(p.numel() for p in self.module.parameters())}

@@ -121,9 +121,9 @@ class PrunedEnsembleTeacher:
     def logits_for_batch(self, batch) -> torch.Tensor:
         return self.combine(*self.parts_for_batch(batch))
 
-    def features(self, x: torch.Tensor, stage_paths: list[str] | None = None):
+    def features(self, x: torch.Tensor, stage_paths: list[str] | None = None, preact: bool = False):
         """``(ṽ, features of the unpruned teacher)``: an ensemble has no single feature map, so the base one is used."""
-        v, feats = self.base.features(x, stage_paths)
+        v, feats = self.base.features(x, stage_paths, preact=preact)
         return self.combine(v, self.pruned_logits(x)), feats
 
     def describe(self) -> dict:
