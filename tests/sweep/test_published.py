@@ -166,9 +166,9 @@ def test_a_bad_entry_is_refused_with_its_place(tmp_path):
         load_published(path)
 
 
-def test_every_number_of_methods_md_17_is_there_with_its_source(pub):
+def test_every_number_of_methods_md_18_is_there_with_its_source(pub):
     """The feature methods' block (docs/reference/methods.md §18): every cell of both tables, no number more."""
-    cifar, imagenet = _tables(_section(METHODS, 17))
+    cifar, imagenet = _tables(_section(METHODS, 18))
     names = {**_by_paper_name(pub), "R34→R18": "imagenet/resnet34-resnet18", "R50→MV1": "imagenet/resnet50-mobilenet_v1"}
     columns = {"OFD": "ofd", "CRD": "crd", "ReviewKD": "reviewkd", "KD + DOT": "kd_dot"}
     seen = 0
