@@ -112,6 +112,31 @@ def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
         offset += t.numel()
 
 
+def batch_rows(n: int, device: torch.device | str = "cpu") -> tuple[int, int]:
+    """``(offset, total)``: where this process's ``n`` rows sit in the global batch (ranks in order, as the loader
+    splits it) and its size; ``(0, n)`` in one process. One small all-gather under torchrun."""
+    if not is_initialized() or world_size() == 1:
+        return 0, n
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size())]
+    tdist.all_gather(sizes, torch.tensor([n], dtype=torch.long, device=device))
+    counts = [int(s) for s in sizes]
+    return sum(counts[:rank()]), sum(counts)
+
+
+def all_gather_rows(t: torch.Tensor, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """The global batch's rows of ``t`` ([n, ...] on this process) on every process, in rank order; ``t`` itself in
+    one process. Differentiable: a loss computed from the gathered rows on every process gives each process the
+    gradient of that one global loss for its own rows (summed over processes, then averaged by DDP). Shards may
+    differ in size (an uneven last batch). ``rows``: :func:`batch_rows` of this shard, if already known."""
+    if not is_initialized() or world_size() == 1:
+        return t
+    offset, total = rows if rows is not None else batch_rows(t.shape[0], t.device)
+    rest = tuple(t.shape[1:])
+    before = t.new_zeros((offset, *rest))
+    after = t.new_zeros((total - offset - t.shape[0], *rest))
+    return _AllReduceSum.apply(torch.cat([before, t, after]))
+
+
 def broadcast_buffers(module: torch.nn.Module) -> None:
     """Rank 0's buffers (e.g. BatchNorm running stats) to every rank, as DDP(broadcast_buffers=True) does."""
     if not is_initialized() or world_size() == 1:

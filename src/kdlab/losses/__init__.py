@@ -19,9 +19,13 @@ from kdlab.losses.correlation import (
     r2kd_value_loss,
     spearman_loss,
 )
+from kdlab.losses.ctkd import ctkd_loss, curriculum_lambda, curriculum_temperature, reverse_gradient
 from kdlab.losses.dkd import dkd_loss, dkd_parts
 from kdlab.losses.kd import kd_loss
+from kdlab.losses.mlkd import MLKD_TEMPERATURES, mlkd_loss, mlkd_parts
+from kdlab.losses.nkd import nkd_loss
 from kdlab.losses.ranks import hard_rank, soft_rank
+from kdlab.losses.sdd import SDD_BASES, sdd_loss, sdd_region_weights
 from kdlab.losses.standardize import logit_standardize
 from kdlab.losses.strong_sets import (
     STRONG_SET_RULES,
@@ -47,6 +51,10 @@ __all__ = [
     "spearman_loss",
     "cmkd_loss",
     "logit_standardize",
+    "nkd_loss",
+    "mlkd_loss",
+    "ctkd_loss",
+    "sdd_loss",
     # CAKD strong sets
     "STRONG_SET_RULES",
     "strong_set",
@@ -62,6 +70,13 @@ __all__ = [
     "abs_cosine_distance_rows",
     "hard_rank",
     "soft_rank",
+    "mlkd_parts",
+    "MLKD_TEMPERATURES",
+    "sdd_region_weights",
+    "SDD_BASES",
+    "reverse_gradient",
+    "curriculum_lambda",
+    "curriculum_temperature",
     # validation switch
     "set_validation",
     "validation",

@@ -4,7 +4,7 @@ from kdlab.methods.base import Adaptation, LogitMethod, Method, Params, RunFacts
 from kdlab.methods.registry import create, get, names, register
 
 # importing a method module registers it
-from kdlab.methods import cakd, ce, cmkd, dhkd, dist, dkd, kd, r2kd, ttm  # noqa: E402,F401
+from kdlab.methods import cakd, ce, cmkd, ctkd, dhkd, dist, dkd, kd, mlkd, nkd, r2kd, sdd, ttm  # noqa: E402,F401
 
 __all__ = ["Adaptation", "RunFacts", "LogitMethod", "Method", "Params", "StepOutput", "warmup_factor", "create", "get",
            "names", "register"]
