@@ -22,11 +22,23 @@ METHODS = {
     "kd": "{name: kd, args: {temperature: 4.0}}",
     # DHKD's gradient alignment uses autograd.grad (no DDP hooks): its backward all-reduces g1 and g2 itself
     "dhkd": "{name: dhkd, args: {head: linear, gradient_alignment: true, dropout: 0.0}}",
+    # a trainable temperature module (a submodule: DDP averages θ's reversed gradient)
+    "ctkd": "{name: ctkd, args: {curriculum_epochs: 1}}",
+    # batch statistics (median masks, N×N and C×C Gram matrices) of the global batch through a differentiable
+    # all-gather, and a strong view drawn for the global batch
+    "mlkd": "{name: mlkd, args: {strong_augment: cutout}}",
+    "nkd": "{name: nkd, args: {}}",
+    # the teacher's feature maps and regions, per sample
+    "sdd": "{name: sdd, args: {warmup: 1}}",
 }
 CASES = {  # name: (method, student, train subset)
     "kd-mlp": ("kd", "mnist1d_mlp", 512),  # BN-free
     "kd-bn-uneven": ("kd", "mnist1d_cnn_small", 519),  # BatchNorm, and a last global batch of 7 on 2 ranks
     "dhkd-bn": ("dhkd", "mnist1d_cnn_small", 512),  # BatchNorm inside DHKD's own gradient sync
+    "ctkd-bn": ("ctkd", "mnist1d_cnn_small", 512),
+    "mlkd-bn-uneven": ("mlkd", "mnist1d_cnn_small", 519),  # the gather with shards of 3 and 4 in the last batch
+    "nkd-mlp": ("nkd", "mnist1d_mlp", 512),
+    "sdd-bn": ("sdd", "mnist1d_cnn_small", 512),
 }
 
 

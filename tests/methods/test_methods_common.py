@@ -7,10 +7,11 @@ from pydantic import ValidationError
 import kdlab.methods as methods
 from kdlab.losses import logit_standardize
 
-DISTILLERS = ["cakd", "cmkd", "dhkd", "dist", "dkd", "r2kd", "single_head_bkl", "ttm", "wttm"]
+DISTILLERS = ["cakd", "cmkd", "ctkd", "dhkd", "dist", "dkd", "mlkd", "nkd", "r2kd", "sdd", "single_head_bkl", "ttm",
+              "wttm"]
 # methods whose distillation terms are softmax-based and so take the logit-standardisation switch
 # (r2kd standardises the mixed signal ṽ, which its own test checks)
-SOFTMAX_BASED = ["cakd", "cmkd", "dist", "dkd", "ttm", "wttm", "kd"]
+SOFTMAX_BASED = ["cakd", "cmkd", "dist", "dkd", "ttm", "wttm", "kd", "nkd", "ctkd"]
 
 
 def test_every_method_is_registered():
@@ -31,8 +32,8 @@ def test_params_reject_unknown_keys_and_out_of_range_values(name):
 
 @pytest.mark.parametrize("name", DISTILLERS)
 def test_gradients_reach_only_trainable_parameters(name, make_method, make_batch):
-    args = {"augment": "cutmix"} if name == "r2kd" else None
-    method = make_method(name, args)
+    args = {"augment": "cutmix"} if name == "r2kd" else {"strong_augment": "cutout"} if name == "mlkd" else None
+    method = make_method(name, args, student="mnist1d_cnn_small" if name == "sdd" else "mnist1d_mlp")
     teacher = method.teacher.module
     before = {k: t.clone() for k, t in teacher.state_dict().items()}
     teacher_ids = {id(p) for p in teacher.parameters()}

@@ -12,6 +12,8 @@ from kdlab import methods
     ("ce", {}, False),  # the teacher only feeds the fidelity report
     ("dkd", {}, True), ("dist", {}, True), ("ttm", {}, True), ("wttm", {}, True), ("cmkd", {}, True),
     ("single_head_bkl", {}, True), ("dhkd", {}, True), ("r2kd", {}, True), ("cakd", {}, True),
+    ("nkd", {"temperature": 1.0}, True),  # the non-target distribution renormalised over the C − 1 classes
+    ("ctkd", {}, True), ("mlkd", {}, True), ("sdd", {}, True),
 ])
 def test_needs_full_teacher_distribution(name, args, needs):
     cls = methods.get(name)

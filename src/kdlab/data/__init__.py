@@ -5,8 +5,8 @@ normalisation + the train augmentation); :class:`BatchLoader` turns a split into
 whose order and views are a pure function of ``(seed, epoch)``. ``load_dataset("imagefolder" | "imagenet")`` returns
 :class:`ImageSplits`, files streamed by :class:`StreamLoader` (decoding in worker processes; order and crops a pure
 function of ``(seed, epoch, index)``). Modules: ``views`` (discrete, cacheable augmentations), ``mix``,
-``autoaugment`` and ``randaugment`` (batch mixers and strong views), ``presets`` and ``policies`` (what a student is distilled on), ``splits`` (split
-control), ``archive``/``cifar``/``mnist1d``/``user`` (sources); on disk: ``folders``/``imagenet``/``tiny_imagenet``
+``autoaugment`` and ``randaugment`` (batch mixers and strong views), ``presets`` and ``policies`` (what a student is
+distilled on), ``splits`` (split control), ``archive``/``cifar``/``mnist1d``/``user`` (sources); on disk: ``folders``/``imagenet``/``tiny_imagenet``
 (layouts), ``decode`` (one file), ``image_index`` (files checked once), ``crops`` (crop geometry), ``stream`` and
 ``image_stream`` (the streamed loader), ``crop_schedule`` and ``replay`` (stored crops, replayed), ``dataset_stream`` (a
 user's Dataset read every epoch). See docs/data.md.

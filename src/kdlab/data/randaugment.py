@@ -15,15 +15,7 @@ import torch
 
 from kdlab._checks import check_int, check_real
 from kdlab.data._ops import check_batch, check_generator, rand, randint
-from kdlab.data.autoaugment import (
-    _affine,
-    _autocontrast,
-    _blend,
-    _equalize,
-    _grayscale,
-    _round_pixels,
-    _sharpen_degenerate,
-)
+from kdlab.data.autoaugment import ENHANCE, _affine, _autocontrast, _enhance, _equalize, _rotation, _round_pixels
 from kdlab.data.normalization import Normalization
 
 __all__ = ["RANDAUGMENT_OPS", "CUTOUT_FILL", "randaugment_like", "random_cutout"]
@@ -68,15 +60,8 @@ def _apply(op: str, p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return _autocontrast(p)
     if op == "Equalize":
         return _equalize(p)
-    if op == "Brightness":
-        return _blend(p, torch.zeros_like(p), v)
-    if op == "Color":
-        return _blend(p, _grayscale(p).expand_as(p), v)
-    if op == "Contrast":  # degenerate: the grey level int(mean(L) + 0.5)
-        mean = torch.floor(_grayscale(p).mean(dim=(1, 2, 3), keepdim=True) + 0.5)
-        return _blend(p, mean.expand_as(p), v)
-    if op == "Sharpness":
-        return _blend(p, _sharpen_degenerate(p), v)
+    if op in ENHANCE:  # the released values are the enhancement factors themselves, U(0.05, 0.95)
+        return _enhance(op, p, v)
     if op == "Posterize":  # ImageOps.posterize(img, max(1, int(v))): keep that many top bits
         quantum = (2.0 ** (8.0 - torch.floor(v).clamp(min=1.0))).view(-1, 1, 1, 1)
         return torch.floor(p / quantum) * quantum
@@ -85,9 +70,7 @@ def _apply(op: str, p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     matrix = torch.eye(2, dtype=p.dtype, device=p.device).expand(n, 2, 2).clone()
     shift = torch.zeros(n, 2, dtype=p.dtype, device=p.device)
     if op == "Rotate":  # v degrees about the centre
-        a = torch.deg2rad(v)
-        cos, sin = torch.cos(a), torch.sin(a)
-        matrix = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        matrix = _rotation(v)
     elif op == "ShearX":  # PIL (1, v, 0, 0, 1, 0): input x = x_out + v·y_out, y from the top edge
         matrix[:, 0, 1] = v
         shift[:, 0] = v * h / 2.0
