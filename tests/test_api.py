@@ -363,3 +363,26 @@ def test_fit_feature_methods_on_plain_modules_name_their_paths():
     with pytest.raises(ValueError, match=r"^sp: the student \(Sequential\) has no forward_features, so name the module "
                                          r"whose output is its feature map in method_args\['student_paths'\]"):
         kdlab.fit(_mlp(1), _mlp(2), _data(64), method="sp", epochs=1)
+
+
+@pytest.mark.parametrize("method, args", [
+    ("nkd", {}),
+    ("ctkd", {"temperature_mode": "instance", "hidden": 8}),  # the trainable temperature module trains with fit too
+    ("mlkd", {"strong_augment": "none"}),  # tabular inputs have no image to RandAugment
+])
+def test_fit_runs_the_logit4_methods_on_tabular_data(method, args):
+    res = kdlab.fit(_mlp(1), _mlp(2), _data(128, 0), eval=_data(64, 1), method=method, method_args=args, epochs=2,
+                    batch_size=32, lr=0.05)
+    assert len(res.history) == 2 and 0 <= res.report["agreement"] <= 100
+
+
+def test_fit_runs_sdd_on_feature_maps():
+    from kdlab import models
+
+    torch.manual_seed(0)
+    x, y = torch.randn(96, 1, 40), torch.randint(0, 10, (96,))
+    res = kdlab.fit(models.create("mnist1d_cnn_small", 10), models.create("mnist1d_cnn", 10), (x, y), method="sdd",
+                    method_args={"warmup": 1}, epochs=1, batch_size=32)
+    assert len(res.history) == 1 and torch.isfinite(torch.tensor(res.history[0]["train"]["loss"]))
+    with pytest.raises(Exception, match="sdd.*feature map"):  # a model without maps: one line naming the key
+        kdlab.fit(_mlp(1), _mlp(2), _data(64, 0), method="sdd", epochs=1)

@@ -113,15 +113,29 @@ def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
         offset += t.numel()
 
 
+def shard_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
+    """Every process's row count ``n`` in rank order (``[n]`` in one process): one small all-gather."""
+    if not is_initialized() or world_size() == 1:
+        return [n]
+    counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world_size())]
+    tdist.all_gather(counts, torch.tensor([n], dtype=torch.int64, device=device))
+    return [int(c) for c in counts]
+
+
+def batch_rows(n: int, device: torch.device | str = "cpu") -> tuple[int, int]:
+    """``(offset, total)``: where this process's ``n`` rows sit in the global batch (ranks in order, as the loader
+    splits it) and its size; ``(0, n)`` in one process."""
+    sizes = shard_sizes(n, device)
+    return sum(sizes[: rank()]) if len(sizes) > 1 else 0, sum(sizes)
+
+
 def all_gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Every rank's ``t`` ([n_r, ...], n_r may differ by rank) concatenated in rank order, and the row where this
-    rank's rows start; in one process ``(t, 0)``. Two collectives: the row counts, then the rows padded to the
-    largest count (gloo and NCCL need equal sizes)."""
+    rank's rows start; in one process ``(t, 0)``. Not differentiable (:func:`gather_batch` is). Two collectives: the
+    row counts, then the rows padded to the largest count (gloo and NCCL need equal sizes)."""
     if not is_initialized() or world_size() == 1:
         return t, 0
-    counts = [torch.zeros(1, dtype=torch.int64, device=t.device) for _ in range(world_size())]
-    tdist.all_gather(counts, torch.tensor([t.shape[0]], dtype=torch.int64, device=t.device))
-    sizes = [int(c) for c in counts]
+    sizes = shard_sizes(t.shape[0], t.device)
     padded = t.new_zeros((max(sizes), *t.shape[1:]))
     padded[: t.shape[0]] = t
     parts = [torch.empty_like(padded) for _ in sizes]
@@ -177,15 +191,9 @@ class _GatherBatch(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, t: torch.Tensor) -> torch.Tensor:
-        counts = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(world_size())]
-        tdist.all_gather(counts, torch.tensor([t.shape[0]], device=t.device))
-        sizes = [int(c) for c in counts]
-        padded = t.new_zeros((max(sizes), *t.shape[1:]))
-        padded[: t.shape[0]] = t
-        parts = [torch.empty_like(padded) for _ in sizes]
-        tdist.all_gather(parts, padded.contiguous())
-        ctx.start, ctx.size = sum(sizes[: rank()]), t.shape[0]
-        return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+        everyone, ctx.start = all_gather_rows(t.detach())
+        ctx.size = t.shape[0]
+        return everyone
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:

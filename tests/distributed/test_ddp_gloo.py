@@ -35,6 +35,14 @@ METHODS = {
     "crd": "{name: crd, args: {num_negatives: 64, embed_dim: 32}}",
     "reviewkd": "{name: reviewkd, args: {warmup: 1}}",  # ABF modules with BatchNorm (synchronised too)
     "ofd": "{name: ofd}",  # BN connectors, pre-ReLU features
+    # a trainable temperature module (a submodule: DDP averages θ's reversed gradient)
+    "ctkd": "{name: ctkd, args: {curriculum_epochs: 1}}",
+    # batch statistics (median masks, N×N and C×C Gram matrices) of the global batch through a differentiable
+    # all-gather, and a strong view drawn for the global batch
+    "mlkd": "{name: mlkd, args: {strong_augment: cutout}}",
+    "nkd": "{name: nkd, args: {}}",
+    # the teacher's feature maps and regions, per sample
+    "sdd": "{name: sdd, args: {warmup: 1}}",
 }
 CASES = {  # name: (method, student, train subset)
     "kd-mlp": ("kd", "mnist1d_mlp", 512),  # BN-free
@@ -48,6 +56,10 @@ CASES = {  # name: (method, student, train subset)
     "reviewkd-bn": ("reviewkd", "mnist1d_cnn_small", 512),
     "ofd-bn": ("ofd", "mnist1d_cnn_small", 512),
     "kd-dot-bn-uneven": ("kd", "mnist1d_cnn_small", 519),  # DOT: both gradients averaged over ranks by DOT itself
+    "ctkd-bn": ("ctkd", "mnist1d_cnn_small", 512),
+    "mlkd-bn-uneven": ("mlkd", "mnist1d_cnn_small", 519),  # the gather with shards of 3 and 4 in the last batch
+    "nkd-mlp": ("nkd", "mnist1d_mlp", 512),
+    "sdd-bn": ("sdd", "mnist1d_cnn_small", 512),
 }
 OPTIMIZER = {"kd-dot-bn-uneven": "dot"}
 

@@ -16,6 +16,17 @@ def _target(v):
     return v.argmin(1)
 
 
+def _regions(u):
+    # SDD's [N, C, R] region logits made from a row (so row slices keep their regions): the row, half of it, rolled
+    return torch.stack([u, 0.5 * u, u.roll(1, dims=1)], dim=2)
+
+
+def _row_temperature(v):
+    # a per-sample CTKD temperature, a function of the row blind to per-row constants (as the logits' softmax is),
+    # computed in float32 for every dtype narrower than float64 (the loss's own compute dtype)
+    return 2.0 + v.detach().to(torch.float64 if v.dtype == torch.float64 else torch.float32).std(1)
+
+
 # name -> callable(z, v, **kw). Masks/labels are built from the teacher, as a method would.
 LOSSES = {
     "kd": lambda z, v, **kw: L.kd_loss(z, v, 4.0, **kw),
@@ -34,8 +45,15 @@ LOSSES = {
     "spearman_soft": lambda z, v, **kw: L.spearman_loss(z, v, 1.0, soft=True, kappa=0.05, **kw),
     "cmkd": lambda z, v, **kw: L.cmkd_loss(z, v, 4.0, kappa=0.05, **kw),
     "cmkd_ls": lambda z, v, **kw: L.cmkd_loss(z, v, 2.0, kappa=0.05, logit_standardization=True, **kw),
+    "nkd": lambda z, v, **kw: L.nkd_loss(z, v, _target(v), 3.0, 3.5, **kw),
+    "mlkd": lambda z, v, **kw: L.mlkd_loss(z, v, 0.5 * z, 0.5 * v, **kw),
+    "ctkd_global": lambda z, v, **kw: L.ctkd_loss(z, v, torch.tensor([3.0], device=z.device), **kw),
+    "ctkd_instance": lambda z, v, **kw: L.ctkd_loss(z, v, _row_temperature(v), teacher_eps=1e-7, **kw),
+    "ctkd_dkd": lambda z, v, **kw: L.ctkd_loss(z, v, torch.tensor([3.0]), _target(v), "dkd", 1.0, 8.0, **kw),
+    "sdd_kd": lambda z, v, **kw: L.sdd_loss(_regions(z), _regions(v), _target(v), "kd", **kw),
+    "sdd_dkd": lambda z, v, **kw: L.sdd_loss(_regions(z), _regions(v), _target(v), "dkd", beta=6.0, **kw),
 }
-BATCH_LEVEL = {"dist", "r2kd_value", "cmkd", "cmkd_ls"}
+BATCH_LEVEL = {"dist", "r2kd_value", "cmkd", "cmkd_ls", "mlkd"}
 NO_GRAD = {"spearman"}
 DIFFERENTIABLE = sorted(set(LOSSES) - NO_GRAD)
 PER_SAMPLE = sorted(set(LOSSES) - BATCH_LEVEL)
@@ -89,7 +107,7 @@ def test_teacher_gets_no_gradient(make_logits, name):
 
 
 ZERO_AT_EQUAL = ["kd", "kd_t1", "dkd", "cakd_target", "cakd_topk", "cakd_mass", "binary_kl", "binary_kl_norm",
-                 "spearman"]
+                 "spearman", "mlkd", "ctkd_global", "ctkd_dkd", "sdd_kd", "sdd_dkd"]
 
 
 @pytest.mark.parametrize("name", ZERO_AT_EQUAL)
@@ -275,7 +293,7 @@ def test_logits_times_100_stay_finite_in_float32(make_logits, name):
         assert torch.isfinite(z.grad).all()
 
 
-@pytest.mark.parametrize("name", ["kd", "kd_t1", "dkd", "cakd_topk", "ttm", "wttm"])
+@pytest.mark.parametrize("name", ["kd", "kd_t1", "dkd", "cakd_topk", "ttm", "wttm", "nkd", "ctkd_global", "sdd_dkd"])
 def test_float32_at_scale_100_matches_float64(make_logits, name):
     z, v = make_logits(8, 10, 100.0, seed=47)
     exact = LOSSES[name](z, v)

@@ -198,4 +198,6 @@ def test_public_api_is_exported():
         "ofd_loss", "ofd_margin", "hcl_loss", "crd_loss",  # feature losses (docs/reference/methods.md §14–§16)
     }
     assert required <= set(L.__all__)
-    assert all(callable(getattr(L, name)) for name in L.__all__ if name != "STRONG_SET_RULES")
+    assert all(callable(getattr(L, name)) for name in L.__all__ if not name.isupper())  # constants: STRONG_SET_RULES, ...
+    assert {"nkd_loss", "mlkd_loss", "mlkd_parts", "ctkd_loss", "sdd_loss", "reverse_gradient", "curriculum_lambda",
+            "curriculum_temperature"} <= set(L.__all__)

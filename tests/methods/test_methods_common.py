@@ -10,16 +10,17 @@ from kdlab.losses import logit_standardize
 # every registered method is covered here as soon as it is registered (no list to keep); a few need arguments that
 # make the test meaningful (r2kd's second view off by default would leave its augmented-view terms out)
 DISTILLERS = [name for name in methods.names() if name != "ce"]
-TEST_ARGS = {"r2kd": {"augment": "cutmix"}, "cakd": {"feature": True}}
+TEST_ARGS = {"r2kd": {"augment": "cutmix"}, "cakd": {"feature": True}, "mlkd": {"strong_augment": "cutout"}}
 # the feature methods pair stages of mnist1d_cnn_small (16x20, 16x10) with mnist1d_cnn's (…, 64x20, 64x10)
 STAGES = {"student_stages": [0, 1], "teacher_stages": [2, 3]}
 TEST_ARGS |= {"fitnet": {"student_stage": 0, "teacher_stage": 2}, "at": STAGES, "nst": STAGES, "kdsvd": STAGES,
               "vid": STAGES}
 TEST_NETS = {name: {"student": "mnist1d_cnn_small"} for name in ("fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd",
                                                                    "vid")}
+TEST_NETS |= {"sdd": {"student": "mnist1d_cnn_small"}}
 # methods whose distillation terms are softmax-based and so take the logit-standardisation switch
 # (r2kd standardises the mixed signal ṽ, which its own test checks)
-SOFTMAX_BASED = ["cakd", "cmkd", "dist", "dkd", "ttm", "wttm", "kd"]
+SOFTMAX_BASED = ["cakd", "cmkd", "dist", "dkd", "ttm", "wttm", "kd", "nkd", "ctkd"]
 
 
 def test_every_method_is_registered():

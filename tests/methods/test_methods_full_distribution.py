@@ -14,6 +14,8 @@ from kdlab import methods
     ("single_head_bkl", {}, True), ("dhkd", {}, True), ("r2kd", {}, True), ("cakd", {}, True),
     # the feature methods never read the teacher's logits (its features come from the live teacher)
     *((name, {}, False) for name in ("fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd", "vid")),
+    ("nkd", {"temperature": 1.0}, True),  # the non-target distribution renormalised over the C − 1 classes
+    ("ctkd", {}, True), ("mlkd", {}, True), ("sdd", {}, True),
 ])
 def test_needs_full_teacher_distribution(name, args, needs):
     cls = methods.get(name)

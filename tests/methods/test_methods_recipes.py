@@ -18,7 +18,8 @@ PAIRS = [
     "cifar_resnet50-MobileNetV2",  # the pairs of docs/reference/methods.md §11; then the extra TTM/WTTM pairs (§5)
     "resnet110-resnet20", "cifar_resnet50-vgg8", "resnet32x4-ShuffleV1", "wrn_40_2-ShuffleV1",
 ]
-METHODS = ["kd", "kd_ls", "dkd", "dist", "ttm", "wttm", "r2kd", "cakd", "cmkd", "dhkd"]
+TINY_METHODS = ["kd", "kd_ls", "dkd", "dist", "ttm", "wttm", "r2kd", "cakd", "cmkd", "dhkd"]
+METHODS = TINY_METHODS + ["mlkd", "nkd", "ctkd", "sdd"]
 # mdistiller's feature methods (docs/reference/methods.md §13): a recipe per CIFAR-100 pair, AT on ImageNet
 FEATURE_METHODS = ["fitnet", "at", "nst", "pkt", "rkd", "sp", "kdsvd", "vid"]
 IMAGENET_FEATURE_METHODS = ["at"]
@@ -41,6 +42,18 @@ TTM = {
     "resnet32x4-ShuffleV1": ((0.2, 12), (0.2, 1.4)), "resnet32x4-ShuffleV2": ((0.4, 40), (0.4, 16)),
     "wrn_40_2-ShuffleV1": ((0.3, 8), (0.3, 3)),
 }
+# KD + logit standardisation per pair (docs/reference/methods.md §23: the authors' README logs kd,<t>,<s>,T,w):
+# (T, KD weight); every other pair runs the paper's general T = 2, weight 9 (§9)
+KD_LS = {"vgg13-vgg8": (3.0, 9.0), "vgg13-MobileNetV2": (3.0, 9.0), "cifar_resnet50-MobileNetV2": (3.0, 1.0),
+         "resnet110-resnet20": (4.0, 12.0)}
+# MLKD's released configs (docs/reference/methods.md §19): pair -> (epochs, lr); 150/180/210 milestones in all
+MLKD_SCHEDULE = {"resnet32x4-ShuffleV2": (960, 0.01), "resnet32x4-ShuffleV1": (960, 0.01),
+                 "vgg13-MobileNetV2": (480, 0.01), "cifar_resnet50-MobileNetV2": (480, 0.01),
+                 "wrn_40_2-ShuffleV1": (480, 0.01), "resnet110-resnet20": (480, 0.025)}
+# SD-DKD (docs/reference/methods.md §22): β of the released sdd_dkd configs, scales of the released run scripts
+SDD_BETA = {"resnet56-resnet20": 2, "resnet110-resnet32": 2, "vgg13-vgg8": 6, "vgg13-MobileNetV2": 6,
+            "wrn_40_2-wrn_16_2": 6, "wrn_40_2-wrn_40_1": 6}
+SDD_SCALES = {"vgg13-vgg8": [1, 2]}
 MOBILE = {"MobileNetV2", "ShuffleV1", "ShuffleV2"}
 TEACHERS = sorted({p.split("-")[0] for p in PAIRS})
 STUDENTS = sorted({p.split("-")[1] for p in PAIRS})
@@ -71,9 +84,12 @@ def test_recipe_loads_validates_and_follows_the_shared_recipe(path: Path):
     known = set(model_names())
     assert cfg.data.name == "cifar100" and cfg.student.arch in known
     o = cfg.optim
+    epochs, lr = 240, (0.01 if cfg.student.arch in MOBILE else 0.05)
+    if cfg.method.name == "mlkd":  # MLKD's own schedules (§19): lr 0.025 for the non-mobile students, longer runs
+        epochs, lr = MLKD_SCHEDULE.get(path.parent.name, (240, 0.01 if cfg.student.arch in MOBILE else 0.025))
     assert (o.epochs, o.batch_size, o.momentum, o.weight_decay, o.milestones, o.gamma, o.nesterov) == (
-        240, 64, 0.9, 5e-4, [150, 180, 210], 0.1, False)
-    assert o.lr == (0.01 if cfg.student.arch in MOBILE else 0.05)
+        epochs, 64, 0.9, 5e-4, [150, 180, 210], 0.1, False)
+    assert o.lr == lr
     if path.parent.name == "teachers" or path.parent.parent.name == "students":
         assert cfg.method.name == "ce" and cfg.teacher.checkpoint is None
     else:
@@ -98,7 +114,8 @@ def test_per_pair_values_match_the_spec(pair):
     kd, kd_ls = load_config(CIFAR / pair / "kd.yaml").method, load_config(CIFAR / pair / "kd_ls.yaml").method
     assert kd.name == kd_ls.name == "kd"
     assert (kd.args["temperature"], kd.args["ce_weight"], kd.args["kd_weight"]) == (4.0, 0.1, 0.9)
-    assert (kd_ls.args["temperature"], kd_ls.args["ce_weight"], kd_ls.args["kd_weight"]) == (2.0, 0.1, 9.0)
+    t_ls, w_ls = KD_LS.get(pair, (2.0, 9.0))
+    assert (kd_ls.args["temperature"], kd_ls.args["ce_weight"], kd_ls.args["kd_weight"]) == (t_ls, 0.1, w_ls)
     assert kd_ls.args["logit_standardization"] and not kd.args["logit_standardization"]
     dist = args("dist")
     assert (dist["beta"], dist["gamma"], dist["temperature"], dist["ce_weight"]) == (2.0, 2.0, 4.0, 1.0)
@@ -106,6 +123,18 @@ def test_per_pair_values_match_the_spec(pair):
     assert (r2kd["lam"], r2kd["prune_amount"], r2kd["value_weight"], r2kd["rank_weight"]) == (0.7, 0.1, 2.0, 2.0)
     dhkd = args("dhkd")
     assert (dhkd["alpha"], dhkd["temperature"], dhkd["head"]) == (1.0, 2.0, "nonlinear")
+    mlkd = args("mlkd")
+    assert (mlkd["temperatures"], mlkd["strong_terms"], mlkd["ce_weight"], mlkd["kd_weight"], mlkd["strong_augment"],
+            mlkd["n_ops"], mlkd["cutout"]) == ([4.0, 3.0, 5.0, 2.0, 6.0], 3, 0.1, 0.9, "randaugment", 2, 0.5)
+    nkd = args("nkd")
+    assert (nkd["temperature"], nkd["gamma"], nkd["ce_weight"]) == (3.0, 3.5, 1.0)
+    ctkd = args("ctkd")
+    assert (ctkd["base"], ctkd["temperature_mode"], ctkd["t_start"], ctkd["t_end"], ctkd["curriculum_epochs"],
+            ctkd["ce_weight"], ctkd["kd_weight"]) == ("kd", "global", 1.0, 20.0, 10, 0.1, 0.9)
+    sdd = args("sdd")
+    assert (sdd["base"], sdd["scales"], sdd["temperature"], sdd["alpha"], sdd["beta"], sdd["warmup"], sdd["ce_weight"],
+            sdd["complementary_weight"]) == ("dkd", SDD_SCALES.get(pair, [1, 2, 4]), 4.0, 1.0,
+                                             SDD_BETA.get(pair, 8), 20, 1.0, 2.0)
 
 
 @pytest.mark.parametrize("pair", PAIRS)
@@ -185,7 +214,7 @@ def test_the_expected_imagenet_and_tiny_recipe_sets_are_shipped():
     expected |= {IMAGENET / "students" / s / "ce.yaml" for s in ("resnet18", "mobilenet_v1")}
     expected |= {IMAGENET / "teachers" / f"{t}.yaml" for t in ("resnet34", "resnet50")}
     assert set(IMAGENET.rglob("*.yaml")) == expected
-    expected = {TINY / p / f"{m}.yaml" for p in TINY_PAIRS for m in METHODS}
+    expected = {TINY / p / f"{m}.yaml" for p in TINY_PAIRS for m in TINY_METHODS}
     expected |= {TINY / "students" / p.split("-")[1] / "ce.yaml" for p in TINY_PAIRS}
     expected |= {TINY / "teachers" / f"{p.split('-')[0]}.yaml" for p in TINY_PAIRS}
     assert set(TINY.rglob("*.yaml")) == expected
@@ -243,6 +272,24 @@ def test_imagenet_published_values(pair):
     assert load("cmkd").method.args["temperature"] == 1.0  # docs/reference/methods.md §7: τ = 1 on ImageNet
     r2kd = load("r2kd").method.args
     assert (r2kd["lam"], r2kd["prune_amount"], r2kd["input_mean"]) == (0.7, 0.1, [0.485, 0.456, 0.406])
+    # docs/reference/imagenet.md §7
+    mlkd = load("mlkd")
+    a = mlkd.method.args
+    assert (a["temperatures"], a["ce_weight"], a["kd_weight"], a["input_mean"]) == (
+        [1.0, 3.0, 5.0, 2.0, 6.0], 0.5, 0.5, [0.485, 0.456, 0.406])
+    assert _schedule(mlkd) == (100, 512, 0.1 if r18 else 0.2, 1e-4, [30, 60, 90])
+    nkd = load("nkd")
+    assert (nkd.method.args["temperature"], nkd.method.args["gamma"]) == (1.0, 1.5)
+    assert _schedule(nkd) == TORCHDISTILL and nkd.optim.grad_clip == (None if r18 else 5.0)
+    ctkd = load("ctkd")
+    a = ctkd.method.args
+    assert (a["curriculum_epochs"], a["ce_weight"], a["kd_weight"], a["t_end"]) == (5, 1.0, 1.0, 20.0)
+    assert _schedule(ctkd) == (120, 256, 0.1, 1e-4, [30, 60, 90])
+    sdd = load("sdd")
+    a = sdd.method.args
+    assert (a["base"], a["scales"], a["beta"], a["temperature"], a["warmup"]) == (
+        "dkd", [1, 2] if r18 else [1, 2, 4], 0.5 if r18 else 2.0, 1.0, 1)
+    assert _schedule(sdd) == (100, 256, 0.2, 1e-4, [30, 60, 90])
 
 
 @pytest.mark.parametrize("pair", IMAGENET_PAIRS)

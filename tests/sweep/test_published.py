@@ -1,6 +1,6 @@
-"""configs/published.yaml holds every published number of docs/reference/methods.md §11 and
-docs/reference/imagenet.md §5, each with its source, keyed so that every entry names a shipped recipe (or says why
-none exists yet)."""
+"""configs/published.yaml holds every published number of docs/reference/methods.md §11, §19, §21–§24 and
+docs/reference/imagenet.md §5, §7, each with its source, keyed so that every entry names a shipped recipe (or says why
+none exists yet); numbers that could not be checked against a readable source are marked unverified."""
 
 import os
 import re
@@ -192,4 +192,104 @@ def test_a_method_given_in_two_blocks_is_refused(tmp_path):
     path.write_text("sources: {a: A}\npairs:\n  cifar100/x-y:\n    kd: {acc: 1.0, source: a}\n"
                     "pairs_more:\n  cifar100/x-y:\n    kd: {acc: 2.0, source: a}\n")
     with pytest.raises(ValueError, match=r"cifar100/x-y/kd is given twice \(pairs_more\)"):
+
+
+# docs/reference/methods.md §19–§24 (the pairs' names as the tables write them) → published.yaml keys
+PAIR_NAMES = {"resnet110→resnet20": "cifar100/resnet110-resnet20", "ResNet50→vgg8": "cifar100/cifar_resnet50-vgg8",
+              "resnet32x4→ShuffleV1": "cifar100/resnet32x4-ShuffleV1", "wrn_40_2→ShuffleV1": "cifar100/wrn_40_2-ShuffleV1"}
+
+
+def _pair_key(pub, name):
+    return _by_paper_name(pub).get(name) or PAIR_NAMES[name]
+
+
+def test_the_four_pairs_outside_11_have_the_ttm_readme_numbers(pub):
+    """docs/reference/methods.md §24: 26 numbers of the TTM authors' README ("n/a": none)."""
+    header, *rows = _tables(_section(METHODS, 24))[0]
+    columns = {"teacher": "teacher", "student": "ce", "KD": "kd", "DKD": "dkd", "DIST": "dist", "TTM": "ttm",
+               "WTTM": "wttm"}
+    count = 0
+    for row in rows:
+        key = _pair_key(pub, row[0])
+        for column, cell in zip(header[1:], row[1:]):
+            found = pub.lookup(*key.split("/"), columns[column])
+            if cell == "n/a":
+                assert not found, (key, column)
+                continue
+            assert [e.acc for e in found] == [float(cell)] and "zkxufo/TTM" in found[0].source, (key, column)
+            count += 1
+    assert count == 26
+
+
+@pytest.mark.parametrize("section, method, source", [
+    (19, "mlkd", "MLKD rows"),
+    (23, "kd_ls", "logit-standardization-KD"),
+])
+def test_per_pair_tables_of_the_new_sections_are_there(pub, section, method, source):
+    """§19 (MLKD) and §23 (KD + logit standardisation): one published number per listed pair."""
+    header, *rows = _tables(_section(METHODS, section))[-1 if section == 19 else 0]
+    col = len(header) - 1  # the number is the last column
+    for row in rows:
+        key = _pair_key(pub, row[0])
+        found = pub.lookup(*key.split("/"), method)
+        assert found and found[0].acc == float(row[col]) and source in found[0].source, (key, method)
+        assert not found[0].unverified
+
+
+def test_ctkd_and_sdd_numbers_are_there(pub):
+    """§21: KD+CTKD per pair (CTKD README, then the logit-standardisation README); §22: the SDD run scripts' two
+    runs per pair, SD-DKD as `sdd`, SD-KD as `sdd_kd` (its recipe is the sdd recipe with base kd: pending)."""
+    text = _section(METHODS, 21)
+    pairs = re.findall(r"(\w+→\w+) (\d+\.\d\d)", text.split("Published CIFAR-100 top-1")[1].split("ImageNet")[0])
+    assert len(pairs) == 10
+    for name, acc in pairs:
+        found = pub.lookup(*_pair_key(pub, name).split("/"), "ctkd")
+        assert [e.acc for e in found] == [float(acc)] and "CTKD" in found[0].source, name
+    header, *rows = _tables(_section(METHODS, 22))[-1]
+    for row in rows:
+        if row[0].startswith("ImageNet"):
+            continue
+        key = _pair_key(pub, row[0])
+        for column, method in (("SD-DKD", "sdd"), ("SD-KD", "sdd_kd")):
+            cell = row[header.index(column)]
+            found = pub.lookup(*key.split("/"), method)
+            if cell == "—":
+                assert not found, (key, method)
+                continue
+            assert [e.acc for e in found] == [float(x) for x in cell.split(", ")], (key, method)
+            assert all("run scripts" in e.source for e in found)
+            assert all(e.recipe_pending for e in found) == (method == "sdd_kd")
+
+
+def test_imagenet_7_numbers_are_there(pub):
+    """docs/reference/imagenet.md §7: NKD, CTKD (on KD; on DKD pending) and SD-DKD on the two ImageNet pairs."""
+    table = _tables(_section(IMAGENET, 7))[-1]
+    rows = {"NKD": "nkd", "CTKD (on KD)": "ctkd", "CTKD (on DKD)": "ctkd_dkd", "SDD (SD-DKD)": "sdd"}
+    keys = ["imagenet/resnet34-resnet18", "imagenet/resnet50-mobilenet_v1"]
+    for row in table[1:]:
+        for key, cell in zip(keys, row[1:3]):
+            found = pub.lookup(*key.split("/"), rows[row[0]])
+            if cell == "—":
+                assert not found
+                continue
+            assert found[0].acc == float(cell), (row[0], key)
+
+
+def test_numbers_not_checked_against_a_readable_source_are_marked_unverified(pub):
+    """R2KD's 38 numbers (CIFAR-100, ImageNet, Tiny-ImageNet) and the DKD paper's 68.58 KD number."""
+    marked = [(key, m, e) for key in pub.pairs for m, entries in pub.methods(key).items() for e in entries
+              if e.unverified]
+    r2kd = [x for x in marked if "R2KD" in x[2].source or "r2kd" in x[2].source.lower()]
+    assert len(r2kd) == 38
+    assert {(k, m, e.acc) for k, m, e in marked if (k, m, e) not in r2kd} == {
+        ("imagenet/resnet50-mobilenet_v1", "kd", 68.58)}
+    kd = pub.lookup("imagenet", "resnet50-mobilenet_v1", "kd")
+    assert kd[0].acc == 70.50 and "mdistiller" in kd[0].source and not kd[0].unverified
+    assert "DKD paper" in kd[1].source and "TTM" not in kd[1].source
+
+
+def test_unverified_must_name_a_source(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("sources: {a: A}\nunverified: {b: why}\npairs: {}\n")
+    with pytest.raises(ValueError, match="unverified.*'b'"):
         load_published(path)

@@ -109,3 +109,19 @@ def test_fmt():
     assert mean_std({"n_seeds": 2, "a_mean": 1.234, "a_std": 0.5}, "a", 1) == "1.2 ± 0.5"
     assert mean_std({"n_seeds": 2}, "a") == "–"
     assert main(["table", "/nonexistent/runs"]) == 2
+
+
+def test_unverified_published_numbers_are_marked_in_md_and_csv(tmp_path):
+    """R2KD's numbers could not be checked against a readable source: `kdlab table` says so beside them."""
+    for k in range(2):
+        fake_run(tmp_path / "cifar100" / "resnet32x4-resnet8x4" / "r2kd" / f"seed{k}", "resnet32x4", "resnet8x4",
+                 77.0 + k, 76.5, 79.4, method="r2kd")
+        fake_run(tmp_path / "cifar100" / "resnet32x4-resnet8x4" / "kd" / f"seed{k}", "resnet32x4", "resnet8x4",
+                 73.0 + k, 72.5, 79.4)
+    t = collect([tmp_path])
+    text = markdown(t)
+    assert "| r2kd | 2 | 76.50 ± 0.00 | 77.50 ± 0.71 |" in text and "| 77.70 (unverified) | -0.20 |" in text
+    assert "| 73.33 | +0.17 |" in text  # a checked number carries no mark
+    assert "(unverified): a published number that could not be checked" in text
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(to_csv(t)))}
+    assert "could not be read" in rows["r2kd"]["published_unverified"] and rows["kd"]["published_unverified"] == ""

@@ -4,9 +4,9 @@
 normalisation + the train augmentation); :class:`BatchLoader` turns a split into augmented, normalised :class:`Batch` es
 whose order and views are a pure function of ``(seed, epoch)``. ``load_dataset("imagefolder" | "imagenet")`` returns
 :class:`ImageSplits`, files streamed by :class:`StreamLoader` (decoding in worker processes; order and crops a pure
-function of ``(seed, epoch, index)``). Modules: ``views`` (discrete, cacheable augmentations), ``mix`` and
-``autoaugment`` (batch mixers), ``presets`` and ``policies`` (what a student is distilled on), ``splits`` (split
-control), ``archive``/``cifar``/``mnist1d``/``user`` (sources); on disk: ``folders``/``imagenet``/``tiny_imagenet``
+function of ``(seed, epoch, index)``). Modules: ``views`` (discrete, cacheable augmentations), ``mix``,
+``autoaugment`` and ``randaugment`` (batch mixers and strong views), ``presets`` and ``policies`` (what a student is
+distilled on), ``splits`` (split control), ``archive``/``cifar``/``mnist1d``/``user`` (sources); on disk: ``folders``/``imagenet``/``tiny_imagenet``
 (layouts), ``decode`` (one file), ``image_index`` (files checked once), ``crops`` (crop geometry), ``stream`` and
 ``image_stream`` (the streamed loader), ``crop_schedule`` and ``replay`` (stored crops, replayed), ``dataset_stream`` (a
 user's Dataset read every epoch). See docs/data.md.
@@ -31,6 +31,7 @@ from kdlab.data.normalization import Normalization, normalize
 from kdlab.data.policies import DistillPolicy, build_policy
 from kdlab.data.protocol import Loader
 from kdlab.data.presets import PRESETS, augment_preset
+from kdlab.data.randaugment import randaugment_like, random_cutout
 from kdlab.data.splits import DataSplits, select_split
 from kdlab.data.stream import StreamLoader
 from kdlab.data.tiny_imagenet import load_tiny_imagenet
@@ -66,6 +67,8 @@ __all__ = [
     "cutmix",
     "cutout",
     "autoaugment_like",
+    "randaugment_like",
+    "random_cutout",
     "gaussian_noise_like",
     "Normalization",
     "normalize",

@@ -128,6 +128,29 @@ def _affine(p: torch.Tensor, matrix: torch.Tensor, shift: torch.Tensor) -> torch
     return F.grid_sample(p, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
+#: PIL's ImageEnhance operations: a blend of the image with a degenerate version of it
+ENHANCE = ("Brightness", "Color", "Contrast", "Sharpness")
+
+
+def _enhance(op: str, p: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``ImageEnhance.<op>(img).enhance(factor)`` per sample (``factor`` [n]) on pixel-valued floats."""
+    if op == "Brightness":
+        return _blend(p, torch.zeros_like(p), factor)
+    if op == "Color":
+        return _blend(p, _grayscale(p).expand_as(p), factor)
+    if op == "Contrast":  # degenerate: the grey level int(mean(L) + 0.5)
+        mean = torch.floor(_grayscale(p).mean(dim=(1, 2, 3), keepdim=True) + 0.5)
+        return _blend(p, mean.expand_as(p), factor)
+    return _blend(p, _sharpen_degenerate(p), factor)  # Sharpness
+
+
+def _rotation(degrees: torch.Tensor) -> torch.Tensor:
+    """[n, 2, 2] rotation matrices for per-sample angles in degrees."""
+    a = torch.deg2rad(degrees)
+    cos, sin = torch.cos(a), torch.sin(a)
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+
+
 def _apply_op(op: str, p: torch.Tensor, level: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
     """One AutoAugment operation on pixel-valued floats ``p`` with per-sample ``level`` in [0, 1] and ``sign`` ±1."""
     n, _, h, w = p.shape
@@ -143,22 +166,12 @@ def _apply_op(op: str, p: torch.Tensor, level: torch.Tensor, sign: torch.Tensor)
     if op == "Posterize":  # keep the top `bits` bits, bits = 8 − round(4·level)
         quantum = (2.0 ** torch.round(4.0 * level)).view(-1, 1, 1, 1)
         return torch.floor(p / quantum) * quantum
-    factor = 1.0 + sign * 0.9 * level  # enhancement factor in [0.1, 1.9]
-    if op == "Brightness":
-        return _blend(p, torch.zeros_like(p), factor)
-    if op == "Color":
-        return _blend(p, _grayscale(p).expand_as(p), factor)
-    if op == "Contrast":  # degenerate: the grey level int(mean(L) + 0.5)
-        mean = torch.floor(_grayscale(p).mean(dim=(1, 2, 3), keepdim=True) + 0.5)
-        return _blend(p, mean.expand_as(p), factor)
-    if op == "Sharpness":
-        return _blend(p, _sharpen_degenerate(p), factor)
+    if op in ENHANCE:
+        return _enhance(op, p, 1.0 + sign * 0.9 * level)  # enhancement factor in [0.1, 1.9]
     eye = torch.eye(2, dtype=p.dtype, device=p.device).expand(n, 2, 2).clone()
     shift = torch.zeros(n, 2, dtype=p.dtype, device=p.device)
     if op == "Rotate":  # up to 30°, about the centre
-        angle = torch.deg2rad(sign * 30.0 * level)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        eye = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        eye = _rotation(sign * 30.0 * level)
     elif op == "ShearX":  # shear up to 0.3
         eye[:, 0, 1] = sign * 0.3 * level
     elif op == "ShearY":

@@ -26,14 +26,18 @@ from kdlab.losses.correlation import (
     spearman_loss,
 )
 from kdlab.losses.crd import crd_loss
+from kdlab.losses.ctkd import ctkd_loss, curriculum_lambda, curriculum_temperature, reverse_gradient
 from kdlab.losses.dkd import dkd_loss, dkd_parts
 from kdlab.losses.hint import fitnet_loss, vid_loss
 from kdlab.losses.kdsvd import kdsvd_loss
 from kdlab.losses.kd import kd_loss
+from kdlab.losses.mlkd import MLKD_TEMPERATURES, mlkd_loss, mlkd_parts
+from kdlab.losses.nkd import nkd_loss
 from kdlab.losses.ofd import ofd_loss, ofd_margin
 from kdlab.losses.ranks import hard_rank, soft_rank
 from kdlab.losses.reviewkd import hcl_loss
 from kdlab.losses.relational import pkt_loss, rkd_loss, sp_loss
+from kdlab.losses.sdd import SDD_BASES, sdd_loss, sdd_region_weights
 from kdlab.losses.standardize import logit_standardize
 from kdlab.losses.strong_sets import (
     STRONG_SET_RULES,
@@ -71,6 +75,10 @@ __all__ = [
     "ofd_loss",
     "crd_loss",
     "hcl_loss",
+    "nkd_loss",
+    "mlkd_loss",
+    "ctkd_loss",
+    "sdd_loss",
     # CAKD strong sets
     "STRONG_SET_RULES",
     "strong_set",
@@ -89,6 +97,13 @@ __all__ = [
     "hard_rank",
     "soft_rank",
     "ofd_margin",
+    "mlkd_parts",
+    "MLKD_TEMPERATURES",
+    "sdd_region_weights",
+    "SDD_BASES",
+    "reverse_gradient",
+    "curriculum_lambda",
+    "curriculum_temperature",
     # validation switch
     "set_validation",
     "validation",

@@ -92,15 +92,18 @@ def defaults_left(hp: Params, given: Collection[str] | None) -> set[str]:
     return set() if given is None else set(type(hp).model_fields) - set(given)
 
 
-def scaled_warmup(hp: Params, facts: RunFacts, given: Collection[str] | None) -> list[Adaptation]:
+def scaled_warmup(hp: Params, facts: RunFacts, given: Collection[str] | None, key: str = "warmup") -> list[Adaptation]:
     """DKD's 20-epoch warm-up is 20 of CIFAR-100's 240 epochs. A shorter run left at the default gets the same share
-    of its length, max(1, round(20·epochs/240)), so the warm-up ends as early in training as in the recipe."""
-    default = type(hp).model_fields["warmup"].default
-    if "warmup" not in defaults_left(hp, given) or facts.epochs >= CIFAR_EPOCHS or hp.warmup != default:
+    of its length, max(1, round(20·epochs/240)), so the warm-up ends as early in training as in the recipe. ``key``:
+    another epoch-counted argument scaled the same way (CTKD's curriculum length)."""
+    default = type(hp).model_fields[key].default
+    if key not in defaults_left(hp, given) or facts.epochs >= CIFAR_EPOCHS or getattr(hp, key) != default \
+            or not default:
         return []
     value = max(1, round(default * facts.epochs / CIFAR_EPOCHS))
-    return [Adaptation("warmup", default, value, f"the CIFAR-100 warm-up of {default} of {CIFAR_EPOCHS} epochs, "
-                                                 f"scaled to {facts.epochs} epochs")]
+    what = "warm-up" if key == "warmup" else key
+    return [Adaptation(key, default, value, f"the CIFAR-100 {what} of {default} of {CIFAR_EPOCHS} epochs, "
+                                           f"scaled to {facts.epochs} epochs")]
 
 
 #: length of the shared CIFAR-100 recipe (docs/reference/methods.md §10), which epoch-counted defaults belong to

@@ -1,6 +1,7 @@
 """The papers' numbers: ``configs/published.yaml`` (shipped beside the recipes), read and looked up by data set,
 pair (the recipes' pair directory) and method (the recipe's file name; ``teacher``, and ``ce`` for the student
-trained alone)."""
+trained alone). A source listed under ``unverified`` (its numbers could not be checked against a readable copy of it)
+marks each of its numbers: :attr:`Published.unverified` holds why."""
 
 from __future__ import annotations
 
@@ -23,11 +24,16 @@ class Published:
     source: str
     note: str | None = None
     recipe_pending: str | None = None  # why no shipped recipe produces it (yet)
+    unverified: str | None = None  # why it could not be checked against a readable source (None: checked)
+
+    def label(self) -> str:
+        """The number as tables print it: ``77.70``, or ``77.70 (unverified)``."""
+        return f"{self.acc:.2f}" + (" (unverified)" if self.unverified else "")
 
 
 @dataclass
 class PublishedTable:
-    sources: dict[str, str]
+    sources: dict[str, str]  # key → citation
     pairs: dict[str, dict[str, Any]]  # "<data set>/<pair>" → {"paper": ..., method: [Published, ...], ...}
 
     def lookup(self, dataset: str, pair: str | None, method: str) -> list[Published]:
@@ -42,7 +48,7 @@ class PublishedTable:
         return {m: v for m, v in self.pairs[key].items() if isinstance(v, list)}
 
 
-def _entries(raw: Any, sources: dict[str, str], where: str) -> list[Published]:
+def _entries(raw: Any, sources: dict[str, str], unverified: dict[str, str], where: str) -> list[Published]:
     items = raw if isinstance(raw, list) else [raw]
     out = []
     for item in items:
@@ -52,7 +58,7 @@ def _entries(raw: Any, sources: dict[str, str], where: str) -> list[Published]:
         if item.get("source") not in sources:
             raise ConfigError(f"published numbers: {where}: source {item.get('source')!r} is not among `sources`")
         out.append(Published(float(item["acc"]), sources[item["source"]], item.get("note"),
-                             item.get("recipe_pending")))
+                             item.get("recipe_pending"), unverified.get(item["source"])))
     return out
 
 
@@ -70,6 +76,10 @@ def load_published(path: str | Path | None = None) -> PublishedTable:
             if name in sources:
                 raise ConfigError(f"published numbers: source {name!r} is given twice ({block})")
             sources[name] = text
+    unverified = data.get("unverified") or {}
+    if not isinstance(unverified, dict) or set(unverified) - set(sources):
+        raise ConfigError(f"published numbers: `unverified` must map sources to the reason; unknown: "
+                          f"{sorted(set(unverified) - set(sources)) if isinstance(unverified, dict) else unverified!r}")
     pairs: dict[str, dict[str, Any]] = {}
     for block in sorted(k for k in data if k == "pairs" or k.startswith("pairs_")):
         for key, entry in (data[block] or {}).items():
@@ -79,5 +89,5 @@ def load_published(path: str | Path | None = None) -> PublishedTable:
             for m, v in entry.items():
                 if m in merged and m != "paper":
                     raise ConfigError(f"published numbers: {key}/{m} is given twice ({block})")
-                merged[m] = v if m in ("paper", "recipe_pending") else _entries(v, sources, f"{key}/{m}")
+                merged[m] = v if m in ("paper", "recipe_pending") else _entries(v, sources, unverified, f"{key}/{m}")
     return PublishedTable(sources, pairs)

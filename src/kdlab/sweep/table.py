@@ -257,7 +257,7 @@ def _pair_table(t: Table, col: Column) -> list[str]:
                  mean_std(s, "kl", 3), mean_std(s, "ece", 2, 100, std=False)]
         if with_paper:
             p = papers[m]
-            cells += [f"{p.acc:.2f}" if p else "–", _delta(s, p)]
+            cells += [p.label() if p else "–", _delta(s, p)]
         lines.append(_row(cells))
     return lines
 
@@ -291,7 +291,7 @@ def _grids(t: Table, cols: list[Column]) -> list[str]:
                 cells.append(ours)
                 if published_here:
                     p = t.paper(c, m)
-                    cells += [f"{p.acc:.2f}" if p else "–", _delta(s, p)]
+                    cells += [p.label() if p else "–", _delta(s, p)]
             lines.append(_row(cells))
     return lines
 
@@ -304,9 +304,12 @@ def markdown(t: Table) -> str:
         if out:
             out.append("")
         out += _pair_table(t, cols[0]) if len(cols) == 1 else _grids(t, cols)
-    sources = {p.source for c in t.columns for m in ["teacher", *t.methods] if (p := t.paper(c, m))}
-    if sources:
-        out += ["", "Published numbers (configs/published.yaml): " + "; ".join(sorted(sources)) + "."]
+    shown = [p for c in t.columns for m in ["teacher", *t.methods] if (p := t.paper(c, m))]
+    if shown:
+        out += ["", "Published numbers (configs/published.yaml): " + "; ".join(sorted({p.source for p in shown})) + "."]
+    if any(p.unverified for p in shown):
+        out += ["", "(unverified): a published number that could not be checked against a readable copy of its source "
+                    "(configs/published.yaml `unverified`)."]
     return "\n".join(out)
 
 
@@ -316,7 +319,7 @@ def to_csv(t: Table) -> str:
     w = csv.writer(buf, lineterminator="\n")
     keys = ("best_acc", "acc", "agreement", "kl", "ece")
     w.writerow(["dataset", "pair", "method", "n", *[f"{k}_{s}" for k in keys for s in ("mean", "std")],
-                "published", "published_source", "published_note", "delta_best"])
+                "published", "published_source", "published_note", "published_unverified", "delta_best"])
     for c in t.columns:
         for m in ["teacher", *t.methods]:
             s = t.summary(c, m)
@@ -326,6 +329,7 @@ def to_csv(t: Table) -> str:
             w.writerow([c.dataset, c.pair, m, s["n_seeds"],
                         *[s.get(f"{k}_{x}", "") for k in keys for x in ("mean", "std")],
                         p.acc if p else "", p.source if p else "", (p.note or "") if p else "",
+                        (p.unverified or "") if p else "",
                         f"{s['best_acc_mean'] - p.acc:.4f}" if p and "best_acc_mean" in s else ""])
     return buf.getvalue().rstrip("\n")
 

@@ -1,0 +1,119 @@
+"""MLKD (Jin, Wang & Lin, CVPR 2023, multi-level logit distillation; docs/reference/methods.md §19).
+
+Each batch is seen twice: the loader's (weak) view and a strong view made here (the released code's
+``RandAugment(2, 10)`` with Cutout). Student and teacher run on both; CE on both views, instance-level KD at five
+temperatures on both, class- and batch-level alignment on the weak view, confidence masks from the teacher's weak
+predictions (``kdlab.losses.mlkd_parts``). The batch-level statistics (masks, Gram matrices) are those of the global
+batch under torchrun: the four logit matrices are gathered from every process, so N processes train as one does.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from kdlab import distributed as dist
+from kdlab._checks import SettingError
+from kdlab.data import randaugment_like, random_cutout
+from kdlab.losses import MLKD_TEMPERATURES, mlkd_parts
+from kdlab.methods.base import Method, Params, StepOutput
+from kdlab.methods.registry import register
+
+
+class MLKDParams(Params):
+    """Class defaults: the released CIFAR-100 code (T = 4 then 3, 5, 2, 6; CE 0.1, KD 0.9; RandAugment(2, 10) strong
+    view, CIFAR-100 normalisation); ImageNet: T = 1 first, CE 0.5, KD 0.5 (shipped recipes)."""
+
+    temperatures: list[float] = Field(default_factory=lambda: list(MLKD_TEMPERATURES), min_length=1)
+    strong_terms: int = Field(3, ge=0)  # the first k temperatures use the strong view (the released code: 3 of 5)
+    ce_weight: float = Field(0.1, ge=0)  # on each view
+    kd_weight: float = Field(0.9, ge=0)  # on each of the instance, class and batch terms
+    # strong view: the released RandAugment + Cutout (images); Cutout alone (any spatial input); none (= weak view)
+    strong_augment: Literal["randaugment", "cutout", "none"] = "randaugment"
+    n_ops: int = Field(2, ge=0)  # RandAugment: operations per image
+    cutout: float = Field(0.5, ge=0, le=1)  # largest Cutout side, a fraction of the image side
+    # randaugment works on pixel levels, so it must undo the loader's normalisation (defaults: CIFAR-100,
+    # docs/reference/methods.md §10)
+    input_mean: list[float] = Field(default_factory=lambda: [0.5071, 0.4867, 0.4408], min_length=1)
+    input_std: list[float] = Field(default_factory=lambda: [0.2675, 0.2565, 0.2761], min_length=1)
+    logit_standardization: bool = False
+
+    @model_validator(mode="after")
+    def _check(self):
+        if any(t <= 0 for t in self.temperatures):
+            raise ValueError(f"temperatures must all be > 0; got {self.temperatures}")
+        if self.strong_terms > len(self.temperatures):
+            raise ValueError(f"strong_terms ({self.strong_terms}) cannot exceed the number of temperatures "
+                             f"({len(self.temperatures)})")
+        if len(self.input_mean) != len(self.input_std) or any(s <= 0 for s in self.input_std):
+            raise ValueError("input_mean and input_std must have one entry per channel, with every std > 0")
+        return self
+
+
+@register("mlkd")
+class MLKD(Method):
+    """L = w_ce·(CE(z_w, y) + CE(z_s, y)) + w_kd·(instance + class + batch), the terms of
+    :func:`kdlab.losses.mlkd_parts` on the weak view x and the strong view x̂ = strong(x)."""
+
+    summary = "MLKD (Jin et al. CVPR 2023): instance, class and batch alignment at 5 temperatures, on weak+strong views"
+
+    Params = MLKDParams
+    labels_only_in_ce = True
+
+    @property
+    def report_temperature(self) -> float | None:
+        return self.hp.temperatures[0]
+
+    def _check_view_input(self, x: torch.Tensor) -> None:
+        aug = self.hp.strong_augment
+        if aug == "none":
+            return
+        need = 4 if aug == "randaugment" else 3
+        if x.dim() < need or x.dim() > 4:
+            what = "images [N, C, H, W]" if need == 4 else "images [N, C, H, W] or signals [N, C, L]"
+            raise SettingError(f"mlkd's strong view ({aug}) needs {what}, but the inputs have shape "
+                               f"{tuple(x.shape)}; set {{augment}} to cutout (signals) or none",
+                               augment="method.args.strong_augment")
+        if aug == "randaugment" and x.shape[1] != len(self.hp.input_mean):
+            raise SettingError(f"mlkd's strong view needs the loader's normalisation, one {{mean}} and {{std}} entry "
+                               f"per channel; the inputs have {x.shape[1]} channels but {len(self.hp.input_mean)} "
+                               "are given", mean="method.args.input_mean", std="method.args.input_std")
+
+    def strong_view(self, x: torch.Tensor, rows: tuple[int, int]) -> torch.Tensor:
+        """x̂: drawn from torch's global RNG (checkpointed, so a resumed run replays it) for the whole global batch
+        (``rows``: this process's offset in it, and its size), this process's rows applied."""
+        hp = self.hp
+        self._check_view_input(x)
+        if hp.strong_augment == "none":
+            return x
+        if hp.strong_augment == "cutout":
+            return random_cutout(x, cutout=hp.cutout, rows=rows)
+        return randaugment_like(x, n_ops=hp.n_ops, cutout=hp.cutout, mean=hp.input_mean, std=hp.input_std,
+                                rows=rows)
+
+    def forward(self, batch, epoch: int) -> StepOutput:
+        hp = self.hp
+        rows = dist.batch_rows(batch.x.shape[0], batch.x.device)
+        x_strong = self.strong_view(batch.x, rows)
+        z_w = self.student(batch.x)
+        z_s = self.student(x_strong)  # a second forward: each view's own BatchNorm statistics, as released
+        v_w = self.teacher.logits_for_batch(batch)
+        v_s = self.teacher.logits(x_strong)
+        zw, zs, vw, vs = self.standardize(z_w, z_s, v_w, v_s)
+        # the global batch's logits on every process (differentiable, one collective); one process: unchanged
+        zw, zs, vw, vs = dist.gather_batch(torch.cat([zw, zs, vw, vs], 1)).split(zw.shape[1], 1)
+        instance, class_level, batch_level = mlkd_parts(zw, vw, zs, vs, hp.temperatures, hp.strong_terms)
+        losses = {
+            "ce": hp.ce_weight * (self.masked_ce(z_w, batch) + self.masked_ce(z_s, batch)),
+            "kd": hp.kd_weight * instance,
+            "cc": hp.kd_weight * class_level,
+            "bc": hp.kd_weight * batch_level,
+        }
+        return StepOutput(z_w, losses, v_w)
+
+    def describe(self) -> dict:
+        hp = self.hp
+        return {"method": "mlkd", "temperatures": hp.temperatures,
+                "strong_view": f"{hp.strong_augment} (first {hp.strong_terms} temperatures)"}

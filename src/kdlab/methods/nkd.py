@@ -1,0 +1,38 @@
+"""NKD (Yang et al., ICCV 2023, normalized knowledge distillation; docs/reference/methods.md §20)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kdlab.losses import nkd_loss
+from kdlab.methods.base import LogitMethod, Params, StepOutput
+from kdlab.methods.registry import register
+
+
+class NKDParams(Params):
+    """Class defaults: the authors' released CIFAR-100 config (T = 3, γ = 3.5, CE 1); ImageNet: T = 1, γ = 1.5
+    (shipped recipes, docs/reference/methods.md §20)."""
+
+    temperature: float = Field(3.0, gt=0)  # T of the non-target term (the target term is always at T = 1)
+    gamma: float = Field(3.5, ge=0)  # weight of the normalised non-target term
+    ce_weight: float = Field(1.0, ge=0)
+    logit_standardization: bool = False
+
+
+@register("nkd")
+class NKD(LogitMethod):
+    """L = w_ce·CE(z, y) − p^t_y·log p^s_y − γ·T²·Σ_{c≠y} p̂^t_c·log p̂^s_c, p̂ = softmax over the non-target
+    classes at T (``kdlab.losses.nkd_loss``)."""
+
+    summary = "NKD (Yang et al. ICCV 2023): the teacher's target probability plus its renormalised non-target classes"
+
+    Params = NKDParams
+
+    def forward(self, batch, epoch: int) -> StepOutput:
+        hp = self.hp
+        z = self.student(batch.x)
+        v = self.teacher.logits_for_batch(batch)
+        zs, vs = self.standardize(z, v)
+        losses = {"ce": hp.ce_weight * self.masked_ce(z, batch),
+                  "nkd": nkd_loss(zs, vs, batch.y, temperature=hp.temperature, gamma=hp.gamma)}
+        return StepOutput(z, losses, v)
