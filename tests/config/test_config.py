@@ -77,3 +77,12 @@ def test_optimiser_and_warmup_settings_are_checked():
         validate({"optim": {"optimizer": "adamw", "nesterov": True}})
     with pytest.raises(ConfigError, match="warmup_epochs=240 must be below epochs=240"):
         validate({"optim": {"warmup_epochs": 240}})
+
+
+def test_a_key_given_twice_is_refused_not_overwritten(tmp_path):
+    """Failed before: PyYAML keeps the last of two equal keys, so a merge that repeated a published pair dropped the
+    first entry's numbers without a word."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("optim:\n  lr: 0.1\n  epochs: 3\n  lr: 0.5\n")
+    with pytest.raises(ValueError, match=r"twice\.yaml: .*the key 'lr' is given twice in one mapping"):
+        load_config(path)

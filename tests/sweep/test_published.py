@@ -192,6 +192,7 @@ def test_a_method_given_in_two_blocks_is_refused(tmp_path):
     path.write_text("sources: {a: A}\npairs:\n  cifar100/x-y:\n    kd: {acc: 1.0, source: a}\n"
                     "pairs_more:\n  cifar100/x-y:\n    kd: {acc: 2.0, source: a}\n")
     with pytest.raises(ValueError, match=r"cifar100/x-y/kd is given twice \(pairs_more\)"):
+        load_published(path)
 
 
 # docs/reference/methods.md §19–§24 (the pairs' names as the tables write them) → published.yaml keys
