@@ -460,6 +460,7 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | Non
         "test" if role == "teacher" else "fidelity": r.last,
         "epochs": parts.cfg.optim.epochs,
         "resumed_from_epoch": r.resumed_from,
+        "divergence": r.divergence,  # the guard fired and the run trained on (run.on_divergence=warn): not trusted
         "adapted_defaults": parts.adapted,
         "wall_time_s": r.wall_time_s,
         "config": parts.record,

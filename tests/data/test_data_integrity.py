@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from kdlab import models
 from kdlab.cli import main
 from kdlab.data import load_cifar100
 from kdlab.data.mnist1d import load_mnist1d
-from kdlab.models import save_model
 from kdlab.teachers import StaleCacheError
 from kdlab.teachers.store import TeacherStore
+
+from .test_data_replay_e2e import _setup
 
 
 def _rewrite_npz(path, change):
@@ -71,21 +71,8 @@ def test_a_cifar_cache_with_changed_pixels_is_read_again_from_its_archive(tmp_pa
 
 # -------------------------------------------------------------------------------------------- teacher-output stores
 def _store_run(tmp_path, image_tools):
-    """A streamed image folder, a teacher and a float32 store built for it, and the `kdlab train` arguments."""
-    root = image_tools.make_imagefolder(tmp_path / "f", n_train=4, n_val=2)  # 3 classes, 12 training images
-    torch.manual_seed(3)
-    save_model(tmp_path / "t.safetensors", models.create("resnet8", 3), arch="resnet8", num_classes=3)
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(f"""
-seed: 2
-data: {{name: imagefolder, root: {root}, image_size: 24, workers: 0}}
-teacher: {{arch: resnet8, checkpoint: {tmp_path / 't.safetensors'}}}
-student: {{arch: resnet8}}
-method: {{name: kd, args: {{temperature: 4.0}}}}
-optim: {{epochs: 2, batch_size: 4, lr: 0.05, milestones: [1]}}
-eval: {{batch_size: 16}}
-run: {{progress: false, threads: 1, tensorboard: false}}
-""")
+    """The replay tests' streamed image folder (12 training images, 3 classes) and teacher, with a float32 store."""
+    cfg = _setup(tmp_path, image_tools, n_train=4)
     store = tmp_path / "store"
     assert main(["teacher", "cache", str(cfg), "--precision", "float32", "--out", str(store)]) == 0
     return cfg, store

@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `optim.lr=.inf` or `.nan` is refused naming the key (JSON has no inf: it was written to
+    # config.yaml and final.json as null)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -241,7 +243,14 @@ class RunOptions(_Strict):
 
 class RunConfig(_Strict):
     out_dir: str = "runs/default"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)  # what torch.manual_seed takes
+
+    @field_validator("out_dir")
+    @classmethod
+    def _names_a_directory(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a directory (it is empty)")
+        return v
     data: DataConfig = Field(default_factory=DataConfig)
     distill_data: DistillDataConfig = Field(default_factory=DistillDataConfig)
     teacher: ModelConfig = Field(default_factory=ModelConfig)

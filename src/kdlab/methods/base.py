@@ -38,9 +38,9 @@ from kdlab.teachers import Teacher
 
 
 class Params(BaseModel):
-    """Base of every method's hyperparameters: unknown keys are errors."""
+    """Base of every method's hyperparameters: unknown keys and non-finite numbers are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 @dataclass

@@ -167,7 +167,7 @@ class TeacherStore:
                 p.unlink()
         layout = _layout(precision, k, num_classes, epochs, n)
         total = sum(np.dtype(d).itemsize * math.prod(s) for d, s in layout.values())
-        total += schedule_bytes(n, epochs) + epochs * math.ceil(n / chunk_size)
+        total += schedule_bytes(n, epochs) + 4 * epochs * n + epochs * math.ceil(n / chunk_size)
         path.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(path).free
         if free < total:
@@ -318,8 +318,8 @@ class TeacherStore:
 
     @property
     def size_bytes(self) -> int:
-        """Outputs + schedule on disk."""
-        return self.bytes_per_view * self.epochs * self.num_samples + self.schedule.size_bytes
+        """Outputs, their row checksums and the schedule on disk."""
+        return (self.bytes_per_view + 4) * self.epochs * self.num_samples + self.schedule.size_bytes
 
     @property
     def identity(self) -> str:
