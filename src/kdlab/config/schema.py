@@ -244,13 +244,6 @@ class RunOptions(_Strict):
 class RunConfig(_Strict):
     out_dir: str = "runs/default"
     seed: int = Field(default=0, ge=0, le=2**63 - 1)  # what torch.manual_seed takes
-
-    @field_validator("out_dir")
-    @classmethod
-    def _names_a_directory(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must name a directory (it is empty)")
-        return v
     data: DataConfig = Field(default_factory=DataConfig)
     distill_data: DistillDataConfig = Field(default_factory=DistillDataConfig)
     teacher: ModelConfig = Field(default_factory=ModelConfig)
@@ -259,3 +252,10 @@ class RunConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     run: RunOptions = Field(default_factory=RunOptions)
+
+    @field_validator("out_dir")
+    @classmethod
+    def _names_a_directory(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a directory (it is empty)")
+        return v

@@ -138,9 +138,11 @@ class DivergenceGuard:
     first_step: tuple[float, float] | None = field(default=None, init=False)  # (loss, gradient norm) of step 1
     recent: deque = field(default_factory=lambda: deque(maxlen=STUCK_EPOCHS), init=False)  # (loss, weight change)
     last: tuple[float | None, float, dict[str, float]] | None = field(default=None, init=False)  # acc, loss, terms
+    # the epoch's step maxima (loss, gradient norm) and "a gradient norm was not finite": plain numbers in immediate
+    # mode, device tensors in deferred mode until epoch_stats syncs them
     _ref: torch.Tensor | None = field(default=None, init=False, repr=False)
-    _max: torch.Tensor | None = field(default=None, init=False, repr=False)
-    _bad: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _max: Any = field(default=None, init=False, repr=False)
+    _bad: Any = field(default=None, init=False, repr=False)
     _start: list[torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     def excess(self, acc: float) -> float:
@@ -161,52 +163,53 @@ class DivergenceGuard:
     def step(self, loss: torch.Tensor, norm: torch.Tensor, epoch: int, step: int) -> Divergence | None:
         """Take one step's (finite) total loss and global gradient norm; in ``immediate`` mode a
         :class:`Divergence` (or :class:`NonFiniteLossError`) as soon as the step explodes."""
+        if self.immediate:  # CPU, one process: plain numbers
+            pair = (float(loss.detach()), float(norm))
+            if self.first_step is None:
+                self.first_step = pair
+            if not math.isfinite(pair[1]):
+                self._non_finite(f"step {step} of epoch {epoch}")
+            self._max = pair if self._max is None else (max(self._max[0], pair[0]), max(self._max[1], pair[1]))
+            return self._explosion(epoch, f"step {step} of epoch {epoch}", pair)
         pair = torch.stack([loss.detach().float().reshape(()), norm.detach().float().reshape(())])
-        if self._ref is None:
-            if self.first_step is not None:  # resumed: the first step's values come from the metrics log
-                self._ref = torch.tensor(self.first_step, device=pair.device)
-            else:
-                self._ref = pair.clone()
+        if self._ref is None:  # resumed: the first step's values come from the metrics log
+            self._ref = pair.clone() if self.first_step is None else torch.tensor(self.first_step, device=pair.device)
         finite = torch.isfinite(pair)
         self._bad = ~finite[1] if self._bad is None else self._bad | ~finite[1]
         value = torch.where(finite, pair, torch.zeros_like(pair))
         self._max = value if self._max is None else torch.maximum(self._max, value)
-        if self.immediate:
-            if self.first_step is None:
-                self.first_step = (float(pair[0]), float(pair[1]))
-            return self._judge(epoch, f"step {step} of epoch {epoch}")
         return None
 
-    def _judge(self, epoch: int, where: str) -> Divergence | None:
-        """The step maxima against ``EXPLODE`` × the first step's (the host sync of a deferred check)."""
-        if self._max is None:
-            return None
-        if bool(self._bad):
-            raise NonFiniteLossError(
-                f"non-finite gradient norm at {where} (the loss was finite). Training stopped; the last good "
-                "checkpoint is kept. Lower the learning rate, check the inputs for NaN/inf, or clip the gradients "
-                "(optim.grad_clip)")
-        top, ref = self._max.tolist(), self.first_step
+    def _non_finite(self, where: str) -> None:
+        raise NonFiniteLossError(
+            f"non-finite gradient norm at {where} (the loss was finite). Training stopped; the last good checkpoint "
+            "is kept. Lower the learning rate, check the inputs for NaN/inf, or clip the gradients (optim.grad_clip)")
+
+    def _explosion(self, epoch: int, where: str, top: tuple[float, float]) -> Divergence | None:
+        """The step maxima ``top`` (loss, gradient norm) against ``EXPLODE`` × the first step's."""
+        ref = self.first_step
         ratio = [t / r if r > 0 else (math.inf if t > 0 else 0.0) for t, r in zip(top, ref)]
         if max(ratio) <= EXPLODE:
             return None
-        what = "loss" if ratio[0] >= ratio[1] else "gradient norm"
-        i = 0 if what == "loss" else 1
+        i = 0 if ratio[0] >= ratio[1] else 1
+        what = ("loss", "gradient norm")[i]
         message = (f"training exploded at {where}: the {what} reached {top[i]:.4g}, {ratio[i]:.3g}x its value at "
                    f"the run's first step ({ref[i]:.4g}; the guard stops at {EXPLODE:g}x)")
         return Divergence(epoch, "explosion", self._advice(message, {}))
 
     def epoch_stats(self, params: list[torch.Tensor]) -> dict[str, float]:
         """The epoch's step maxima, the first step's values and how far the weights moved (``weight_change``:
-        ‖θ_end − θ_start‖ / ‖θ_start‖), for the epoch's record; checked against ``EXPLODE`` here in deferred mode."""
+        ‖θ_end − θ_start‖ / ‖θ_start‖), for the epoch's record. Deferred mode: the maxima all-reduced (one small
+        collective per epoch) and judged by the next :meth:`update`."""
         out: dict[str, float] = {}
         if self._max is not None:
-            stats = dist.all_reduce_max(torch.cat([self._max, self._bad.float().reshape(1)]))
-            self._max, self._bad = stats[:2], stats[2] > 0
-            if self.first_step is None:
-                self.first_step = tuple(dist.all_reduce_max(self._ref).tolist())
-            out.update(step_loss_max=float(stats[0]), grad_norm_max=float(stats[1]),
-                       step_loss_first=self.first_step[0], grad_norm_first=self.first_step[1])
+            if not self.immediate:
+                stats = dist.all_reduce_max(torch.cat([self._max, self._bad.float().reshape(1)]))
+                self._max, self._bad = tuple(stats[:2].tolist()), bool(stats[2] > 0)
+                if self.first_step is None:
+                    self.first_step = tuple(dist.all_reduce_max(self._ref).tolist())
+            out.update(step_loss_max=self._max[0], grad_norm_max=self._max[1], step_loss_first=self.first_step[0],
+                       grad_norm_first=self.first_step[1])
         if self._start is not None:
             moved = _norm([p.detach() - q for p, q in zip(params, self._start)])
             out["weight_change"] = float(moved / _norm(self._start).clamp_min(1e-12))
@@ -219,7 +222,11 @@ class DivergenceGuard:
         (deferred mode) or a rule has held long enough."""
         if self.first_step is None and "step_loss_first" in train:  # replayed from the log on resume
             self.first_step = (float(train["step_loss_first"]), float(train["grad_norm_first"]))
-        exploded = self._judge(epoch, f"epoch {epoch}") if not self.immediate else None
+        exploded = None
+        if not self.immediate and self._max is not None:  # the deferred check of the epoch's steps
+            if self._bad:
+                self._non_finite(f"epoch {epoch}")
+            exploded = self._explosion(epoch, f"epoch {epoch}", self._max)
         self._max = self._bad = None
         loss = float(train["loss"])
         acc = float(train["acc"]) if train.get("acc") is not None else None  # None: no labelled sample
