@@ -92,13 +92,6 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
-    if is_initialized():
-        t = t.clone()
-        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-    return t
-
-
 def all_reduce_accumulator(acc):
     """Sum a FidelityAccumulator's per-example sums across ranks (each rank saw a disjoint shard)."""
     if is_initialized():

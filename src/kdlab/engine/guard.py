@@ -138,11 +138,12 @@ class DivergenceGuard:
     first_step: tuple[float, float] | None = field(default=None, init=False)  # (loss, gradient norm) of step 1
     recent: deque = field(default_factory=lambda: deque(maxlen=STUCK_EPOCHS), init=False)  # (loss, weight change)
     last: tuple[float | None, float, dict[str, float]] | None = field(default=None, init=False)  # acc, loss, terms
-    # the epoch's step maxima (loss, gradient norm) and "a gradient norm was not finite": plain numbers in immediate
-    # mode, device tensors in deferred mode until epoch_stats syncs them
-    _ref: torch.Tensor | None = field(default=None, init=False, repr=False)
-    _max: Any = field(default=None, init=False, repr=False)
-    _bad: Any = field(default=None, init=False, repr=False)
+    # the epoch's step maxima (loss, gradient norm) and "a gradient norm was not finite"; deferred: the steps' values
+    # on the device until epoch_stats
+    _max: tuple[float, float] | None = field(default=None, init=False, repr=False)
+    _bad: bool | None = field(default=None, init=False, repr=False)
+    _steps: list[torch.Tensor] = field(default_factory=list, init=False, repr=False)
+    _counts: list[int] = field(default_factory=list, init=False, repr=False)
     _start: list[torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     def excess(self, acc: float) -> float:
@@ -159,10 +160,13 @@ class DivergenceGuard:
         """Remember the weights at the epoch's start (for ``weight_change``) and reset the step maxima."""
         self._start = [p.detach().clone() for p in params]
         self._max = self._bad = None
+        self._steps, self._counts = [], []
 
-    def step(self, loss: torch.Tensor, norm: torch.Tensor, epoch: int, step: int) -> Divergence | None:
-        """Take one step's (finite) total loss and global gradient norm; in ``immediate`` mode a
-        :class:`Divergence` (or :class:`NonFiniteLossError`) as soon as the step explodes."""
+    def step(self, loss: torch.Tensor, norm: torch.Tensor, epoch: int, step: int, n: int = 1) -> Divergence | None:
+        """Take one step's (finite) total loss — the mean over this process's ``n`` samples — and the global
+        gradient norm; in ``immediate`` mode a :class:`Divergence` (or :class:`NonFiniteLossError`) as soon as the
+        step explodes. Deferred, each step's (loss·n, norm) stays on the device until :meth:`epoch_stats`, which
+        turns the losses into the global batches' means: the same numbers as one process computes."""
         if self.immediate:  # CPU, one process: plain numbers
             pair = (float(loss.detach()), float(norm))
             if self.first_step is None:
@@ -171,15 +175,9 @@ class DivergenceGuard:
                 self._non_finite(f"step {step} of epoch {epoch}")
             self._max = pair if self._max is None else (max(self._max[0], pair[0]), max(self._max[1], pair[1]))
             return self._explosion(epoch, f"step {step} of epoch {epoch}", pair)
-        pair = torch.stack([loss.detach().float().reshape(()), norm.detach().float().reshape(())])
-        if self._ref is None:  # resumed: the first step's values come from the metrics log
-            self._ref = pair.clone() if self.first_step is None else torch.tensor(self.first_step, device=pair.device)
-        finite = torch.isfinite(pair)
-        self._bad = ~finite[1] if self._bad is None else self._bad | ~finite[1]
-        value = torch.where(finite, pair, torch.zeros_like(pair))
-        self._max = value if self._max is None else torch.maximum(self._max, value)
+        self._steps.append(torch.stack([loss.detach().float().reshape(()) * n, norm.detach().float().reshape(())]))
+        self._counts.append(n)
         return None
-
     def _non_finite(self, where: str) -> None:
         raise NonFiniteLossError(
             f"non-finite gradient norm at {where} (the loss was finite). Training stopped; the last good checkpoint "
@@ -199,15 +197,22 @@ class DivergenceGuard:
 
     def epoch_stats(self, params: list[torch.Tensor]) -> dict[str, float]:
         """The epoch's step maxima, the first step's values and how far the weights moved (``weight_change``:
-        ‖θ_end − θ_start‖ / ‖θ_start‖), for the epoch's record. Deferred mode: the maxima all-reduced (one small
-        collective per epoch) and judged by the next :meth:`update`."""
+        ‖θ_end − θ_start‖ / ‖θ_start‖), for the epoch's record. Deferred mode: one all-reduce of the steps' sums per
+        epoch, every rank gets the same numbers, and the next :meth:`update` judges them."""
         out: dict[str, float] = {}
+        if not self.immediate and self._steps:
+            steps = torch.stack(self._steps)  # [S, 2]: (loss·n, gradient norm) of this process
+            counts = torch.tensor(self._counts, dtype=steps.dtype, device=steps.device)
+            total = dist.all_reduce_sum(torch.cat([steps[:, 0], counts]))  # the global batches' loss sums and sizes
+            loss, norm = total[:len(counts)] / total[len(counts):], steps[:, 1]  # (norms: equal on every rank)
+            bad = ~torch.isfinite(norm)
+            pair = torch.stack([loss, norm], 1).where(~bad.unsqueeze(1), torch.zeros_like(steps))
+            top = torch.cat([pair.max(0).values, pair[0], bad.any().float().reshape(1)]).tolist()  # the host sync
+            self._max, self._bad = (top[0], top[1]), top[4] > 0
+            if self.first_step is None:
+                self.first_step = (top[2], top[3])
+            self._steps, self._counts = [], []
         if self._max is not None:
-            if not self.immediate:
-                stats = dist.all_reduce_max(torch.cat([self._max, self._bad.float().reshape(1)]))
-                self._max, self._bad = tuple(stats[:2].tolist()), bool(stats[2] > 0)
-                if self.first_step is None:
-                    self.first_step = tuple(dist.all_reduce_max(self._ref).tolist())
             out.update(step_loss_max=self._max[0], grad_norm_max=self._max[1], step_loss_first=self.first_step[0],
                        grad_norm_first=self.first_step[1])
         if self._start is not None:

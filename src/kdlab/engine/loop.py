@@ -292,7 +292,8 @@ def train_loop(method: torch.nn.Module, train_loader, eval_loader, num_classes: 
             if s.grad_clip is not None:
                 norm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip)  # global norm; no host sync
             if guard is not None:
-                exploded = guard.step(out.total, grad_norm(params) if norm is None else norm, epoch, step)
+                exploded = guard.step(out.total, grad_norm(params) if norm is None else norm, epoch, step,
+                                      batch.y.shape[0])
                 if exploded is not None:  # (immediate mode: on_divergence is "stop")
                     raise TrainingDiverged(_stopped(exploded.message, s, saved_epoch, best), epoch, exploded.rule)
             optimizer.step()
