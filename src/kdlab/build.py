@@ -53,6 +53,7 @@ from kdlab.methods import Method, RunFacts
 from kdlab.models.weights import weights_metadata
 from kdlab.plots import training_curves
 from kdlab.teachers import CachedTeacher, Ensemble, FrozenTeacher, module_digest, tensor_digest
+from kdlab.teachers import published
 from kdlab.teachers.eval_logits import stored_logits
 from kdlab.teachers.store import TeacherStore, store_expectation
 from kdlab.teachers.store_build import build_store
@@ -132,6 +133,7 @@ def _loaders(cfg: RunConfig, splits: DataSplits, device) -> tuple[BatchLoader, B
 def load_teacher_module(mc: ModelConfig, num_classes: int) -> nn.Module:
     """One checkpoint → its model; several → an Ensemble teacher (probability averaging by default)."""
     paths = mc.checkpoints or ([mc.checkpoint] if mc.checkpoint else [])
+    paths = [published.resolve(p) for p in paths]  # `repdistiller:resnet32x4`, `torchvision:resnet34`: fetched once
     if not paths:
         raise ValueError("teacher.checkpoint is not set: train a teacher first (`kdlab teacher CONFIG`) and point "
                          "teacher.checkpoint at its model.safetensors")
