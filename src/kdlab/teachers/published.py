@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdlab._io import CheckpointError, atomic_write_text
-from kdlab.data._paths import default_root
+from kdlab.data import default_root
 from kdlab.data.archive import directory_lock, download_url, file_digest, read_members
 from kdlab.models.weights import INERT_GLOBALS, model_from_state, read_state_dict, save_model, state_from_bytes
 
@@ -166,7 +166,7 @@ def fetch(teacher: PublishedTeacher, *, root: str | os.PathLike | None = None, u
         hint = (f", or set ${MIRROR_ENV} to a base URL or folder that has {teacher.filename}" if not url and
                 not os.environ.get(MIRROR_ENV) else "")
         convert = _from_archive if teacher.member is not None else _from_file
-        check = _check_archive if teacher.member is not None else None
+        check = _teacher_members if teacher.member is not None else None  # on the .part, before it gets its name
         downloaded = download_url(source, base / "downloads", sha256=teacher.sha256, filename=teacher.filename,
                                   progress=progress, check=check, hint=hint)
         convert(teacher, downloaded, source, out)
@@ -209,10 +209,6 @@ def _teacher_members(archive: Path) -> dict[str, tuple[str, memoryview]]:
         more = f" (nor {len(missing) - 1} more of the teacher checkpoints)" if len(missing) > 1 else ""
         raise ValueError(f"{archive}: not mdistiller's cifar_teachers.tar: no member {missing[0]}{more}; {remedy}")
     return found
-
-
-def _check_archive(path: Path) -> None:
-    _teacher_members(path)
 
 
 def _from_archive(teacher: PublishedTeacher, archive: Path, source: str, out: Path) -> None:
