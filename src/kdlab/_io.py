@@ -67,23 +67,33 @@ def _file_error(exc: BaseException) -> bool:
             and not isinstance(exc, (WriteError, ConnectionError, TimeoutError)))
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Create ``path`` atomically: ``write(f)`` fills a temp file in the same directory, which then replaces it."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, partial: str | Path | None = None) -> None:
+    """Create ``path`` atomically: ``write(f)`` fills a temp file in the same directory, which then replaces it.
+
+    With ``partial`` (a path in the same directory) the temp file is that fixed file, opened for appending, and it is
+    kept when ``write`` raises: an interrupted download continues where it stopped on the next call instead of
+    starting over. ``write`` may truncate it (``f.seek(0); f.truncate()``) to start over; the caller removes it when
+    its content is wrong. It never has ``path``'s name until ``write`` has returned.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        if partial is None:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        else:
+            tmp = str(partial)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666 & ~_umask())
     except OSError as exc:
         raise write_error(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "ab" if partial is not None else "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        if os.path.exists(tmp):
+        if partial is None and os.path.exists(tmp):
             os.unlink(tmp)
         if _file_error(exc):
             kept = " (its previous version is kept)" if path.exists() else ""
