@@ -6,7 +6,7 @@ recipe at its full length, a slow learning rate and a learning-rate warm-up with
 
 Run time on 2 CPU cores: full ~15 min, --quick ~15 s.
 
-Each run goes through ``kdlab.build`` as ``kdlab teacher`` / ``kdlab train`` would run it (seed 0, the recipe's own
+Each run goes through ``kdlab.builder`` as ``kdlab teacher`` / ``kdlab train`` would run it (seed 0, the recipe's own
 teacher: ``mnist1d/teacher`` for the students, ``mnist1d/fidelity_teacher`` for ``fidelity_kd``), with the guard on
 (``run.on_divergence=stop``). From each run's ``metrics.jsonl`` the table gives, per rule, the run's closest approach:
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from kdlab import build, methods, models
+from kdlab import builder, methods, models
 from kdlab.config import recipe_names
 from kdlab.data import load_dataset
 from kdlab.engine import guard as g
@@ -54,20 +54,20 @@ EXTRA = {"slow lr": ("mnist1d/ce", ["optim.lr=0.002", "data.num_samples=600", "t
 
 
 def _chance(cfg) -> float:
-    y = build.load_data(cfg).y_train
+    y = builder.load_data(cfg).y_train
     return 100.0 * float(torch.bincount(y).max()) / y.numel()
 
 
 def run(recipe: str, overrides: list[str], out: Path, quick: bool, teacher: bool) -> tuple[dict, str, float]:
     extra = ["data.train_subset=512", "data.test_subset=128", "optim.epochs=3", "optim.milestones=[2]"] if quick else []
-    cfg = build.load_config(recipe, [*overrides, *extra, f"out_dir={out}", "run.progress=false",
+    cfg = builder.load_config(recipe, [*overrides, *extra, f"out_dir={out}", "run.progress=false",
                                      "run.tensorboard=false"])
     start = time.perf_counter()
     fired = "-"
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the runs' own lines
         warnings.simplefilter("ignore")
         try:
-            (build.train_teacher if teacher else build.distil)(cfg)
+            (builder.train_teacher if teacher else builder.distil)(cfg)
         except Exception as exc:  # noqa: BLE001 - a stopped run is a row of the table
             fired = f"{type(exc).__name__}: {str(exc)[:60]}"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] if (
@@ -140,7 +140,7 @@ def main(argv=None) -> None:
             if recipe not in teachers and "teacher.checkpoint=null" not in ov:
                 ov.append(f"teacher.checkpoint={paths[teacher] / 'model.safetensors'}")
             m, fired, seconds = run(recipe, ov, out, args.quick, recipe in teachers)
-            epochs = build.load_config(recipe, ov).optim.epochs if not args.quick else 3
+            epochs = builder.load_config(recipe, ov).optim.epochs if not args.quick else 3
             if not m:
                 print(f"| {name} | {epochs} | – | – | – | – | – | – | {fired} | {seconds:.0f} |")
                 continue

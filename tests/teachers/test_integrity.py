@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlab import build, models
+from kdlab import builder, models
 from kdlab._io import load_tensors, save_tensors
 from kdlab.data import BatchLoader
 from kdlab.data._paths import default_root
@@ -32,9 +32,9 @@ def test_rotated_stored_test_logits_are_computed_again_with_a_warning(tmp_path, 
     monkeypatch.setenv("KDLAB_DATA", str(tmp_path / "data"))
 
     def run(seed):
-        cfg = build.load_config("mnist1d/kd", [*RUN, f"teacher.checkpoint={random_teacher}", f"seed={seed}",
+        cfg = builder.load_config("mnist1d/kd", [*RUN, f"teacher.checkpoint={random_teacher}", f"seed={seed}",
                                                f"out_dir={tmp_path / str(seed)}"])
-        return build.distil(cfg)
+        return builder.distil(cfg)
 
     clean = run(0)
     assert clean["teacher"]["eval_logits"] == "computed"

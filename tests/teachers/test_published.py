@@ -16,9 +16,9 @@ import torch
 
 from kdlab import models
 from kdlab._io import CheckpointError, read_metadata
-from kdlab.build import load_teacher_module
+from kdlab.builder import load_teacher_module
 from kdlab.cli import main
-from kdlab.config.schema import ModelConfig
+from kdlab.config.schema import TeacherConfig
 from kdlab.models import load_model
 from kdlab.models.foreign import to_kdlab_names
 from kdlab.teachers import published
@@ -91,7 +91,7 @@ def test_kdlab_teacher_fetch_repdistiller_resnet32x4(tmp_path, data_dir, file_se
     # fetched once: a second fetch and the builder use the file without asking the server
     n = len(file_server.requests)
     assert main(["teacher", "fetch", "repdistiller:resnet32x4"]) == 0
-    module = load_teacher_module(ModelConfig(arch="resnet32x4", checkpoint="repdistiller:resnet32x4"), 100)
+    module = load_teacher_module(TeacherConfig(arch="resnet32x4", checkpoint="repdistiller:resnet32x4"), 100)
     assert _same_tensors(module, teacher) and len(file_server.requests) == n == 1
 
 
