@@ -31,12 +31,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib.util
+import io
 import os
 import re
 import shutil
 import stat
 import subprocess
 import sys
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -364,7 +366,25 @@ def _image_folder(work: Path) -> None:
                 Image.fromarray(pixels).save(work / "DIR" / split / c / f"{i}.png")
 
 
-FIXTURES = {"weight_files": _weight_files, "image_folder": _image_folder}
+def _teacher_archive(work: Path) -> None:
+    """``copies/cifar_teachers.tar``, a stand-in for mdistiller's release (README, "Use a published teacher"): its
+    layout, with a randomly initialised resnet32x4 in RepDistiller's checkpoint format; the other five teachers'
+    members are placeholders (their presence is checked; only a fetched teacher's member is read)."""
+    torch.manual_seed(0)
+    theirs = {re.sub(r"^classifier\.", "fc.", k): v for k, v in create("resnet32x4", 100).state_dict().items()}
+    buf = io.BytesIO()
+    torch.save({"epoch": 240, "model": theirs}, buf)
+    folders = ["resnet56", "resnet110", "resnet32x4", "wrn_40_2", "vgg13", "ResNet50"]
+    (work / "copies").mkdir()
+    with tarfile.open(work / "copies" / "cifar_teachers.tar", "w") as tar:
+        for folder in folders:
+            data = buf.getvalue() if folder == "resnet32x4" else b"placeholder"
+            info = tarfile.TarInfo(f"cifar_teachers/{folder}_vanilla/ckpt_epoch_240.pth")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+FIXTURES = {"weight_files": _weight_files, "image_folder": _image_folder, "teacher_archive": _teacher_archive}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,12 +1,19 @@
-"""Files kdlab writes: the one atomic writer, and safetensors files (tensors + string metadata, no pickles).
+"""Files kdlab writes: the one atomic writer, safetensors files (tensors + string metadata, no pickles), and the
+content checksums written with stored data.
 
 Atomic: temp file beside the target, fsync, rename. A reader (or a process killed mid-write) sees either the old
 file or the new one, never half of one. The new file gets the permissions an ordinary ``open(path, "w")`` would give
 (0666 minus the umask), not ``mkstemp``'s 0600, so colleagues on a shared cluster can read results.
+
+Checksums: everything kdlab reads back from disk to compute a number (stored teacher logits, teacher-output stores,
+the exact logit cache's file, the data caches) carries a checksum of its *content* written with it, and a read that
+does not match it is a :class:`StaleCacheError` naming the file (or, where recomputing is cheap, a recompute with a
+warning): never a silent use. :func:`digest` is SHA-256 over arrays (their dtype, shape and bytes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -19,12 +26,18 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-__all__ = ["CheckpointError", "WriteError", "atomic_write", "atomic_write_bytes", "atomic_write_text", "load_tensors",
-           "map_file", "preallocate", "read_metadata", "save_tensors", "write_error"]
+__all__ = ["CheckpointError", "StaleCacheError", "WriteError", "atomic_write", "atomic_write_bytes", "atomic_write_text",
+           "digest", "load_tensors", "map_file", "preallocate", "read_metadata", "save_tensors",
+           "write_error"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint or weights file is missing, corrupt, or does not fit the model/run."""
+
+
+class StaleCacheError(ValueError):
+    """A stored file (a cache, a teacher-output store, stored logits) was made for another teacher, data set,
+    augmentation or layout, or its content no longer matches the checksum written with it."""
 
 
 class WriteError(OSError):
@@ -54,23 +67,33 @@ def _file_error(exc: BaseException) -> bool:
             and not isinstance(exc, (WriteError, ConnectionError, TimeoutError)))
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Create ``path`` atomically: ``write(f)`` fills a temp file in the same directory, which then replaces it."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], *, partial: str | Path | None = None) -> None:
+    """Create ``path`` atomically: ``write(f)`` fills a temp file in the same directory, which then replaces it.
+
+    With ``partial`` (a path in the same directory) the temp file is that fixed file, opened for appending, and it is
+    kept when ``write`` raises: an interrupted download continues where it stopped on the next call instead of
+    starting over. ``write`` may truncate it (``f.seek(0); f.truncate()``) to start over; the caller removes it when
+    its content is wrong. It never has ``path``'s name until ``write`` has returned.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        if partial is None:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        else:
+            tmp = str(partial)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666 & ~_umask())
     except OSError as exc:
         raise write_error(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "ab" if partial is not None else "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        if os.path.exists(tmp):
+        if partial is None and os.path.exists(tmp):
             os.unlink(tmp)
         if _file_error(exc):
             kept = " (its previous version is kept)" if path.exists() else ""
@@ -117,6 +140,24 @@ def map_file(path: str | Path, dtype, shape: tuple[int, ...], mode: str = "r") -
         raise ValueError(f"{path} is {'missing' if size is None else f'{size} bytes'}, expected {expected} bytes "
                          "(truncated, or written for another layout)")
     return np.memmap(path, dtype=dtype, mode=mode, shape=shape)
+
+
+def _bytes(a: np.ndarray | torch.Tensor) -> tuple[str, memoryview]:
+    if isinstance(a, torch.Tensor):  # (bfloat16 has no numpy dtype: its bits are hashed as bytes)
+        flat = a.detach().cpu().contiguous().view(-1)
+        return f"{a.dtype}|{tuple(a.shape)}|", memoryview(flat.view(torch.uint8).numpy())
+    a = np.ascontiguousarray(a)
+    return f"{a.dtype.str}|{a.shape}|", memoryview(a.reshape(-1).view(np.uint8))
+
+
+def digest(*arrays: np.ndarray | torch.Tensor) -> str:
+    """SHA-256 over each array's dtype, shape and raw bytes, in order (a tensor's: ``kdlab.teachers.tensor_digest``)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        head, data = _bytes(a)
+        h.update(head.encode())
+        h.update(data)
+    return h.hexdigest()
 
 
 def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

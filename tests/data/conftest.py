@@ -1,14 +1,11 @@
-"""Builders for small CIFAR-100 archives in the official formats, and a local HTTP server."""
+"""Builders for small CIFAR-100 archives in the official formats, and a local HTTP server (tests/conftest.py's)."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import pickle
 import struct
 import tarfile
-import threading
 import types
 from dataclasses import dataclass
 
@@ -153,26 +150,9 @@ def cifar_tools():
 
 
 @pytest.fixture
-def http_server(tmp_path, monkeypatch):
-    """Serve ``tmp_path/www`` on 127.0.0.1 (ephemeral port); yields ``(directory, base_url)``."""
-    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class QuietHandler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+def http_server(file_server):
+    """Serve a folder on 127.0.0.1 (tests/conftest.py's ``file_server``); yields ``(directory, base_url)``."""
+    return file_server.root, file_server.base
 
 
 # ----------------------------------------------------------------------------------------------------------------

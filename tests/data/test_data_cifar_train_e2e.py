@@ -76,3 +76,33 @@ def test_cli_train_from_a_published_repdistiller_teacher(tmp_path, cifar_tools):
     with torch.no_grad():
         nll = torch.nn.functional.cross_entropy(teacher.eval()(batch.x), batch.y).item()
     assert final["teacher"]["nll"] == pytest.approx(nll, rel=1e-4)
+
+
+def test_the_shipped_recipe_fetches_its_published_teacher(tmp_path, cifar_tools, file_server, teacher_archives,
+                                                          monkeypatch):
+    """`kdlab train cifar100/resnet32x4-resnet8x4/dkd` with CIFAR-100 and a network and nothing else: the recipe's
+    teacher.checkpoint (repdistiller:resnet32x4) is downloaded (here from a loopback mirror of the release),
+    converted once, and is the network that runs."""
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    cifar_tools.write_tar(data_root / "cifar-100-python.tar.gz",
+                          cifar_tools.python_members(cifar_tools.make_fake(n_train=16, n_test=8, seed=8)))
+    torch.manual_seed(0)
+    teacher = models.create("resnet32x4", 100).eval()
+    teacher_archives.write_tar(file_server.root / "cifar_teachers.tar", {"resnet32x4": teacher})
+    monkeypatch.setenv("KDLAB_DATA", str(tmp_path / "kdlab_data"))
+    monkeypatch.setenv("KDLAB_TEACHER_MIRROR", file_server.base)
+    out = tmp_path / "run"
+    code = main(["train", "cifar100/resnet32x4-resnet8x4/dkd", f"out_dir={out}", f"data.root={data_root}",
+                 "optim.epochs=1", "optim.batch_size=8", "run.progress=false"])
+    assert code == 0
+    assert file_server.requests == [("cifar_teachers.tar", None)]
+    assert (tmp_path / "kdlab_data" / "teachers" / "repdistiller" / "resnet32x4.safetensors").is_file()
+    final = json.loads((out / "final.json").read_text())
+    assert final["config"]["teacher"]["checkpoint"] == "repdistiller:resnet32x4"
+    assert final["teacher"]["arch"] == "resnet32x4" and final["fidelity"]["n"] == 8
+    _, test = make_loaders(load_dataset("cifar100", root=data_root), 8, 8, 0, "cpu", augment=False)
+    batch = next(iter(test))
+    with torch.no_grad():
+        nll = torch.nn.functional.cross_entropy(teacher(batch.x), batch.y).item()
+    assert final["teacher"]["nll"] == pytest.approx(nll, rel=1e-4)  # the archive's network is the one that ran

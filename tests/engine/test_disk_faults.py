@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,6 +100,27 @@ def test_a_read_only_out_dir_is_refused_before_any_work(tmp_path, teacher):
     assert proc.returncode == 2
     line = _one_line(proc.stderr)
     assert f"out_dir {mnt / 'run'} cannot be written: {mnt} is read-only" in line
+
+
+@needs_unshare
+def test_a_read_only_data_directory_trains_and_warns_once(tmp_path, teacher):
+    # $KDLAB_DATA holds the data cache but is mounted read-only: the teacher's test logits cannot be stored there,
+    # which stopped the run before (exit 2); they are computed in memory with one warning
+    data = tmp_path / "data"
+    data.mkdir()
+    for cache in Path(os.environ["KDLAB_DATA"]).glob("mnist1d-*.npz"):
+        shutil.copy(cache, data)
+    out = tmp_path / "run"
+    cmd = " ".join([sys.executable, "-m", "kdlab", *_args(out, teacher, epochs=1)])
+    script = f"mount --bind {data} {data} && mount -o remount,bind,ro {data} && {cmd}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KDLAB_DATA": str(data), "PYTHONWARNINGS": "default"}
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warned = [line for line in proc.stderr.splitlines() if "Warning:" in line]
+    assert len(warned) == 1 and "the teacher's test logits were computed but cannot be stored" in warned[0], warned
+    assert "Read-only file system" in warned[0]
+    assert json.loads((out / "final.json").read_text())["teacher"]["eval_logits"] == "computed"
+    assert sorted(p.name for p in data.iterdir()) == sorted(p.name for p in data.glob("mnist1d-*.npz"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

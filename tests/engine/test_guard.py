@@ -2,7 +2,6 @@
 checkpoints, and never fires on the shipped MNIST-1D recipes or the demo's settings."""
 
 import json
-import math
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from kdlab._io import load_tensors
 from kdlab.cli import main
 from kdlab.data import BatchLoader, load_dataset
 from kdlab.engine import guard as g
-from kdlab.engine.guard import DivergenceGuard, TrainingDiverged
+from kdlab.engine.guard import DivergenceGuard, NonFiniteLossError as GuardNonFinite, TrainingDiverged
 from kdlab.engine.loop import LoopSettings, NonFiniteLossError, train_loop
 
 
@@ -62,6 +61,86 @@ def test_no_learning_fires_after_stuck_epochs_at_chance():
 def test_guard_thresholds_are_those_documented():
     # docs/reliability.md states these; a change must update it
     assert (g.PATIENCE, g.LEARNED, g.COLLAPSE, g.BLOWUP, g.STUCK_BAND, g.STUCK_EPOCHS) == (3, 0.2, 0.5, 10.0, 0.02, 5)
+    assert (g.EXPLODE, g.SLOW_MOTION, g.PROGRESS, g.ENDED_WITHIN) == (1e4, 0.05, 0.01, 2)
+
+
+def _feed_moving(guard, rows):
+    """Epoch summaries (acc, loss, weight_change) → the first Divergence, or None."""
+    for epoch, (acc, loss, moved) in enumerate(rows, 1):
+        d = guard.update(epoch, {"acc": acc, "loss": loss, "loss_ce": loss, "weight_change": moved})
+        if d is not None:
+            return d
+    return None
+
+
+def test_no_learning_says_whether_the_learning_rate_is_too_high_or_too_low():
+    # lr = 5 on the MNIST-1D CNN (measured): at chance, the weights move by about their norm every epoch
+    high = _feed_moving(DivergenceGuard(chance=10.3, lr=5.0), [(10.3, 15.2, 30.1), (9.4, 14.4, 0.9), (9.5, 14.5, 0.96),
+                                                              (10.3, 13.9, 1.35), (9.2, 14.0, 1.22)])
+    assert high is not None and high.rule == "no learning" and high.epoch == 5
+    assert "the learning rate is too high" in high.message and "lower the learning rate (now 5)" in high.message
+    # lr = 1e-5: the weights barely move and the loss is flat
+    low = _feed_moving(DivergenceGuard(chance=10.3, lr=1e-5), [(8.0, 2.374, 2e-4), (7.8, 2.377, 2e-4),
+                                                               (7.8, 2.372, 2e-4), (8.1, 2.374, 2e-4),
+                                                               (7.7, 2.373, 2e-4)])
+    assert low is not None and low.rule == "no learning" and "too low" in low.message
+    assert "raise the learning rate (now 1e-05)" in low.message and "lower the learning rate" not in low.message
+    # mnist1d/ce optim.lr=0.002 on 600 samples (measured): small steps, the loss falling, the accuracy rising from
+    # below chance — learning slowly, which stopped the run at epoch 5 with "lower the learning rate" before
+    slow = [(6.0, 2.373, 0.002), (6.5, 2.364, 0.0037), (8.8, 2.354, 0.0045), (6.0, 2.353, 0.0048),
+            (10.4, 2.333, 0.0049), (7.1, 2.329, 0.0047), (7.7, 2.323, 0.0045), (9.8, 2.312, 0.0046)]
+    assert _feed_moving(DivergenceGuard(chance=11.0, lr=0.002), slow) is None
+
+
+def _step_guard(immediate):
+    guard = DivergenceGuard(chance=10.0, lr=50.0, immediate=immediate)
+    params = [torch.zeros(3, requires_grad=True)]
+    guard.epoch_start(params)
+    return guard, params
+
+
+def test_an_exploding_loss_or_gradient_stops_at_the_step_on_cpu_and_at_the_epochs_end_deferred():
+    t = torch.tensor
+    guard, _ = _step_guard(immediate=True)
+    assert guard.step(t(11.8), t(0.7), 1, 0) is None and guard.first_step == pytest.approx((11.8, 0.7))
+    assert guard.step(t(1.4e3), t(131.0), 1, 1) is None  # 120x, 190x: not yet
+    d = guard.step(t(1.4e5), t(775.0), 1, 2)  # the loss at 1.2e4x its first step's
+    assert d is not None and d.rule == "explosion" and "at step 2 of epoch 1: the loss reached 1.4e+05" in d.message
+    guard, _ = _step_guard(immediate=True)
+    guard.step(t(2.0), t(0.01), 1, 0)
+    d = guard.step(t(2.5), t(200.0), 1, 1)  # a finite loss, an exploding gradient
+    assert d is not None and "the gradient norm reached 200" in d.message
+    with pytest.raises(NonFiniteLossError, match="non-finite gradient norm at step 1 of epoch 1"):
+        guard, _ = _step_guard(immediate=True)
+        guard.step(t(2.0), t(1.0), 1, 0)
+        guard.step(t(2.0), t(float("nan")), 1, 1)
+    # deferred (GPU, torchrun): nothing per step, the epoch's maxima judged with its summary
+    guard, params = _step_guard(immediate=False)
+    for i, (loss, norm) in enumerate([(11.8, 0.7), (1.4e5, 775.0), (20.0, 3.0)]):
+        assert guard.step(t(loss), t(norm), 1, i) is None
+    stats = guard.epoch_stats(params)
+    assert stats["step_loss_max"] == pytest.approx(1.4e5) and stats["step_loss_first"] == pytest.approx(11.8)
+    d = guard.update(1, {"acc": 10.0, "loss": 30.0, "loss_ce": 30.0, **stats})
+    assert d is not None and d.rule == "explosion" and "at epoch 1" in d.message
+    # resumed: the first step's values come back from the log, not from the resumed run's first step
+    again, params = _step_guard(immediate=True)
+    again.update(1, {"acc": 30.0, "loss": 2.0, "loss_ce": 2.0, "step_loss_first": 11.8, "grad_norm_first": 0.7})
+    again.epoch_start(params)
+    assert again.step(t(1.3e5), t(1.0), 2, 0) is not None
+
+
+def test_a_short_run_that_ends_while_a_rule_builds_is_reported_not_stopped():
+    guard = DivergenceGuard(chance=10.3, lr=5.0)
+    assert _feed_moving(guard, [(10.3, 15.2, 30.1), (9.4, 14.4, 0.9), (9.5, 14.5, 0.96), (10.3, 13.9, 1.35)]) is None
+    d = guard.finish(4)
+    assert d is not None and d.rule == "no learning"
+    assert "had held for 4 of the 5 epochs that stop a run" in d.message and "too high" in d.message
+    slow = DivergenceGuard(chance=11.0, lr=0.002)  # small steps: under-trained, not diverged
+    _feed_moving(slow, [(6.0, 2.373, 0.002), (6.5, 2.364, 0.0037), (8.8, 2.354, 0.0045)])
+    assert slow.finish(3) is None
+    healthy = DivergenceGuard(chance=10.0)
+    _feed_moving(healthy, [(30.0, 3.0, 1.0), (50.0, 2.0, 0.7), (60.0, 1.5, 0.3)])
+    assert healthy.finish(3) is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -125,6 +204,7 @@ def test_warn_trains_on_and_says_so(tmp_path):
 
 def test_non_finite_loss_is_a_kind_of_divergence():
     assert issubclass(NonFiniteLossError, TrainingDiverged) and kdlab.TrainingDiverged is TrainingDiverged
+    assert GuardNonFinite is NonFiniteLossError  # one class, defined by the guard, re-exported by the loop
 
 
 def test_grad_clip_bounds_the_global_gradient_norm(monkeypatch):
@@ -209,28 +289,48 @@ def test_cli_lr_50_is_not_exit_0(tmp_path, trained_teacher, capsys):
     assert err.startswith("kdlab: stopped:") and err.count("\n") == 1
 
 
+def test_cli_lr_50_stops_in_its_first_epoch(tmp_path, trained_teacher, capsys):
+    # the issue's case: 4 epochs of mnist1d/kd at lr 50 on the BN student (train loss up to 1e22-1e23 in epoch 1,
+    # then exit 0 at chance or a NaN in epoch 2): the step watch stops it within its first epoch
+    out = tmp_path / "r"
+    code = main(["train", "mnist1d/kd", f"out_dir={out}", f"teacher.checkpoint={trained_teacher}",
+                 "teacher.arch=mnist1d_cnn_small", "optim.lr=50", "optim.epochs=4", "run.progress=false"])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert err.count("\n") == 1 and "training exploded at step" in err and "of epoch 1:" in err
+    assert "lower the learning rate (now 50)" in err
+    assert not (out / "metrics.jsonl").exists() and not (out / "final.json").exists()  # no epoch was completed
+
+
+def test_cli_a_slow_learning_rate_is_not_stopped_and_a_tiny_one_is_told_to_raise_it(tmp_path, capsys):
+    # mnist1d/ce at lr 0.002 on 600 samples stopped at epoch 5 with "lower the learning rate" while its test
+    # accuracy rose; it trains to the end now
+    args = ["train", "mnist1d/ce", "data.num_samples=600", "teacher.checkpoint=null", "run.progress=false",
+            "eval.every=5"]
+    assert main([*args, "optim.lr=0.002", f"out_dir={tmp_path / 'slow'}"]) == 0, capsys.readouterr().err
+    final = json.loads((tmp_path / "slow" / "final.json").read_text())
+    assert final["divergence"] is None and final["student"]["last_acc"] > 10.0
+    # lr 1e-5: the weights hardly move and the loss is flat: stopped, told to raise the learning rate
+    assert main([*args, "optim.lr=1e-5", "optim.epochs=8", f"out_dir={tmp_path / 'tiny'}"]) == 4
+    err = capsys.readouterr().err
+    assert "not learning" in err and "raise the learning rate (now 1e-05)" in err
+    assert "lower the learning rate" not in err
+
+
+def test_cli_a_short_run_at_chance_is_reported_in_final_json(tmp_path, trained_teacher):
+    # lr 5 for 4 epochs (one fewer than the no-learning patience): exit 0 at chance before, with nothing said
+    out = tmp_path / "r"
+    with pytest.warns(RuntimeWarning, match="the run ended while the divergence guard's 'no learning' rule"):
+        assert main(["train", "mnist1d/kd", f"out_dir={out}", f"teacher.checkpoint={trained_teacher}",
+                     "teacher.arch=mnist1d_cnn_small", "data.train_subset=2000", "data.test_subset=200",
+                     "optim.lr=5", "optim.epochs=4", "run.progress=false"]) == 0
+    d = json.loads((out / "final.json").read_text())["divergence"]
+    assert d["rule"] == "no learning" and d["ended"] and "too high" in d["message"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # never on the shipped recipes
 # ---------------------------------------------------------------------------------------------------------------
-def margins(rows: list[dict], chance: float) -> dict[str, float]:
-    """How close a finished run came to each rule: the lowest excess over chance as a fraction of the best so far
-    (collapse below COLLAPSE), the highest loss over its running minimum while above its start (blow-up above
-    BLOWUP), the longest stretch at chance (no learning at STUCK_EPOCHS)."""
-    best, low, first, ratio, blow, stuck, longest = -math.inf, math.inf, None, 1.0, 0.0, 0, 0
-    for r in rows:
-        acc, loss = r["train"]["acc"], r["train"]["loss"]
-        e = (acc - chance) / (100 - chance)
-        if best >= g.LEARNED:
-            ratio = min(ratio, e / best)
-        first = loss if first is None else first
-        if 0 < low < math.inf and loss > first:
-            blow = max(blow, loss / low)
-        stuck = stuck + 1 if e <= g.STUCK_BAND else 0
-        longest = max(longest, stuck)
-        best, low = max(best, e), min(low, loss)
-    return {"collapse_ratio": ratio, "blowup": blow, "stuck": longest}
-
-
 def _rows(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
@@ -242,9 +342,11 @@ def _chance(n=None):
 
 def _far_from_every_rule(rows, chance):
     assert all("divergence" not in r for r in rows)
-    m = margins(rows, chance)
-    # full-length recipes measured (docs/reliability.md): collapse ratio ≥ 0.966, blow-up ≤ 2.48, stuck 0
+    m = g.margins(rows, chance)
+    # full-length recipes measured (docs/reliability.md, benchmarks/guard_margins.py): collapse ratio ≥ 0.93,
+    # blow-up ≤ 2.5, stuck 0, step loss and gradient norm at most ~30x the first step's
     assert m["collapse_ratio"] > 0.8 and m["blowup"] < g.BLOWUP / 2 and m["stuck"] == 0, m
+    assert 0 < max(m["explode_loss"], m["explode_grad"]) < g.EXPLODE / 100, m
 
 
 @pytest.fixture(scope="module")

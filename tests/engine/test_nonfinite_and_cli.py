@@ -80,6 +80,21 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert "not a readable safetensors file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("override, key, why", [
+    ("optim.lr=.inf", "optim.lr", "finite number"),  # was accepted, and written to config.yaml as null
+    ("optim.lr=.nan", "optim.lr", "finite number"),
+    ("method.args.temperature=.inf", "method.args.temperature", "finite number"),  # was turned into null
+    ("run.dist_timeout=.inf", "run.dist_timeout", "finite number"),
+    (f"seed={2**70}", "seed", "less than or equal to 9223372036854775807"),  # "Overflow when unpacking long long"
+    ("seed=-1", "seed", "greater than or equal to 0"),
+    ("out_dir=''", "out_dir", "must name a directory"),  # printed `wrote /final.json` before
+])
+def test_cli_refuses_non_finite_numbers_an_overflowing_seed_and_an_empty_out_dir(override, key, why, capsys):
+    assert main(["train", "mnist1d/kd", override]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{key}: " in err and why in err, err
+
+
 def test_cli_mismatched_teacher_classes(tmp_path, capsys):
     from kdlab import models
     from kdlab.models import save_model

@@ -10,6 +10,7 @@ import pytest
 from kdlab.builder import load_config
 from kdlab.config import RECIPES_DIR
 from kdlab.models import names as model_names
+from kdlab.teachers import published
 
 CIFAR = RECIPES_DIR / "cifar100"
 PAIRS = [
@@ -95,7 +96,13 @@ def test_recipe_loads_validates_and_follows_the_shared_recipe(path: Path):
     else:
         t, s = path.parent.name.split("-")
         assert (cfg.teacher.arch, cfg.student.arch) == (t, s) and t in known
-        assert cfg.teacher.checkpoint == f"runs/cifar100/teachers/{t}/model.safetensors"
+        # RepDistiller's released teacher, fetched by name (tests/teachers/test_published.py fetches them from a
+        # local server); the comment names where `kdlab teacher cifar100/teachers/<t>` writes one of your own
+        assert cfg.teacher.checkpoint == f"repdistiller:{t}"
+        named = published.lookup(cfg.teacher.checkpoint)
+        assert (named.arch, named.num_classes) == (t, 100)
+        assert f"yours: runs/cifar100/teachers/{t}/model.safetensors" in text
+        assert load_config(CIFAR / "teachers" / f"{t}.yaml").out_dir == f"runs/cifar100/teachers/{t}"
         assert cfg.out_dir == f"runs/cifar100/{path.parent.name}/{path.stem}"
 
 
@@ -179,10 +186,12 @@ IMAGENET_REF = "docs/reference/imagenet.md"
 IMAGENET_SECTIONS = {int(n) for n in re.findall(r"^## (\d+)\. ", (REPO / IMAGENET_REF).read_text(encoding="utf-8"),
                                                 re.M)}
 IMAGENET_PAIRS = ["resnet34-resnet18", "resnet50-mobilenet_v1"]
+WTTM_PAIRS = ["resnet101-resnet18", "resnet152-resnet18"]  # the TTM paper's other ->R18 rows: WTTM only
 TINY_PAIRS = ["resnet32x4-resnet8x4", "wrn_40_2-wrn_16_2", "vgg13-vgg8", "vgg13-MobileNetV2",
               "resnet32x4-ShuffleV2"]  # R2KD's five (docs/reference/imagenet.md §3, §5)
-# torchvision's released IMAGENET1K_V1 files (docs/reference/imagenet.md §3)
-TV_WEIGHTS = {"resnet34": "weights/resnet34-b627a593.pth", "resnet50": "weights/resnet50-0676ba61.pth"}
+# torchvision's released IMAGENET1K_V1 files (docs/reference/imagenet.md §3), named for kdlab.teachers.published
+TV_WEIGHTS = {"resnet34": "resnet34-b627a593.pth", "resnet50": "resnet50-0676ba61.pth",
+              "resnet101": "resnet101-63fe2227.pth", "resnet152": "resnet152-394f9c45.pth"}
 # (epochs, global batch, lr, weight decay, milestones): published ImageNet schedules (docs/reference/imagenet.md §4)
 MDISTILLER = (100, 512, 0.2, 1e-4, [30, 60, 90])
 TORCHDISTILL = (100, 256, 0.1, 1e-4, [30, 60, 90])
@@ -211,8 +220,9 @@ def test_the_expected_imagenet_and_tiny_recipe_sets_are_shipped():
     expected = {IMAGENET / p / f"{m}.yaml" for p in IMAGENET_PAIRS
                 for m in METHODS + IMAGENET_FEATURE_METHODS + ["crd", "reviewkd", "kd_dot"]}
     expected |= {IMAGENET / "resnet50-mobilenet_v1" / "ofd.yaml"}  # mdistiller's one ImageNet OFD config
+    expected |= {IMAGENET / p / "wttm.yaml" for p in WTTM_PAIRS}
     expected |= {IMAGENET / "students" / s / "ce.yaml" for s in ("resnet18", "mobilenet_v1")}
-    expected |= {IMAGENET / "teachers" / f"{t}.yaml" for t in ("resnet34", "resnet50")}
+    expected |= {IMAGENET / "teachers" / f"{t}.yaml" for t in TV_WEIGHTS}
     assert set(IMAGENET.rglob("*.yaml")) == expected
     expected = {TINY / p / f"{m}.yaml" for p in TINY_PAIRS for m in TINY_METHODS}
     expected |= {TINY / "students" / p.split("-")[1] / "ce.yaml" for p in TINY_PAIRS}
@@ -232,7 +242,10 @@ def test_imagenet_recipe_validates(path: Path):
     else:
         t, s = path.parent.name.split("-")
         assert (cfg.teacher.arch, cfg.student.arch) == (t, s)
-        assert cfg.teacher.checkpoint == TV_WEIGHTS[t]  # torchvision's file, loaded as it is
+        assert cfg.teacher.checkpoint == f"torchvision:{t}.IMAGENET1K_V1"  # torchvision's file, fetched by name
+        named = published.lookup(cfg.teacher.checkpoint)
+        assert (named.arch, named.num_classes, named.filename) == (t, 1000, TV_WEIGHTS[t])
+        assert f"({TV_WEIGHTS[t]})" in path.read_text()
         assert cfg.out_dir == f"runs/imagenet/{path.parent.name}/{path.stem}"
 
 
@@ -313,6 +326,15 @@ def test_imagenet_feature_b_recipes(pair):
     if not r18:
         ofd = load("ofd")
         assert _schedule(ofd) == (100, 128, 0.05, 1e-4, [30, 60, 90]) and ofd.method.args["feat_weight"] == 1e-4
+
+
+@pytest.mark.parametrize("pair", WTTM_PAIRS)
+def test_imagenet_wttm_rows_of_the_larger_teachers(pair):
+    """TTM paper Table 10's R101/R152 -> R18 rows: WTTM's one ->R18 setting (docs/reference/imagenet.md §4)."""
+    cfg = load_config(IMAGENET / pair / "wttm.yaml")
+    assert (cfg.method.name, cfg.method.args["gamma"], cfg.method.args["beta"], cfg.method.args["ce_weight"]) == (
+        "wttm", 0.8, 1.6, 1.0)
+    assert _schedule(cfg) == TORCHDISTILL
 
 
 @pytest.mark.parametrize("path", sorted(TINY.rglob("*.yaml")), ids=lambda p: str(p.relative_to(TINY)))

@@ -4,7 +4,7 @@ Neither torchvision nor RepDistiller is imported (they are not dependencies). Th
 here as facts, generated from the architectures as those codes define them (torchvision ``models/resnet.py`` and
 ``models/mobilenetv2.py``; mdistiller ``mdistiller/models/imagenet/mobilenetv1.py``; RepDistiller ``models/*.py``),
 and pinned by (count, sha256 of the sorted "key shape" lines) recorded once from the real code bases (torchvision 0.29.1
-and RepDistiller at github HEAD, in a scratch environment). Their forward passes are restated functionally on the
+and RepDistiller at github HEAD; ResNet-101/152 from torchvision 0.28.0; in a scratch environment). Their forward passes are restated functionally on the
 state dict with their names, so an equal logit proves the same function, not only the same names.
 """
 
@@ -26,6 +26,9 @@ PINNED = {
     "resnet18": (122, "5191d63ec398959223d67ef37376f9061e6965b859fc2d4e40e23d037147a0d7"),
     "resnet34": (218, "f8de2a1812ef85e46b3f60c61589921afee0c2a6d4165e27508ad215f101671b"),
     "resnet50": (320, "a87e91cd6bd1f939e0b723852e567a7205d33b0ac984ac02dd1a5f225d37c036"),
+    # read off torchvision 0.28.0 (torchvision.models.resnet101/152(), 1000 classes), the same way
+    "resnet101": (626, "dbc3ca74fffafc728641ec2b524ccedcbae337de9d3e3cf1f0552330d07303ea"),
+    "resnet152": (932, "7d486dbdc941506eeed76c4b06e6a00c943ff5aa11c0ced1b2e1b12faebd4729"),
     "mobilenet_v2": (314, "e3eb10f890f74c6ee65e79c53b1a3c9ee5dd5c8d8eb4ec3185d92cbea9d47b89"),
     "mobilenet_v1": (164, "b4dbf81690c459ee3eecc7c13c5d40b302f3f143434dce7c6ae9088e31d2b6eb"),
     "resnet8": (56, "99cb0c0b2ea3c613d6d2e7797b2f837d51f5311b4e19daf15b38941e7818867a"),
@@ -217,7 +220,8 @@ def rd_shufflev2(classes: int = 100) -> Keys:
 
 KEYS = {
     "resnet18": lambda: resnet_keys((2, 2, 2, 2), False), "resnet34": lambda: resnet_keys((3, 4, 6, 3), False),
-    "resnet50": lambda: resnet_keys((3, 4, 6, 3), True), "mobilenet_v2": tv_mobilenet_v2,
+    "resnet50": lambda: resnet_keys((3, 4, 6, 3), True), "resnet101": lambda: resnet_keys((3, 4, 23, 3), True),
+    "resnet152": lambda: resnet_keys((3, 8, 36, 3), True), "mobilenet_v2": tv_mobilenet_v2,
     "mobilenet_v1": md_mobilenet_v1, "MobileNetV2": rd_mobilenetv2,
     "ResNet50": lambda: resnet_keys((3, 4, 6, 3), True, 100, stem=3, short="shortcut", head="linear"),
     "ShuffleV1": rd_shufflev1, "ShuffleV2": rd_shufflev2,
@@ -226,7 +230,7 @@ KEYS = {
     **{f"wrn_{d}_{w}": (lambda d=d, w=w: rd_wrn(d, w)) for d, w in ((16, 1), (16, 2), (40, 1), (40, 2))},
     **{f"vgg{d}": (lambda d=d: rd_vgg(d)) for d in RD_VGG},
 }
-IMAGENET = ["resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v1"]
+IMAGENET = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenet_v2", "mobilenet_v1"]
 REPDISTILLER = [n for n in PINNED if n not in IMAGENET]
 
 
@@ -419,6 +423,8 @@ FORWARD = {
     "resnet18": lambda s, x: resnet_forward(s, x, (2, 2, 2, 2), False),
     "resnet34": lambda s, x: resnet_forward(s, x, (3, 4, 6, 3), False),
     "resnet50": lambda s, x: resnet_forward(s, x, (3, 4, 6, 3), True),
+    "resnet101": lambda s, x: resnet_forward(s, x, (3, 4, 23, 3), True),
+    "resnet152": lambda s, x: resnet_forward(s, x, (3, 8, 36, 3), True),
     "ResNet50": lambda s, x: resnet_forward(s, x, (3, 4, 6, 3), True, cifar=True, short="shortcut", head="linear"),
     "mobilenet_v2": tv_mobilenet_v2_forward, "mobilenet_v1": md_mobilenet_v1_forward,
     "MobileNetV2": rd_mobilenetv2_forward, "ShuffleV1": rd_shufflev1_forward,

@@ -10,21 +10,34 @@ from torch import nn
 from kdlab.models import classifier_of, count_parameters, create, forward_features
 
 # docs/reference/imagenet.md §3: parameters in millions with 1000 classes
-PARAMS_M = {"resnet18": 11.69, "resnet34": 21.80, "resnet50": 25.56, "mobilenet_v1": 4.23, "mobilenet_v2": 3.50}
+PARAMS_M = {"resnet18": 11.69, "resnet34": 21.80, "resnet50": 25.56, "resnet101": 44.55, "resnet152": 60.19,
+            "mobilenet_v1": 4.23, "mobilenet_v2": 3.50}
 # (stage channels, stage strides): stem then each resolution's last output; the last is the pooled map
 LAYOUT = {
     "resnet18": ([64, 64, 128, 256, 512], [2, 4, 8, 16, 32]),
     "resnet34": ([64, 64, 128, 256, 512], [2, 4, 8, 16, 32]),
     "resnet50": ([64, 256, 512, 1024, 2048], [2, 4, 8, 16, 32]),
+    "resnet101": ([64, 256, 512, 1024, 2048], [2, 4, 8, 16, 32]),
+    "resnet152": ([64, 256, 512, 1024, 2048], [2, 4, 8, 16, 32]),
     "mobilenet_v1": ([32, 128, 256, 512, 1024], [2, 4, 8, 16, 32]),
     "mobilenet_v2": ([32, 24, 32, 96, 320, 1280], [2, 4, 8, 16, 32, 32]),
 }
-HEAD = {"resnet18": "fc", "resnet34": "fc", "resnet50": "fc", "mobilenet_v1": "fc", "mobilenet_v2": "classifier.1"}
+HEAD = {"resnet18": "fc", "resnet34": "fc", "resnet50": "fc", "resnet101": "fc", "resnet152": "fc", "mobilenet_v1": "fc",
+        "mobilenet_v2": "classifier.1"}
+# exact counts at 1000 classes: torchvision's num_params of its ResNet*_Weights (also what torchvision 0.28.0's own
+# resnet101() / resnet152() count)
+PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "resnet101": 44_549_160,
+          "resnet152": 60_192_808}
 
 
 @pytest.mark.parametrize("name", list(PARAMS_M))
 def test_parameter_count_matches_the_spec(name):
     assert round(count_parameters(create(name, 1000)) / 1e6, 2) == PARAMS_M[name]
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
+def test_exact_parameter_count_is_torchvisions(name):
+    assert count_parameters(create(name, 1000)) == PARAMS[name]
 
 
 @pytest.mark.parametrize("name", list(PARAMS_M))

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import io
 import tarfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +16,7 @@ from kdlab.builder import load_teacher_module
 from kdlab.cli import main
 from kdlab.config import TeacherConfig
 from kdlab.models import create, load_model, load_weights, save_model
-from kdlab.models.weights import read_state_dict
+from kdlab.models.weights import INERT_GLOBALS, read_state_dict, state_from_bytes
 
 
 def _resnet8(classes: int = 10):
@@ -238,3 +240,19 @@ def test_teacher_config_command_still_trains_a_teacher(tmp_path, capsys):
                  "data.num_samples=200"])
     assert code == 0 and (tmp_path / "t" / "model.safetensors").is_file()
     assert "teacher mnist1d_cnn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("numpy_module", ["numpy._core.multiarray", "numpy.core.multiarray"])
+def test_inert_training_records_are_read_only_when_allowed(numpy_module):
+    """RepDistiller-style checkpoints hold their options (argparse.Namespace) and numpy accuracies beside the
+    weights: refused by default, read with INERT_GLOBALS (numpy 2's and numpy 1's module names for scalars)."""
+    state = _resnet8().state_dict()
+    buf = io.BytesIO()
+    torch.save({"model": state, "opt": argparse.Namespace(model="resnet8"), "accuracy": np.float64(71.2),
+                "best": np.float32(71.5)}, buf, _use_new_zipfile_serialization=False)
+    data = buf.getvalue().replace(b"numpy._core.multiarray", numpy_module.encode())  # as numpy 1.x pickled them
+    assert numpy_module.encode() in data
+    with pytest.raises(CheckpointError, match=r"member.pth: refused: it holds Python objects besides tensors"):
+        state_from_bytes(data, "member.pth")
+    got = state_from_bytes(data, "member.pth", INERT_GLOBALS)
+    assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)

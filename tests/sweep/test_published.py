@@ -11,6 +11,7 @@ import pytest
 from kdlab.config import RECIPES_DIR, read_yaml, recipe_names
 from kdlab.sweep.published import PUBLISHED_FILE, load_published
 from kdlab.sweep.spec import teacher_recipes
+from kdlab.teachers import published as published_teachers
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS, IMAGENET = "docs/reference/methods.md", "docs/reference/imagenet.md"
@@ -130,6 +131,11 @@ def test_every_entry_names_a_shipped_recipe_or_says_why_not(pub):
                 assert f"{key}/{method}" not in names, f"{key}/{method} exists now; drop its `recipe_pending`"
                 continue
             if method == "teacher":
+                named = published_teachers.lookup(one["teacher"]["checkpoint"])
+                if named is not None:  # the released teacher (kdlab.teachers.published), whose accuracy is quoted
+                    assert named.arch == one["teacher"]["arch"], key
+                    assert f"{dataset}/teachers/{named.arch}" in names, f"{key}: no recipe trains {named.arch}"
+                    continue
                 ckpt = os.path.normpath(os.path.abspath(one["teacher"]["checkpoint"]))
                 assert ckpt in teachers, f"{key}: no teacher recipe writes {ckpt}"
             elif method == "ce":

@@ -33,6 +33,21 @@ def test_pattern_seeds_and_a_teacher_cell_per_pair(tmp_path):
     assert teachers[0].config().optim.epochs == 2  # shared overrides reach the teacher cells too
 
 
+def test_a_published_teacher_is_fetched_by_the_cells_unless_train_replaces_it(tmp_path):
+    """The CIFAR recipes name RepDistiller's released teacher: auto and given use it (each cell fetches it once, see
+    tests/teachers/test_published.py); train trains the data set's teacher recipe of that arch instead (above)."""
+    for teachers in ("auto", "given"):
+        cells = cells_of(load_spec(recipes=[f"{CIFAR_PAIR}/kd"], teachers=teachers), tmp_path)
+        assert [c.kind for c in cells] == ["student"] and cells[0].after == ()
+        assert cells[0].config().teacher.checkpoint == "repdistiller:resnet32x4"
+    with pytest.raises(ConfigError, match=r"mnist1d/kd: repdistiller:resnet8: no such published teacher"):
+        cells_of(load_spec(recipes=["mnist1d/kd"], overrides=["teacher.checkpoint=repdistiller:resnet8"]), tmp_path)
+    with pytest.raises(ConfigError, match=r"no teacher recipe trains resnet32x4 on mnist1d \(in place of "
+                                          r"repdistiller:resnet32x4\)"):
+        cells_of(load_spec(recipes=["mnist1d/kd"], teachers="train", overrides=[
+            "teacher.checkpoint=repdistiller:resnet32x4", "teacher.arch=resnet32x4"]), tmp_path)
+
+
 def test_auto_uses_an_existing_teacher_and_given_needs_one(tmp_path):
     weights = tmp_path / "t.safetensors"
     spec = dict(recipes=["mnist1d/kd"], overrides=[f"teacher.checkpoint={weights}"])

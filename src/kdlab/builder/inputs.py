@@ -23,7 +23,7 @@ from kdlab.engine.device import resolve_device
 from kdlab.engine.precision import DevicePath, resolve
 from kdlab.engine.run_dir import check_writable
 from kdlab.engine.seeding import seed_everything
-from kdlab.teachers import Ensemble
+from kdlab.teachers import Ensemble, published
 
 __all__ = ["check_classes", "config_loaders", "create_model", "create_student", "input_facts", "load_data",
            "load_teacher_module", "load_warm_start", "make_loaders", "process_group", "setup"]
@@ -120,6 +120,7 @@ def _check_last_batch(loader: Loader, split: str, key: str, world: int) -> None:
 def load_teacher_module(tc: TeacherConfig, num_classes: int) -> nn.Module:
     """One checkpoint → its model; several → an Ensemble teacher (probability averaging by default)."""
     paths = tc.checkpoints or ([tc.checkpoint] if tc.checkpoint else [])
+    paths = [published.resolve(p) for p in paths]  # `repdistiller:resnet32x4`, `torchvision:resnet34`: fetched once
     if not paths:
         raise ValueError("teacher.checkpoint is not set: train a teacher first (`kdlab teacher CONFIG`) and point "
                          "teacher.checkpoint at its model.safetensors")

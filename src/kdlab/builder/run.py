@@ -116,6 +116,7 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | Non
         "test" if role == "teacher" else "fidelity": r.last,
         "epochs": plan.cfg.optim.epochs,
         "resumed_from_epoch": r.resumed_from,
+        "divergence": r.divergence,  # the guard fired and the run trained on (run.on_divergence=warn): not trusted
         "adapted_defaults": plan.adapted_defaults(),
         "wall_time_s": r.wall_time_s,
         "config": plan.record,

@@ -1,7 +1,8 @@
 """The ``kdlab`` command line. Each command group lives in its own module with a ``register(subparsers)``:
 
 * :mod:`kdlab.cli.train` — ``teacher``, ``train``, ``config``, ``recipes``, ``methods``;
-* :mod:`kdlab.cli.teachers` — ``teacher import`` (published weights → a kdlab weights file);
+* :mod:`kdlab.cli.teachers` — ``teacher fetch`` (a published teacher by name, fetched once), ``teacher import``
+  (weights you have → a kdlab weights file);
 * :mod:`kdlab.cli.teacher_cache` — ``teacher cache`` (a teacher's outputs on a stored crop schedule);
 * :mod:`kdlab.cli.evaluate` — ``eval``, ``fidelity``;
 * :mod:`kdlab.cli.export` — ``export``;

@@ -1,10 +1,12 @@
-"""``kdlab teacher import FILE --arch NAME --out model.safetensors``: published teacher weights → a kdlab weights file.
+"""``kdlab teacher fetch NAME`` and ``kdlab teacher import FILE``: teachers that someone else trained.
 
-``kdlab teacher CONFIG`` trains a teacher (:mod:`kdlab.cli.train`); ``kdlab teacher import ...`` converts one that
-someone else trained: a torchvision state dict, a RepDistiller / mdistiller checkpoint (``ckpt_epoch_240.pth``), or
-a safetensors file. The result records the arch and class count, so ``teacher.checkpoint=model.safetensors`` needs no
-``teacher.arch``. argparse knows the command as the single token ``"teacher import"``; :func:`route` joins the two
-words, so a config file literally named ``import`` must be given as ``./import``.
+``kdlab teacher CONFIG`` trains a teacher (:mod:`kdlab.cli.train`). ``kdlab teacher fetch repdistiller:resnet32x4``
+downloads and converts a published teacher once (:mod:`kdlab.teachers.published`; ``--list`` shows them all), the
+file that ``teacher.checkpoint=repdistiller:resnet32x4`` uses. ``kdlab teacher import ...`` converts a file you have:
+a torchvision state dict, a RepDistiller / mdistiller checkpoint (``ckpt_epoch_240.pth``), or a safetensors file.
+Both results record the arch and class count, so they need no ``teacher.arch``. argparse knows each command as a
+single token (``"teacher fetch"``, ``"teacher import"``); :func:`kdlab.cli.main` joins the two words, so a config file
+literally named ``fetch`` or ``import`` must be given as ``./fetch``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from pathlib import Path
 from kdlab.models import count_parameters, load_model, save_model
 from kdlab.models.features import classifier_of
 from kdlab.models.registry import canonical
+from kdlab.teachers import published
 
 COMMAND = "teacher import"
+FETCH = "teacher fetch"
 
 
 def _import(args) -> int:
@@ -31,7 +35,43 @@ def _import(args) -> int:
     return 0
 
 
+def _fetch(args) -> int:
+    if args.list:
+        source = None
+        for t in published.catalogue():
+            where = t.url if t.member else t.url.rsplit("/", 1)[0] + "/"
+            if where != source:
+                source = where
+                print(f"{where} ({'no published checksum' if t.sha256 is None else 'the sha256 prefix in each name'})")
+            print(f"  {t.spec:38s} {t.num_classes:4d} classes  top-1 {t.top1:5.2f}%  {t.member or t.filename}")
+        return 0
+    if not args.names:
+        raise ValueError("name a published teacher (kdlab teacher fetch repdistiller:resnet32x4; --list shows them)")
+    if args.url and len(args.names) > 1:
+        raise ValueError("--url is the address of one published file: fetch one name at a time with it")
+    for name in args.names:
+        teacher = published.lookup(name)
+        if teacher is None:
+            raise ValueError(f"{name}: not a published teacher's name (kdlab teacher fetch --list shows them); a file "
+                             "is used as teacher.checkpoint as it is")
+        path = published.fetch(teacher, root=args.root, url=args.url, progress=None)
+        model = load_model(path)
+        print(f"{teacher.spec} -> {path}: {teacher.arch}, {teacher.num_classes} classes, "
+              f"{count_parameters(model):,} parameters")
+    return 0
+
+
 def register(sub) -> None:
+    f = sub.add_parser(FETCH, help="download and convert a published teacher once (repdistiller:<arch>, "
+                                   "torchvision:<arch>[.<weights>]); teacher.checkpoint=NAME then uses it")
+    f.add_argument("names", nargs="*", metavar="NAME", help="e.g. repdistiller:resnet32x4, torchvision:resnet34")
+    f.add_argument("--list", action="store_true", help="list the published teachers, their files and checksums")
+    f.add_argument("--url", default=None,
+                   help="take the published file from here instead: a mirror's URL or a copy's path; or set "
+                        f"${published.MIRROR_ENV} to a base URL or folder that has the files")
+    f.add_argument("--root", default=None, help="data directory (default $KDLAB_DATA or ~/.cache/kdlab); the "
+                                                "teachers go to ROOT/teachers/")
+    f.set_defaults(func=_fetch)
     p = sub.add_parser(COMMAND, help="convert published teacher weights (torchvision .pth, RepDistiller's "
                                      "ckpt_epoch_240.pth, safetensors) into a kdlab model.safetensors")
     p.add_argument("file", help="the weights: .pth/.pt/.tar (read with torch.load(weights_only=True)) or .safetensors")

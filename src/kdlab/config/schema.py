@@ -22,7 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `optim.lr=.inf` or `.nan` is refused naming the key (JSON has no inf: it was written to
+    # config.yaml and final.json as null)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -279,7 +281,7 @@ class RunOptions(_Strict):
 
 class RunConfig(_Strict):
     out_dir: str = "runs/default"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)  # what torch.manual_seed takes
     data: DataConfig = Field(default_factory=DataConfig)
     distill_data: DistillDataConfig = Field(default_factory=DistillDataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -288,3 +290,10 @@ class RunConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     run: RunOptions = Field(default_factory=RunOptions)
+
+    @field_validator("out_dir")
+    @classmethod
+    def _names_a_directory(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a directory (it is empty)")
+        return v

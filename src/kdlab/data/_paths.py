@@ -2,7 +2,9 @@
 
 A loader turns its source (an archive, a generator) into numpy arrays once and keeps them in an uncompressed ``.npz``
 (no pickles) with a JSON ``meta`` entry; :func:`cached_arrays` serves that cache while it is valid and rebuilds it
-otherwise.
+otherwise. The ``meta`` entry holds the SHA-256 of the arrays (``content_sha256``, :func:`kdlab._io.digest`), checked
+by :func:`read_npz`: a cache whose arrays were changed after it was written (labels rotated, a file rewritten with
+the old ``meta``) is invalid, so it is rebuilt with a warning rather than used.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from kdlab._io import atomic_write
+from kdlab._io import atomic_write, digest
 
 #: Environment variable that overrides the default data directory.
 DATA_ENV = "KDLAB_DATA"
@@ -50,18 +52,32 @@ def save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def read_npz(path: Path, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], Any]:
-    """The arrays ``keys`` of a cache written by :func:`cached_arrays`, and its decoded ``meta``.
+_CHECKSUM = "content_sha256"
 
-    ``ValueError`` saying why if the file is unreadable or lacks a key.
+
+def _content(arrays: Mapping[str, np.ndarray]) -> str:
+    return digest(*(arrays[k] for k in sorted(arrays)))
+
+
+def read_npz(path: Path, keys: Sequence[str]) -> tuple[dict[str, np.ndarray], Any]:
+    """The arrays ``keys`` of a cache written by :func:`cached_arrays`, and its decoded ``meta`` (without the
+    checksum).
+
+    ``ValueError`` saying why if the file is unreadable, lacks a key, or its arrays do not match their checksum.
     """
     try:
         # Our own handle: np.load leaks its file when the zip is corrupt.
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in (*keys, "meta")}
-        meta = json.loads(str(arrays.pop("meta")))
+            stored = {k: z[k] for k in z.files}
+            arrays = {k: stored[k] for k in keys}
+        meta = json.loads(str(stored.pop("meta")))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"unreadable ({type(err).__name__}: {err})") from None
+    written = meta.pop(_CHECKSUM, None) if isinstance(meta, dict) else None
+    if written is None:
+        raise ValueError("it has no content checksum (written by an older kdlab)")
+    if _content(stored) != written:
+        raise ValueError("its arrays do not match the checksum written with them (changed or corrupted on disk)")
     return arrays, meta
 
 
@@ -89,7 +105,7 @@ def cached_arrays(
             warnings.warn(f"{what} cache {path} is invalid ({err}); {rebuild}", RuntimeWarning, stacklevel + 1)
     arrays = build()
     try:
-        save_npz_atomic(path, {**arrays, "meta": np.array(json.dumps(meta))})
+        save_npz_atomic(path, {**arrays, "meta": np.array(json.dumps({**meta, _CHECKSUM: _content(arrays)}))})
     except OSError as err:
         message = f"could not write the {what} cache {path} ({err}); continuing without it"
         warnings.warn(message, stacklevel=stacklevel + 1)  # a read-only directory: usable, only slower next time

@@ -1,17 +1,19 @@
-"""Dataset archives: safe (gzipped) tar reading and extraction, and md5-checked downloads.
+"""Archives and downloads: safe (gzipped) tar reading and extraction, and verified, resumable downloads.
 
 Nothing here knows a dataset. Every member of an archive is checked before anything is read or written: absolute
 paths, ``..`` components, links and device files are refused. A gzip stream is decompressed whole before parsing, so
-truncation and CRC errors are always caught. A download streams into a temporary file beside its target, is
-md5-checked and only then renamed into place (:func:`kdlab._io.atomic_write`), so the final name only ever holds a
-verified file. Errors name the file, say what is wrong and end with ``remedy``: what to do (a loader passes its own,
-e.g. where to get the dataset).
+truncation and CRC errors are always caught. A download streams into a ``.part`` file beside its target, is checked
+(md5 and/or sha256, and the caller's own check) and only then renamed into place (:func:`kdlab._io.atomic_write`), so
+the final name only ever holds a verified file; an interrupted one is resumed with an HTTP Range request. Errors name
+the file, say what is wrong and end with ``remedy``: what to do (a loader passes its own, e.g. where to get the
+dataset).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import os
 import re
@@ -21,6 +23,8 @@ import urllib.parse
 import urllib.request
 import warnings
 import zlib
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -28,7 +32,12 @@ from tqdm.auto import tqdm
 
 from kdlab._io import atomic_write
 
-__all__ = ["download_url", "extract_archive", "read_members"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+__all__ = ["directory_lock", "download_url", "extract_archive", "file_digest", "read_members"]
 
 #: What to do about a damaged archive when the caller does not say.
 REMEDY = "get a fresh copy"
@@ -123,66 +132,187 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, *, reme
     return dest
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
+def _hasher(algorithm: str):
+    return hashlib.new(algorithm, usedforsecurity=False)  # a checksum against damage, not a signature
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (read in 1 MiB chunks): ``"md5"`` or ``"sha256"``."""
+    h = _hasher(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
+def _check_hex(value: str | None, what: str, lengths: range) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]+", value) or len(value) not in lengths:
+        digits = f"{lengths.start}" if len(lengths) == 1 else f"{lengths.start} to {lengths.stop - 1}"
+        raise ValueError(f"{what} must be {digits} hex digits; got {value!r}")
+    return value.lower()
+
+
+def _mismatch(path: Path, md5: str | None, sha256: str | None) -> str | None:
+    """Why ``path`` does not have the expected checksums (a sha256 may be a prefix, as torchvision's file names
+    give it), or None when it has them."""
+    for algorithm, expected in (("md5", md5), ("sha256", sha256)):
+        if expected is not None:
+            actual = file_digest(path, algorithm)
+            if not actual.startswith(expected):  # an md5 is always whole (32 digits)
+                return f"{algorithm} {actual}, expected {expected}"
+    return None
+
+
+@contextmanager
+def directory_lock(directory: Path):
+    """Hold an exclusive lock on ``directory``: two processes downloading into it (the ranks of a torchrun job) take
+    turns, and the second finds the first's file. The lock is ``flock`` on the directory itself, so no file is left
+    behind; where the file system refuses that (NFS emulates flock with write locks, which a directory cannot take),
+    on a hidden ``.lock`` file in it. Without ``fcntl`` (Windows) nothing is locked."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # pragma: no cover - NFS: EBADF / ENOLCK for a directory
+            os.close(fd)
+            fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def download_url(
     url: str,
     dest: str | os.PathLike,
-    md5: str,
+    md5: str | None = None,
     *,
+    sha256: str | None = None,
     filename: str | None = None,
-    progress: bool = True,
+    progress: bool | None = True,
     timeout: float = 60.0,
+    check: Callable[[Path], None] | None = None,
+    hint: str = "",
 ) -> Path:
-    """Download ``url`` into directory ``dest`` and verify its md5; returns the file's path.
+    """Download ``url`` into directory ``dest``, verified; returns the file's path.
 
-    Streams to a temporary file in ``dest`` (with a tqdm bar), checks the md5, then renames atomically, so the final
-    name only ever holds a verified file. On a mismatch the temporary file is removed and ``ValueError`` names the
-    file and both checksums. An existing file with the right md5 is reused without downloading.
+    The bytes go to ``dest/.NAME.part`` (with a tqdm bar; ``progress=None`` shows it on a terminal only); only when
+    the transfer is complete, the checksums match (``md5``; ``sha256``, whole or a prefix of at least 8 digits) and
+    ``check(partial)`` has not raised, the file is renamed to ``dest/NAME`` (:func:`kdlab._io.atomic_write`), so that
+    name only ever holds a verified file. An interrupted transfer (connection lost, a server that sends less than it
+    announced, Ctrl-C) keeps the ``.part`` file and raises ``ConnectionError``: the next call resumes it with an HTTP
+    Range request (a server that ignores the range sends the whole file again). Wrong content (a checksum mismatch,
+    ``check`` raising ``ValueError``) removes it and raises ``ValueError`` naming both checksums. An existing ``NAME``
+    is reused when it matches (or when no checksum is given). Processes downloading into the same ``dest`` take turns.
+    ``hint`` ends the line said when the server cannot be reached (e.g. where a mirror can be named).
     """
     if not isinstance(url, str) or not url:
         raise ValueError(f"url must be a non-empty string; got {url!r}")
-    if not isinstance(md5, str) or not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
-        raise ValueError(f"md5 must be 32 hex digits; got {md5!r}")
-    md5 = md5.lower()
+    md5 = _check_hex(md5, "md5", range(32, 33))
+    sha256 = _check_hex(sha256, "sha256", range(8, 65))
     name = filename or PurePosixPath(urllib.parse.urlparse(url).path).name
-    if not name or name in (".", ".."):
+    if not name or name in (".", "..") or "/" in name:
         raise ValueError(f"cannot tell a file name from url {url!r}; pass filename=")
     target = Path(dest) / name
-    if target.is_file():
-        if _md5(target) == md5:
-            return target
-        warnings.warn(f"{target} exists but its md5 is not {md5}; downloading it again", RuntimeWarning, stacklevel=2)
+    partial = target.parent / f".{name}.part"
 
     def fetch(out: BinaryIO) -> None:
-        try:
-            response = urllib.request.urlopen(url, timeout=timeout)
-        except (urllib.error.URLError, OSError) as err:
-            raise ConnectionError(
-                f"could not download {url} ({err}); check the URL and your connection, or put the file at "
-                f"{target} yourself"
-            ) from None
-        digest = hashlib.md5(usedforsecurity=False)
+        offset = os.fstat(out.fileno()).st_size
+        digests = {a: _hasher(a) for a in ("md5", "sha256")}
+        if offset:  # resuming: the digests start from the bytes already there
+            with open(partial, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    for h in digests.values():
+                        h.update(chunk)
+        response = _open(url, offset, timeout, target, hint)
+        if response is None:  # the server cannot serve the rest (416): start over
+            response, offset = _open(url, 0, timeout, target, hint), 0
         with response:
+            status = getattr(response, "status", None)
+            if offset and (status != 206 or not _resumes_at(response, offset)):  # the whole file is coming again
+                offset = 0
+            if not offset:
+                out.seek(0)
+                out.truncate()
+                digests = {a: _hasher(a) for a in ("md5", "sha256")}
             length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
+            total = offset + int(length) if length and length.isdigit() else None
+            received = offset
+            with tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=name,
+                      disable=None if progress is None else not progress) as bar:
+                while True:
+                    try:
+                        chunk = response.read(1 << 20)
+                    except (OSError, http.client.HTTPException) as err:  # the network, not the disk (write below)
+                        out.flush()
+                        raise _interrupted(url, partial, received, total, err) from None
+                    if not chunk:
+                        break
                     out.write(chunk)
-                    digest.update(chunk)
+                    for h in digests.values():
+                        h.update(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
-        actual = digest.hexdigest()
-        if actual != md5:  # raised inside the atomic write: the temporary file is removed, the target untouched
-            raise ValueError(
-                f"downloaded {name} from {url} has md5 {actual}, expected {md5}; the partial file was removed. "
-                f"The server sent a different or damaged file: retry, or use another mirror"
-            )
+        if total is not None and received < total:
+            out.flush()
+            raise _interrupted(url, partial, received, total, "the server closed the connection")
+        for algorithm, expected in (("md5", md5), ("sha256", sha256)):
+            actual = digests[algorithm].hexdigest()
+            if expected is not None and not actual.startswith(expected):
+                raise ValueError(
+                    f"downloaded {name} from {url} has {algorithm} {actual}, expected {expected}; the partial file "
+                    f"was removed. The server sent a different or damaged file: retry, or use another mirror"
+                )
+        out.flush()
+        if check is not None:
+            check(partial)
 
-    atomic_write(target, fetch)
+    with directory_lock(target.parent):
+        if target.is_file():  # downloaded before, or put there by hand
+            why = _mismatch(target, md5, sha256)
+            if why is None:
+                return target
+            warnings.warn(f"{target} exists but has {why}; downloading it again", RuntimeWarning, stacklevel=2)
+        try:
+            atomic_write(target, fetch, partial=partial)
+        except BaseException as exc:
+            # keep what an interrupted transfer got (the next call resumes it); wrong or no content goes
+            if partial.exists() and (not isinstance(exc, (ConnectionError, KeyboardInterrupt, OSError))
+                                     or partial.stat().st_size == 0):
+                partial.unlink()
+            raise
     return target
+
+
+def _open(url: str, offset: int, timeout: float, target: Path, hint: str):
+    """The response to GET ``url`` (from byte ``offset`` on), None when the server says the range cannot be served
+    (416), or a one-line ``ConnectionError`` that names the URL and where to put the file by hand."""
+    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:
+            return None
+        reason = f"HTTP {err.code} {err.reason}"
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        reason = str(getattr(err, "reason", None) or err) or type(err).__name__
+    raise ConnectionError(f"could not download {url} ({reason}); check the URL and your connection, or put the "
+                          f"file at {target} yourself{hint}")
+
+
+def _resumes_at(response, offset: int) -> bool:
+    """A 206 answer whose Content-Range starts at ``offset``."""
+    m = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
+    return m is not None and int(m.group(1)) == offset
+
+
+def _interrupted(url: str, partial: Path, received: int, total: int | None, why) -> ConnectionError:
+    of = f" of {total}" if total is not None else ""
+    return ConnectionError(f"the download of {url} stopped after {received}{of} bytes ({why}); run the same command "
+                           f"again to resume it ({partial} is kept until then)")

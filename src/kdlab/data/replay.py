@@ -10,7 +10,8 @@ in its own order; with the schedule's own seed the run is exactly the live run w
 Each replayed batch is a :class:`ReplayBatch`: its ``view`` is the epoch (a replayed crop is a discrete view, named
 by (index, epoch) as a CIFAR view is by (index, view id)), and ``stored`` holds what an ``outputs`` reader returned
 for those (epoch, index) pairs — read in the loader's worker processes, so a training step needs no host round trip
-to look them up (:class:`kdlab.teachers.stored.StoredTeacher` consumes them).
+to look them up (:class:`kdlab.teachers.stored.StoredTeacher` consumes them). Rows that fail the reader's integrity
+check (a :class:`~kdlab._io.StaleCacheError` in a worker) are raised in the main process as that one-line error.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from kdlab._io import StaleCacheError
 from kdlab.data.batch import Batch
 from kdlab.data.crop_schedule import CropSchedule
 from kdlab.data.folders import ImageList
@@ -66,7 +68,10 @@ class ReplaySource(ImageSource):
     def load(self, tasks):
         epoch, items = tasks
         x, y, index, errors = super().load(items)
-        stored = self.outputs.read(epoch, index.numpy()) if self.outputs is not None and not errors else None
+        try:
+            stored = self.outputs.read(epoch, index.numpy()) if self.outputs is not None and not errors else None
+        except StaleCacheError as e:  # raised by the main process (a worker's exception would arrive as a traceback)
+            return x, y, index, errors, {"epoch": epoch, "stored": None, "stale": str(e)}
         return x, y, index, errors, {"epoch": epoch, "stored": stored}
 
 
@@ -74,6 +79,8 @@ class ReplayLoader(StreamLoader):
     """A training :class:`StreamLoader` over a :class:`ReplaySource`; yields :class:`ReplayBatch` es."""
 
     def _batch(self, x, y, index, errors, extra: dict[str, Any]) -> ReplayBatch:
+        if extra.get("stale"):
+            raise StaleCacheError(extra["stale"])
         batch = super()._batch(x, y, index, errors)
         non_blocking = self.device.type == "cuda"
         stored = extra["stored"]

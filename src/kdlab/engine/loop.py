@@ -26,7 +26,7 @@ from kdlab._modes import eval_mode
 from kdlab.data.protocol import Loader
 from kdlab.engine.checkpoint import check_same_run, load_training_state, save_training_state
 from kdlab.engine.dot import DOT, dot_backward
-from kdlab.engine.guard import DivergenceGuard, TrainingDiverged
+from kdlab.engine.guard import DivergenceGuard, NonFiniteLossError, TrainingDiverged, grad_norm
 from kdlab.engine.metrics_log import MetricsLog
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.progress import Progress
@@ -34,10 +34,6 @@ from kdlab.engine.schedule import learning_rate
 from kdlab.engine.seeding import rng_state, set_rng_state
 from kdlab.eval import AccuracyAccumulator, FidelityAccumulator
 from kdlab.eval.metrics import kl_per_example
-
-
-class NonFiniteLossError(TrainingDiverged, FloatingPointError):
-    """A loss became NaN/inf. The last good checkpoint in out_dir is kept."""
 
 
 @dataclass
@@ -73,6 +69,7 @@ class LoopResult:
     last: dict[str, Any]
     wall_time_s: float
     resumed_from: int | None
+    divergence: dict[str, Any] | None = None  # the guard's finding in a run that trained on (on_divergence="warn")
 
 
 def make_optimizer(method: torch.nn.Module, s: LoopSettings) -> torch.optim.Optimizer:
@@ -253,7 +250,11 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
     history: list[dict[str, Any]] = []
     best = {"acc": -1.0, "epoch": 0}
     first_epoch, resumed_from = 1, None
-    guard: DivergenceGuard | None = DivergenceGuard(_chance(train_loader, num_classes), s.lr, s.grad_clip)
+    check_every_step = device.type == "cpu"  # a host sync per step is free on CPU, costly on GPU
+    # the step watch decides at once where a step may stop the run (CPU, one process), else at the epoch's end
+    immediate = check_every_step and dist.world_size() == 1 and s.on_divergence == "stop"
+    guard: DivergenceGuard | None = DivergenceGuard(_chance(train_loader, num_classes), s.lr, s.grad_clip, immediate)
+    warned: dict[str, Any] | None = None
     if ckpt_path is not None and ckpt_path.exists():
         rng, info = load_training_state(ckpt_path, method, optimizer)
         check_same_run(info, s.identity_hash, s.identity, s.out_dir)
@@ -267,11 +268,12 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
         else:
             history = [r for r in log.records() if r.get("epoch", 0) <= info["epoch"]]
         for r in history:  # the guard's state is a function of the epochs trained so far
-            if guard is not None and guard.update(r["epoch"], r["train"]) is not None and s.on_divergence == "warn":
-                guard = None  # it had fired (and warned) before the restart
+            if guard is not None:
+                guard.update(r["epoch"], r["train"])
+                if "divergence" in r and s.on_divergence == "warn":  # it had fired (and warned) before the restart
+                    guard, warned = None, {"epoch": r["epoch"], "rule": r["divergence"]}
     saved_epoch = first_epoch - 1
 
-    check_every_step = device.type == "cpu"  # a host sync per step is free on CPU, costly on GPU
     progress = Progress(s.progress and is_main, s.epochs)  # bars on a terminal, a line per epoch in a log file
     for epoch in progress.over_epochs(first_epoch):
         t0 = time.perf_counter()
@@ -282,6 +284,8 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
         train_loader.set_epoch(epoch)
         sums = _EpochSums(device)
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        if guard is not None:
+            guard.epoch_start(params)
         for step, batch in enumerate(progress.over_steps(train_loader, epoch)):
             n_loader = batch.y.shape[0]  # this rank's share of the global batch, before a policy adds samples
             if batch_transform is not None:
@@ -301,13 +305,22 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
                 dot_backward(scaled.losses, params, optimizer)
             else:
                 method.backward(scaled)
+            norm = None
             if s.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, s.grad_clip)  # global norm; no host sync
+                norm = torch.nn.utils.clip_grad_norm_(params, s.grad_clip)  # global norm; no host sync
+            if guard is not None:
+                exploded = guard.step(out.total, grad_norm(params) if norm is None else norm, epoch, step,
+                                      batch.y.shape[0])
+                if exploded is not None:  # (immediate mode: on_divergence is "stop")
+                    raise TrainingDiverged(_stopped(exploded.message, s, saved_epoch, best), epoch, exploded.rule)
             optimizer.step()
             sums.add(out, batch.y)
         if bool(nonfinite):
             raise NonFiniteLossError(f"non-finite loss during epoch {epoch}; the last good checkpoint is kept")
-        record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train": sums.summary()}
+        train = sums.summary()
+        if guard is not None:
+            train.update(guard.epoch_stats(params))  # step maxima, first step, weight_change
+        record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train": train}
         diverged = guard.update(epoch, record["train"]) if guard is not None else None
         if diverged is not None:
             record["divergence"] = diverged.rule
@@ -318,6 +331,7 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
             warnings.warn(f"{diverged.message} (run.on_divergence=warn: training goes on)", RuntimeWarning,
                           stacklevel=2)
             guard = None
+            warned = {"epoch": epoch, "rule": diverged.rule, "message": diverged.message}
         if eval_loader is not None and (epoch % s.eval_every == 0 or epoch == s.epochs):
             test = evaluate(method.eval_model(), eval_loader, num_classes, teacher_eval_logits,
                             method.report_temperature)
@@ -340,9 +354,13 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
         progress.epoch_done(record)
         dist.barrier()
     progress.close()
+    ended = guard.finish(s.epochs) if guard is not None and history else None
+    if ended is not None:  # a rule was building when the run ended: reported, not stopped (its patience is kept)
+        warnings.warn(ended.message, RuntimeWarning, stacklevel=2)
+        warned = {"epoch": ended.epoch, "rule": ended.rule, "message": ended.message, "ended": True}
     if log is not None and is_main:
         save_tensors(s.out_dir / "model.safetensors", method.eval_model().state_dict(), s.weights_metadata)
         log.close()
     last_test = next((r["test"] for r in reversed(history) if "test" in r), {})
     return LoopResult(history=history, best=best, last=last_test, wall_time_s=time.perf_counter() - start,
-                      resumed_from=resumed_from)
+                      resumed_from=resumed_from, divergence=warned)

@@ -41,10 +41,10 @@ from kdlab.teachers import Teacher
 
 
 class Params(BaseModel):
-    """Base of every method's hyperparameters: unknown keys are errors; a key a method no longer takes
+    """Base of every method's hyperparameters: unknown keys and non-finite numbers are errors; a key a method no longer takes
     (:attr:`removed`) is an error that says why and what to do."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     #: arguments an earlier version took, with the reason they are gone (an old config that gives one is told)
     removed: ClassVar[dict[str, str]] = {}
 

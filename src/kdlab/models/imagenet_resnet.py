@@ -1,10 +1,11 @@
-"""ImageNet ResNet-18/34/50 (He et al., CVPR 2016) with torchvision's parameter and buffer names and shapes, so that a
-torchvision state dict (``resnet34-b627a593.pth``, or a safetensors conversion of it) loads as it is
+"""ImageNet ResNet-18/34/50/101/152 (He et al., CVPR 2016) with torchvision's parameter and buffer names and shapes,
+so that a torchvision state dict (``resnet34-b627a593.pth``, or a safetensors conversion of it) loads as it is
 (docs/reference/imagenet.md §3).
 
 Stem conv7x7/2 → BN → ReLU → max-pool 3x3/2 → four stages of 64/128/256/512 planes (BasicBlock ×[2,2,2,2] or
-×[3,4,6,3]; Bottleneck ×[3,4,6,3] with expansion 4 and the stride on its 3x3 conv, torchvision's "v1.5") → global
-average pool → ``fc``. Initialisation as torchvision's: conv He fan-out, BN γ=1 β=0, ``fc`` PyTorch's default.
+×[3,4,6,3]; Bottleneck ×[3,4,6,3], ×[3,4,23,3] or ×[3,8,36,3] with expansion 4 and the stride on its 3x3 conv,
+torchvision's "v1.5") → global average pool → ``fc``. Initialisation as torchvision's: conv He fan-out, BN γ=1 β=0,
+``fc`` PyTorch's default.
 """
 
 from __future__ import annotations
@@ -107,3 +108,15 @@ def resnet34(num_classes: int, in_channels: int = 3) -> ImageNetResNet:
 def resnet50(num_classes: int, in_channels: int = 3) -> ImageNetResNet:
     """resnet50: torchvision's ResNet-50 (Bottleneck ×[3, 4, 6, 3]); 25.56M parameters at 1000 classes."""
     return ImageNetResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels)
+
+
+@register("resnet101")
+def resnet101(num_classes: int, in_channels: int = 3) -> ImageNetResNet:
+    """resnet101: torchvision's ResNet-101 (Bottleneck ×[3, 4, 23, 3]); 44.55M parameters at 1000 classes."""
+    return ImageNetResNet(Bottleneck, (3, 4, 23, 3), num_classes, in_channels)
+
+
+@register("resnet152")
+def resnet152(num_classes: int, in_channels: int = 3) -> ImageNetResNet:
+    """resnet152: torchvision's ResNet-152 (Bottleneck ×[3, 8, 36, 3]); 60.19M parameters at 1000 classes."""
+    return ImageNetResNet(Bottleneck, (3, 8, 36, 3), num_classes, in_channels)

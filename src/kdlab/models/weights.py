@@ -13,14 +13,17 @@ kdlab writes a network's state dict as safetensors with ``arch`` and ``num_class
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import pickle
 import re
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -29,7 +32,8 @@ from kdlab.models.features import classifier_of
 from kdlab.models.foreign import to_kdlab_names
 from kdlab.models.registry import canonical, create, renamed
 
-__all__ = ["PYTORCH_SUFFIXES", "load_model", "load_weights", "read_state_dict", "save_model", "weights_metadata"]
+__all__ = ["INERT_GLOBALS", "PYTORCH_SUFFIXES", "load_model", "load_weights", "model_from_state", "read_state_dict",
+           "save_model", "state_from_bytes", "weights_metadata"]
 
 FORMAT = "kdlab-model-1"
 PYTORCH_SUFFIXES = (".pth", ".pt", ".tar")
@@ -67,21 +71,44 @@ def _first_line(exc: Exception) -> str:
 def _torch_file(path: Path) -> dict[str, Tensor]:
     if tarfile.is_tarfile(path):
         raise CheckpointError(f"{path}: a tar archive, not a weights file; extract it (tar xf {path.name}) and point "
-                              "at a checkpoint inside (cifar_teachers.tar holds <arch>_vanilla/ckpt_epoch_240.pth)")
+                              "at a checkpoint inside (cifar_teachers.tar holds <arch>_vanilla/ckpt_epoch_240.pth), "
+                              "or let kdlab do it: teacher.checkpoint=repdistiller:<arch>")
+    return _torch_state(path, path)
+
+
+def state_from_bytes(data: bytes | memoryview, where: str, allow: Sequence[Any] = ()) -> dict[str, Tensor]:
+    """The state dict in a PyTorch file's bytes (an archive member), read with ``torch.load(weights_only=True)`` as
+    :func:`read_state_dict` reads a file; ``allow``: extra globals the restricted unpickler may build (inert data
+    types only, e.g. :data:`INERT_GLOBALS`); ``where`` names the source in errors. ``module.`` prefixes stripped."""
+    return _strip_module(_torch_state(io.BytesIO(bytes(data)), where, allow))
+
+
+#: Globals that RepDistiller-style training checkpoints hold beside the weights and that only carry data: the
+#: training options (``argparse.Namespace``) and numpy scalars (an accuracy), under numpy 2's and numpy 1's module
+#: names. No code runs when they are built.
+_NP_SCALAR = np.float64(0).__reduce__()[0]  # numpy's scalar rebuilder (numpy.core in 1.x, numpy._core in 2.x)
+INERT_GLOBALS: tuple[Any, ...] = (
+    argparse.Namespace, np.dtype, *((_NP_SCALAR, f"{m}.multiarray.scalar") for m in ("numpy.core", "numpy._core")),
+    *(type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "bool")),
+)
+
+
+def _torch_state(source: Path | io.BytesIO, where: str | Path, allow: Sequence[Any] = ()) -> dict[str, Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allow)):
+            obj = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         blocked = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if blocked is None:  # garbage, or an opcode the restricted unpickler does not run
             detail = re.search(r"Unsupported [^\n]*", str(exc))
-            raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or corrupt?): "
+            raise CheckpointError(f"{where}: not a readable PyTorch file (truncated or corrupt?): "
                                   f"{detail.group(0) if detail else _first_line(exc)}") from None
         raise CheckpointError(
-            f"{path}: refused: it holds Python objects besides tensors (it would import {blocked.group(1)}), and kdlab "
-            "loads PyTorch files only with torch.load(weights_only=True); save just the state dict "
+            f"{where}: refused: it holds Python objects besides tensors (it would import {blocked.group(1)}), and "
+            "kdlab loads PyTorch files only with torch.load(weights_only=True); save just the state dict "
             "(torch.save(model.state_dict(), ...)) or a safetensors file") from None
     except Exception as exc:  # noqa: BLE001  torch raises RuntimeError, EOFError, KeyError, ... on a bad file
-        raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or corrupt?): {_first_line(exc)}"
+        raise CheckpointError(f"{where}: not a readable PyTorch file (truncated or corrupt?): {_first_line(exc)}"
                               ) from None
     if _is_state_dict(obj):
         return dict(obj)
@@ -90,8 +117,14 @@ def _torch_file(path: Path) -> dict[str, Tensor]:
         return dict(obj[held[0]])
     found = f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping) else type(obj).__name__
     why = "two state dicts ('model' and 'state_dict')" if len(held) > 1 else found
-    raise CheckpointError(f"{path}: holds {why}; expected a state dict (name -> tensor), bare or under 'model' or "
+    raise CheckpointError(f"{where}: holds {why}; expected a state dict (name -> tensor), bare or under 'model' or "
                           "'state_dict'")
+
+
+def _strip_module(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -108,13 +141,15 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]
     else:
         raise CheckpointError(f"{path}: unknown weights file type; kdlab reads .safetensors and PyTorch files "
                               f"({', '.join(PYTORCH_SUFFIXES)})")
-    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state, meta
+    return _strip_module(state), meta
 
 
 def _fit(model: nn.Module, state: dict[str, Tensor], path: Path, what: str) -> nn.Module:
     ours = model.state_dict()
+    # BatchNorm's batch counter (PyTorch >= 0.4.1) is absent from files saved before it existed; BatchNorm's own
+    # loader sets it to 0 then, and so does this (it only matters for momentum=None, which no zoo model uses)
+    counters = {k: torch.zeros_like(v) for k, v in ours.items() if k.endswith(".num_batches_tracked") and k not in state}
+    state = {**state, **counters}
     missing, unexpected = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
     if missing or unexpected:
         parts = [f"{len(names)} tensors {kind}, e.g. {', '.join(names[:3])}"
@@ -151,6 +186,13 @@ def load_model(path: str | Path, arch: str | None = None, num_classes: int | Non
     train mode; call ``.eval()`` (and ``.to(device)``) before predicting. ``kdlab.load_model``."""
     path = Path(path)
     state, meta = read_state_dict(path)
+    return model_from_state(state, meta, path, arch, num_classes)
+
+
+def model_from_state(state: dict[str, Tensor], meta: dict[str, str], path: str | Path, arch: str | None = None,
+                     num_classes: int | None = None) -> torch.nn.Module:
+    """:func:`load_model` on a state dict already read (``meta``: kdlab's metadata, or empty); ``path`` names its
+    source in errors."""
     file_arch = renamed(meta["arch"]) if "arch" in meta else None  # files written before a model was renamed
     if arch is not None and file_arch is not None and canonical(arch) != canonical(file_arch):
         raise CheckpointError(f"{path}: holds a {file_arch!r} model but the config says arch {arch!r}")

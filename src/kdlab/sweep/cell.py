@@ -9,12 +9,13 @@ per GPU of its allocation, or gloo processes on CPU).
 
 :func:`run_cell` never raises for a failing run: it returns a record with the exit code ``kdlab train`` would have
 given (2 bad input, 3 non-finite loss, ...; :func:`exit_code`) and the one-line reason, so a sweep records it and
-goes on.
+goes on. A run that finished but whose result is not to be trusted (:func:`kdlab.sweep.trust.distrust`: the
+divergence guard fired and it trained on, a non-finite number) is ``failed`` too, with ``exit_code`` None, its
+accuracies and the reason.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -30,6 +31,7 @@ import torch
 
 from kdlab import builder
 from kdlab.failures import exit_code
+from kdlab.sweep.trust import distrust, read_final
 
 __all__ = ["Cell", "end_children", "exit_code", "run_cell"]
 
@@ -100,7 +102,13 @@ def run_cell(cell: Cell, threads: int | None = None) -> dict[str, Any]:
         code = exit_code(exc)
         return _record(cell, "failed", start, code=code, reason=_one_line(exc),
                        detail=traceback.format_exc() if code == 1 else None)
-    return _record(cell, "done", start, final)
+    return _finished(cell, start, final)
+
+
+def _finished(cell: Cell, start: float, final: dict[str, Any]) -> dict[str, Any]:
+    """The record of a run that ended with its ``final.json``: done, or failed when its result is not trusted."""
+    reason = distrust(final)
+    return _record(cell, "failed" if reason else "done", start, final, reason=reason)
 
 
 # torchrun children of this process, so that a worker whose sweep died can end them (see kdlab.sweep.local)
@@ -141,7 +149,10 @@ def _run_torchrun(cell: Cell, threads: int | None, start: float) -> dict[str, An
             _kill_group(proc)
             _CHILDREN.discard(proc)
     if code == 0:
-        return _record(cell, "done", start, json.loads((out / "final.json").read_text(encoding="utf-8")))
+        try:
+            return _finished(cell, start, read_final(out / "final.json"))
+        except ValueError as exc:
+            return _record(cell, "failed", start, code=2, reason=str(exc))
     text = (out / "torchrun.log").read_text(encoding="utf-8", errors="replace")
     reasons = [line[len("kdlab: "):] for line in text.splitlines() if line.startswith("kdlab: ")]
     rank_codes = [int(c) for c in re.findall(r"exitcode\s*:\s*(-?\d+)", text)]

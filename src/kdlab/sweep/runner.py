@@ -24,6 +24,7 @@ from kdlab._io import atomic_write_text
 from kdlab.sweep.cell import Cell, run_cell
 from kdlab.sweep.local import Outcome, WorkerPool, device_groups
 from kdlab.sweep.state import cell_state
+from kdlab.sweep.trust import distrust
 
 __all__ = [
     "SWEEP_FILE",
@@ -161,8 +162,13 @@ def execute(cells: list[Cell], executor: Executor, on_record: Callable[[Cell, di
         st = cell_state(cell)
         if st.state == "finished":
             role = st.final.get("role", "student")
-            records[cell.key] = {"key": cell.key, "status": "finished", "skipped": True,
-                                 "best_acc": st.final[role]["best_acc"], "last_acc": st.final[role]["last_acc"]}
+            rec = {"key": cell.key, "status": "finished", "skipped": True,
+                   "best_acc": st.final[role]["best_acc"], "last_acc": st.final[role]["last_acc"]}
+            reason = distrust(st.final)
+            if reason:  # finished before, but not a result: left as it is (a rerun would not change it)
+                rec.update(status="failed", exit_code=None, reason=f"{reason} (finished before; move "
+                                                                   f"{cell.out_dir} away to train it again)")
+            records[cell.key] = rec
         elif st.state == "changed":
             records[cell.key] = {"key": cell.key, "status": "changed", "reason": st.reason}
         else:

@@ -10,12 +10,14 @@
     teacher_overrides: []                      # teacher cells only
     out: runs/sweeps/dkd                       # cells in <out>/<recipe>/seed<k>/
 
-**Teachers.** A student recipe names its teacher by ``teacher.checkpoint``; the shipped teacher recipes write exactly
-there (``cifar100/teachers/resnet32x4`` → ``runs/cifar100/teachers/resnet32x4/model.safetensors``). ``train``: the
-sweep trains that teacher recipe once, as a cell of its own (``<out>/<teacher recipe>/seed<s>``, ``teacher_seed``
-or the recipe's seed), and its students run after it, pointed at its weights; if it fails, they are not run.
-``given``: the checkpoints the recipes and overrides name are used as they are and must exist. ``auto`` (default):
-``given`` where that file exists, ``train`` where it does not.
+**Teachers.** A student recipe names its teacher by ``teacher.checkpoint``: a file, which the shipped teacher recipes
+write (``cifar100/teachers/resnet32x4`` → ``runs/cifar100/teachers/resnet32x4/model.safetensors``), or a published
+teacher (``repdistiller:resnet32x4``, :mod:`kdlab.teachers.published`), which each cell fetches once. ``train``: the
+sweep trains the teacher recipe that writes that file (for a published teacher: the first teacher recipe of the same
+data set and arch) once, as a cell of its own (``<out>/<teacher recipe>/seed<s>``, ``teacher_seed`` or the recipe's
+seed), and its students run after it, pointed at its weights; if it fails, they are not run. ``given``: the
+checkpoints the recipes and overrides name are used as they are and must exist (or be published names). ``auto``
+(default): ``given`` where that file exists or the teacher is published, ``train`` where the file does not exist.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from kdlab.config import (
     resolve_config_path,
 )
 from kdlab.sweep.cell import Cell, Command
+from kdlab.teachers import published
 
 __all__ = ["RecipeEntry", "SlurmOptions", "SweepSpec", "cells_of", "command_for", "load_spec", "teacher_recipes"]
 
@@ -149,13 +152,21 @@ def _norm(path: str | Path) -> str:
     return os.path.normpath(os.path.abspath(path))
 
 
+def _trains(data_name: str, arch: str) -> str:
+    return f"{data_name}:{arch}"  # not an absolute path, so it cannot collide with the paths of the index
+
+
 def teacher_recipes(extra: list[str] = ()) -> dict[str, str]:
-    """``{where its weights land: recipe}`` for every recipe that trains with CE alone, shipped or in ``extra``."""
+    """``{where its weights land: recipe}`` for every recipe that trains with CE alone, shipped or in ``extra``, and
+    ``{"<data.name>:<teacher.arch>": recipe}`` (the first such recipe) for the published teachers it can replace."""
     out = {}
     for name in recipe_names() + list(extra):
         data = read_yaml(resolve_config_path(name))
         if data.get("method", {}).get("name") == "ce" and data.get("out_dir"):
             out[_norm(Path(data["out_dir"]) / "model.safetensors")] = name
+            arch = (data.get("teacher") or {}).get("arch")
+            if arch:
+                out.setdefault(_trains((data.get("data") or {}).get("name", "mnist1d"), arch), name)
     return out
 
 
@@ -180,11 +191,19 @@ def cells_of(spec: SweepSpec, out: str | Path) -> list[Cell]:
         extra: list[str] = []
         after: tuple[str, ...] = ()
         ckpt = cfg.teacher.checkpoint
-        if ckpt and not (spec.teachers == "given" or (spec.teachers == "auto" and Path(ckpt).is_file())):
+        try:
+            named = published.lookup(ckpt) if ckpt else None
+        except ValueError as exc:
+            missing.append(f"{name}: {exc}")
+            continue
+        given = named is not None or (ckpt is not None and Path(ckpt).is_file())  # a published one is fetched
+        if ckpt and (spec.teachers == "train" or (spec.teachers == "auto" and not given)):
             index = index if index is not None else teacher_recipes(spec.teacher_recipes)
-            tname = index.get(_norm(ckpt))
+            tname = index.get(_norm(ckpt) if named is None else _trains(cfg.data.name, named.arch))
             if tname is None:
-                missing.append(f"{name}: no teacher at {ckpt} and no teacher recipe writes there")
+                missing.append(f"{name}: no teacher at {ckpt} and no teacher recipe writes there" if named is None
+                               else f"{name}: no teacher recipe trains {named.arch} on {cfg.data.name} (in place of "
+                                    f"{ckpt})")
                 continue
             if tname not in teachers:
                 teachers[tname] = _teacher_cell(spec, tname, out, quiet)
@@ -193,7 +212,7 @@ def cells_of(spec: SweepSpec, out: str | Path) -> list[Cell]:
             after = (tcell.key,)
         elif spec.teachers == "given" or ckpt:
             for path in ([ckpt] if ckpt else []) + list(cfg.teacher.checkpoints or []):
-                if not Path(path).is_file():
+                if not Path(path).is_file() and published.lookup(path) is None:
                     missing.append(f"{name}: teacher checkpoint {path} not found")
         command = command_for(cfg)
         for seed in spec.seed_list():

@@ -11,6 +11,11 @@ teacher the pair's students were distilled from (n = distinct teacher checkpoint
 
 One pair: the demo's table (one row per method, the numbers as columns). Several pairs: the paper's tables, one per
 number (rows = methods, columns = pairs), best-epoch accuracy with the published number and Δ = ours − published.
+
+A run whose result is not to be trusted (:func:`kdlab.sweep.trust.distrust`: the divergence guard fired and it
+trained on, a non-finite number) is never averaged into a row: the row's n says how many of its runs were left out
+("2 + 1 failed") and a list below the table names each with the reason. A ``final.json`` that is truncated or lacks
+the numbers is one line naming the file (:func:`kdlab.sweep.trust.read_final`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from kdlab.eval import mean_std, summarize_seeds
 from kdlab.plots import accuracy_vs_agreement
 from kdlab.sweep.published import Published, PublishedTable, load_published
 from kdlab.sweep.runner import SWEEP_FILE
+from kdlab.sweep.trust import distrust, read_final
 
 __all__ = ["FORMATS", "Column", "Run", "Table", "collect", "markdown", "to_csv", "write_outputs"]
 
@@ -124,7 +130,7 @@ def find_runs(paths: list[Path]) -> list[Run]:
         for d in [d for d in named if d in dirs] + [d for d in dirs if d not in named]:
             if d in runs:
                 continue
-            final = json.loads((d / "final.json").read_text(encoding="utf-8"))
+            final = read_final(d / "final.json")
             name, kind = named.get(d, (_name_from_path(d, recipes), None))
             if kind is None:
                 teacher = final.get("role") == "teacher" or (name is not None and "/teachers/" in f"/{name}/")
@@ -163,9 +169,16 @@ class Column:
 class Table:
     columns: list[Column]
     methods: list[str]  # row order
-    cells: dict[tuple[str, str], dict[str, Any]]  # (column key, method) → summarize_seeds of its runs
+    cells: dict[tuple[str, str], dict[str, Any]]  # (column key, method) → summarize_seeds of its trusted runs
     published: PublishedTable
     runs: list[Run]
+    failed: dict[tuple[str, str], list[tuple[Path, str]]] = field(default_factory=dict)  # runs left out, and why
+
+    def count(self, col: Column, method: str) -> str:
+        """``n`` of a row: its trusted runs, and those left out (``"2 + 1 failed"``)."""
+        s = self.summary(col, method)
+        left_out = len(self.failed.get((col.key, method), ()))
+        return f"{s['n_seeds'] if s else 0}" + (f" + {left_out} failed" if left_out else "")
 
     def paper(self, col: Column, method: str) -> Published | None:
         found = self.published.lookup(col.dataset, col.pair, method)
@@ -185,8 +198,16 @@ def collect(paths: list[Path], published: str | Path | None = None) -> Table:
     runs = find_runs(paths)
     columns: dict[str, Column] = {}
     groups: dict[tuple[str, str], list[dict]] = {}
+    failed: dict[tuple[str, str], list[tuple[Path, str]]] = {}
     alone: list[tuple[Run, str]] = []
     methods: list[str] = []
+
+    def add(key: tuple[str, str], run: Run) -> None:
+        reason = distrust(run.final)
+        if reason:
+            failed.setdefault(key, []).append((run.path, reason))
+        groups.setdefault(key, []).extend([] if reason else [per_seed(run.final)])
+
     for run in runs:
         if run.kind != "student":
             continue
@@ -197,11 +218,11 @@ def collect(paths: list[Path], published: str | Path | None = None) -> Table:
         col = columns.setdefault(f"{run.dataset}/{pair}", Column(run.dataset, pair))
         col.student_arch, col.teacher_arch = run.student_arch, run.teacher_arch or col.teacher_arch
         col.epochs.add(run.final.get("epochs"))
-        if run.has_teacher:
+        if run.has_teacher and not distrust(run.final):
             t = run.cfg.get("teacher") or {}
             col.teachers[t.get("checkpoint") or ",".join(t.get("checkpoints") or []) or str(run.path)] = \
                 run.final["teacher"]["acc"]
-        groups.setdefault((col.key, method), []).append(per_seed(run.final))
+        add((col.key, method), run)
         methods += [method] if method not in methods else []
     for run, method in alone:  # the student trained alone: beside every pair with that student
         targets = [c for c in columns.values() if c.dataset == run.dataset and c.student_arch == run.student_arch]
@@ -211,10 +232,10 @@ def collect(paths: list[Path], published: str | Path | None = None) -> Table:
             col.epochs.add(run.final.get("epochs"))
             targets = [col]
         for col in targets:
-            groups.setdefault((col.key, method), []).append(per_seed(run.final))
+            add((col.key, method), run)
         methods = ([method] if method not in methods else []) + methods
-    cells = {key: summarize_seeds(rows) for key, rows in groups.items()}
-    return Table(list(columns.values()), methods, cells, load_published(published), runs)
+    cells = {key: summarize_seeds(rows) if rows else {"n_seeds": 0} for key, rows in groups.items()}
+    return Table(list(columns.values()), methods, cells, load_published(published), runs, failed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -253,7 +274,7 @@ def _pair_table(t: Table, col: Column) -> list[str]:
     lines = [head, "", _row(cols), "|" + "---|" * len(cols)]
     for m in rows:
         s = t.cells[(col.key, m)]
-        cells = [m, str(s["n_seeds"]), mean_std(s, "acc"), mean_std(s, "best_acc"), mean_std(s, "agreement"),
+        cells = [m, t.count(col, m), mean_std(s, "acc"), mean_std(s, "best_acc"), mean_std(s, "agreement"),
                  mean_std(s, "kl", 3), mean_std(s, "ece", 2, 100, std=False)]
         if with_paper:
             p = papers[m]
@@ -287,7 +308,8 @@ def _grids(t: Table, cols: list[Column]) -> list[str]:
             cells = [m]
             for c in cols:
                 s = t.summary(c, m)
-                ours = mean_std(s, key, digits, scale) + (f" ({s['n_seeds']})" if s and f"{key}_mean" in s else "")
+                shown = bool(s) and f"{key}_mean" in s or (c.key, m) in t.failed
+                ours = mean_std(s, key, digits, scale) + (f" ({t.count(c, m)})" if shown else "")
                 cells.append(ours)
                 if published_here:
                     p = t.paper(c, m)
@@ -310,7 +332,15 @@ def markdown(t: Table) -> str:
     if any(p.unverified for p in shown):
         out += ["", "(unverified): a published number that could not be checked against a readable copy of its source "
                     "(configs/published.yaml `unverified`)."]
+    left_out = {path: reason for runs in t.failed.values() for path, reason in runs}
+    if left_out:
+        out += ["", f"Not averaged ({len(left_out)} run(s) whose result is not to be trusted):"]
+        out += [f"- {path}: {_shorter(reason)}" for path, reason in left_out.items()]
     return "\n".join(out)
+
+
+def _shorter(text: str, limit: int = 240) -> str:
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def to_csv(t: Table) -> str:
@@ -319,7 +349,8 @@ def to_csv(t: Table) -> str:
     w = csv.writer(buf, lineterminator="\n")
     keys = ("best_acc", "acc", "agreement", "kl", "ece")
     w.writerow(["dataset", "pair", "method", "n", *[f"{k}_{s}" for k in keys for s in ("mean", "std")],
-                "published", "published_source", "published_note", "published_unverified", "delta_best"])
+                "published", "published_source", "published_note", "published_unverified", "delta_best",
+                "failed"])
     for c in t.columns:
         for m in ["teacher", *t.methods]:
             s = t.summary(c, m)
@@ -330,14 +361,15 @@ def to_csv(t: Table) -> str:
                         *[s.get(f"{k}_{x}", "") for k in keys for x in ("mean", "std")],
                         p.acc if p else "", p.source if p else "", (p.note or "") if p else "",
                         (p.unverified or "") if p else "",
-                        f"{s['best_acc_mean'] - p.acc:.4f}" if p and "best_acc_mean" in s else ""])
+                        f"{s['best_acc_mean'] - p.acc:.4f}" if p and "best_acc_mean" in s else "",
+                        len(t.failed.get((c.key, m), ()))])
     return buf.getvalue().rstrip("\n")
 
 
 def panels(t: Table, hollow: set[str] = frozenset(), title=None) -> list[tuple[str, dict, set[str]]]:
     out = []
     for c in t.columns:
-        rows = {m: t.cells[(c.key, m)] for m in t.methods if (c.key, m) in t.cells}
+        rows = {m: t.cells[(c.key, m)] for m in t.methods if t.cells.get((c.key, m), {}).get("n_seeds")}
         ts = c.teacher_summary()
         default = (f"{c.dataset}: {c.teacher_arch} ({ts['acc_mean']:.1f}%) → {c.student_arch}" if ts
                    else f"{c.dataset}: {c.pair}")

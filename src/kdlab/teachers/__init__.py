@@ -1,6 +1,6 @@
 """Frozen teachers behind one protocol (:class:`Teacher`): a single network or an ensemble (:class:`FrozenTeacher`,
-:class:`Ensemble`), R2KD's pruned ensemble, the exact teacher-logit cache, and the teacher-output store of replayed
-crops (``store``, ``store_build``, ``stored``, ``topk``)."""
+:class:`Ensemble`), R2KD's pruned ensemble, the exact teacher-logit cache, the teacher-output store of replayed crops
+(``store``, ``store_build``, ``stored``, ``topk``), and published teachers by name, fetched once (``published``)."""
 
 from kdlab.teachers.base import Teacher
 from kdlab.teachers.cache import CachedTeacher, StaleCacheError, module_digest, tensor_digest

@@ -15,6 +15,12 @@ holding the key (teacher weights hash, training-data hash, ``augment.describe()`
 Opening a file whose key differs is a :class:`StaleCacheError` naming the field, so a cache can never silently
 serve another teacher's logits. A new file's blocks are allocated up front (``posix_fallocate``), so a full disk is
 an error naming the file when it is created, not a SIGBUS when a page of the mapping is first written.
+
+A complete file carries the SHA-256 of its table in a third sidecar, ``<path>.sha256``, written when the fill
+completes; every later open checks it (one sequential read of the file, measured in docs/performance.md), and a
+table that no longer matches is a :class:`StaleCacheError` naming the file. A file that is only partly filled (an
+interrupted lazy fill) has no checksum to check: its entries are computed again (exact, and what the lazy fill costs
+anyway), with a warning.
 """
 
 from __future__ import annotations
@@ -31,19 +37,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kdlab._io import atomic_write_text, preallocate, write_error
+from kdlab._io import StaleCacheError, atomic_write_text, digest, preallocate, write_error
 from kdlab.teachers.frozen import FrozenTeacher
 
 __all__ = ["CacheOverflowError", "CachedTeacher", "StaleCacheError", "tensor_digest", "module_digest"]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: the <path>.sha256 sidecar of a complete table
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 # numpy has no bfloat16: its bits are stored as uint16 and reinterpreted by torch
 _NP_DTYPES = {"float16": np.float16, "bfloat16": np.uint16, "float32": np.float32}
-
-
-class StaleCacheError(ValueError):
-    """An existing cache file was made for another teacher, data set, augmentation or layout."""
 
 
 class CacheOverflowError(ValueError):
@@ -51,10 +53,8 @@ class CacheOverflowError(ValueError):
 
 
 def tensor_digest(t: torch.Tensor) -> str:
-    """SHA-256 of a tensor's dtype, shape and raw bytes (CPU, contiguous)."""
-    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
-    h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    """SHA-256 of a tensor's dtype, shape and raw bytes (CPU, contiguous): :func:`kdlab._io.digest`."""
+    return digest(t)
 
 
 def module_digest(module: torch.nn.Module) -> str:
@@ -176,6 +176,7 @@ class CachedTeacher:
     # --------------------------------------------------------------------------------------------------- storage
     def _open_file(self, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         path, meta, mask = self.path, Path(f"{self.path}.json"), Path(f"{self.path}.mask")
+        self._sum_path = Path(f"{self.path}.sha256")
         exists = path.exists()
         if exists:
             if not meta.is_file() or not mask.is_file():
@@ -220,7 +221,32 @@ class CachedTeacher:
         if self.dtype_name == "bfloat16":
             v = v.view(torch.bfloat16)
         self._memmaps = (values, filled)
+        if exists:
+            self._check_content(values, filled)
         return v, f
+
+    def _check_content(self, values: np.memmap, filled: np.memmap) -> None:
+        """A complete table must match its ``.sha256``; a partial one (no checksum yet) is emptied to be refilled."""
+        written = self._sum_path.read_text().strip() if self._sum_path.is_file() else None
+        if written is not None and bool(np.all(filled)):
+            if digest(values) != written:
+                raise StaleCacheError(
+                    f"teacher cache {self.path} does not match the checksum written with it ({self._sum_path.name}): "
+                    f"it was changed or corrupted after it was filled. Delete {self.path} (and its .json, .mask and "
+                    ".sha256 sidecars) to rebuild it")
+            return
+        if np.any(filled):
+            warnings.warn(f"teacher cache {self.path} was left partly filled (an interrupted run): its entries have no "
+                          "checksum yet, so they are computed again", RuntimeWarning, stacklevel=4)
+            filled[:] = False
+            filled.flush()
+        self._sum_path.unlink(missing_ok=True)
+
+    def _write_checksum(self) -> None:
+        """Record the complete table's SHA-256 (``<path>.sha256``) after flushing it."""
+        if self.path is not None:
+            self.flush()
+            atomic_write_text(self._sum_path, digest(self._memmaps[0]) + "\n")
 
     def flush(self) -> None:
         """Write a memory-mapped table to disk (no-op in memory)."""
@@ -258,7 +284,7 @@ class CachedTeacher:
             self._store(rows, views, self._compute(rows, views))
             bar.update(part.shape[0])
         bar.close()
-        self.flush()
+        self._write_checksum()
         self._complete = True
         self._serve_if_complete()
 

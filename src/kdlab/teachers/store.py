@@ -19,12 +19,18 @@ the schedule (:class:`kdlab.teachers.stored.StoredTeacher`). A directory:
                [E, N, k] int16, ``topk_rest.bin`` [E, N] float32
   ===========  ======================================================  ========================  ============
 
+* ``rows.crc32`` [E, N] uint32: a checksum of every stored row — CRC-32 of the row's bytes in every output file,
+  started from the row's position (epoch, image) — written with the row and checked on every read, so a row that was
+  changed, corrupted or moved on disk is a :class:`~kdlab._io.StaleCacheError` naming the store, never a silent
+  teacher (4 bytes per view; reading a batch checks only its rows: measured in docs/performance.md);
 * ``done.mask`` [E, ⌈N/chunk⌉] uint8: which chunks are written (a build resumes from it).
 
 Every file is reserved on disk at creation (``kdlab._io.preallocate``: a full disk is an error then, not a SIGBUS
 while filling) and memory-mapped: reading a batch touches only its rows, so an ImageNet store (up to 512 GB at
 float32) is never loaded into RAM. A store is validated as the CIFAR view cache is (:mod:`kdlab.teachers.cache`):
 a differing field is a :class:`~kdlab.teachers.cache.StaleCacheError` naming it, a file of the wrong size is one too.
+What a run records as the store's identity (:attr:`TeacherStore.identity`) hashes ``store.json`` *and* the row
+checksums, so a store whose contents changed changes the run's identity even where its metadata did not.
 
 The data fingerprint hashes each training file's relative path, label, byte size and decoded width × height, not its
 modification time, so a store stays valid for a copy of the data set on another machine; hashing 140 GB of JPEG
@@ -39,6 +45,7 @@ import json
 import math
 import os
 import shutil
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,19 +53,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from kdlab._io import WriteError, atomic_write_text, map_file, preallocate
+from kdlab._io import StaleCacheError, WriteError, atomic_write_text, digest, map_file, preallocate
 from kdlab.data.crop_schedule import SCHEDULE_FILES, CropSchedule, schedule_bytes
 from kdlab.data.folders import ImageList
-from kdlab.teachers.cache import StaleCacheError
 from kdlab.teachers.topk import topk_compress, topk_expand
 
 __all__ = ["PRECISIONS", "TeacherStore", "bytes_per_view", "listing_fingerprint", "store_expectation"]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: rows.crc32
 PRECISIONS = ("float32", "float16", "topk")
-_META, _MASK = "store.json", "done.mask"
+_META, _MASK, _SUMS = "store.json", "done.mask", "rows.crc32"
 _OUTPUT_FILES = ("logits.bin", "topk_logp.bin", "topk_index.bin", "topk_rest.bin")
-_KNOWN = {_META, _MASK, *SCHEDULE_FILES, *_OUTPUT_FILES}
+_KNOWN = {_META, _MASK, _SUMS, *SCHEDULE_FILES, *_OUTPUT_FILES}
 
 
 def listing_fingerprint(images: ImageList) -> str:
@@ -95,6 +101,17 @@ def bytes_per_view(precision: str, num_classes: int, k: int | None = None) -> in
     return sum(np.dtype(d).itemsize * math.prod(s[2:]) for d, s in _layout(precision, k, num_classes, 1, 1).values())
 
 
+def row_checksums(epoch: int, index: np.ndarray, num_samples: int, parts: Sequence[np.ndarray]) -> np.ndarray:
+    """uint32 CRC-32 of each row ``index`` of ``epoch``: the row's bytes in ``parts`` (``[b, ...]`` arrays, the output
+    files' rows in layout order), started from the row's position ``(epoch - 1)·N + i`` so that a row moved to another
+    position does not match either."""
+    index = np.asarray(index, dtype=np.int64)
+    b = len(index)
+    data = np.concatenate([np.ascontiguousarray(p).reshape(b, -1).view(np.uint8) for p in parts], axis=1)
+    start = ((epoch - 1) * num_samples + index) & 0xFFFFFFFF
+    return np.fromiter((zlib.crc32(row, int(s)) for row, s in zip(data, start)), dtype=np.uint32, count=b)
+
+
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -124,6 +141,7 @@ class TeacherStore:
         self._maps: dict[str, np.memmap] | None = None
         self._pid = -1
         self._schedule: CropSchedule | None = None
+        self._identity: str | None = None
 
     # ------------------------------------------------------------------------------------------- create / open
     @classmethod
@@ -149,7 +167,7 @@ class TeacherStore:
                 p.unlink()
         layout = _layout(precision, k, num_classes, epochs, n)
         total = sum(np.dtype(d).itemsize * math.prod(s) for d, s in layout.values())
-        total += schedule_bytes(n, epochs) + epochs * math.ceil(n / chunk_size)
+        total += schedule_bytes(n, epochs) + 4 * epochs * n + epochs * math.ceil(n / chunk_size)
         path.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(path).free
         if free < total:
@@ -159,6 +177,7 @@ class TeacherStore:
         schedule = CropSchedule.draw(sizes, seed, epochs, path, progress=progress)
         for name, (dtype, shape) in layout.items():
             preallocate(path / name, np.dtype(dtype).itemsize * math.prod(shape))
+        preallocate(path / _SUMS, 4 * epochs * n)
         preallocate(path / _MASK, epochs * math.ceil(n / chunk_size))
         meta = {"format": _FORMAT, **expected, "schedule": schedule.describe(),
                 "outputs": {"precision": precision, "k": k, "chunk_size": int(chunk_size)}}
@@ -206,7 +225,8 @@ class TeacherStore:
         # opened per process: a forked loader worker maps the files itself instead of inheriting a parent's map
         if self._maps is None or self._pid != os.getpid():
             mode = "r+" if self.writable else "r"
-            layout = {**self._layout, _MASK: (np.uint8, (self.epochs, self.num_chunks))}
+            layout = {**self._layout, _SUMS: (np.uint32, (self.epochs, self.num_samples)),
+                      _MASK: (np.uint8, (self.epochs, self.num_chunks))}
             self._maps = {name: map_file(self.path / name, d, s, mode) for name, (d, s) in layout.items()}
             self._pid = os.getpid()
         return self._maps
@@ -222,11 +242,22 @@ class TeacherStore:
 
     # ------------------------------------------------------------------------------------------------- reading
     def read(self, epoch: int, index: np.ndarray) -> dict[str, torch.Tensor]:
-        """The stored rows of images ``index`` in ``epoch`` (1-based), as CPU tensors (only those rows are read)."""
+        """The stored rows of images ``index`` in ``epoch`` (1-based), as CPU tensors (only those rows are read),
+        each checked against its checksum: a row that does not match is a :class:`StaleCacheError` naming the
+        store, the image and the epoch."""
         maps = self._files()
         index = np.asarray(index, dtype=np.int64)
-        return {name.removesuffix(".bin"): torch.from_numpy(np.ascontiguousarray(maps[name][epoch - 1, index]))
-                for name in self._layout}
+        rows = {name: np.ascontiguousarray(maps[name][epoch - 1, index]) for name in self._layout}
+        bad = np.flatnonzero(row_checksums(epoch, index, self.num_samples, list(rows.values()))
+                             != maps[_SUMS][epoch - 1, index])
+        if bad.size:
+            files = ", ".join(self._layout)
+            raise StaleCacheError(
+                f"teacher store {self.path} is corrupt: the stored outputs of image {int(index[bad[0]])} in epoch "
+                f"{epoch}{f' (and {bad.size - 1} more in this batch)' if bad.size > 1 else ''} do not match their "
+                f"checksum ({files} or {_SUMS} changed after the build); delete the store and rebuild it with "
+                "`kdlab teacher cache`")
+        return {name.removesuffix(".bin"): torch.from_numpy(v) for name, v in rows.items()}
 
     def expand(self, rows: dict[str, torch.Tensor]) -> torch.Tensor:
         """Teacher logits ``[b, C]`` float32 from rows :meth:`read` returned: the stored logits, or the top-k
@@ -245,9 +276,13 @@ class TeacherStore:
             parts = {"topk_logp.bin": log_p, "topk_index.bin": index, "topk_rest.bin": rest}
         else:
             parts = {"logits.bin": logits.float() if self.precision == "float32" else logits.half()}
-        for name, t in parts.items():
-            maps[name][epoch - 1, rows] = t.detach().cpu().numpy()
+        stored = {name: t.detach().cpu().numpy().astype(maps[name].dtype, copy=False) for name, t in parts.items()}
+        for name, v in stored.items():
+            maps[name][epoch - 1, rows] = v
             maps[name].flush()
+        index = np.arange(rows.start, rows.stop)
+        maps[_SUMS][epoch - 1, rows] = row_checksums(epoch, index, self.num_samples, [stored[n] for n in self._layout])
+        maps[_SUMS].flush()  # before mark_done: a chunk marked done has its checksums on disk
 
     def mark_done(self, epoch: int, chunk: int) -> None:
         """Record chunk ``chunk`` of ``epoch`` as written (after :meth:`write` flushed its rows)."""
@@ -283,13 +318,18 @@ class TeacherStore:
 
     @property
     def size_bytes(self) -> int:
-        """Outputs + schedule on disk."""
-        return self.bytes_per_view * self.epochs * self.num_samples + self.schedule.size_bytes
+        """Outputs, their row checksums and the schedule on disk."""
+        return (self.bytes_per_view + 4) * self.epochs * self.num_samples + self.schedule.size_bytes
 
     @property
     def identity(self) -> str:
-        """SHA-256 of ``store.json``: what a run that replays this store records in its identity."""
-        return hashlib.sha256(json.dumps(self.meta, sort_keys=True).encode()).hexdigest()
+        """SHA-256 of ``store.json`` and of every row's checksum (``rows.crc32``): what a run that replays this store
+        records in its identity. Computed once per process (reading ``rows.crc32``: 4 bytes per view, 0.5 GB for
+        ImageNet × 100 epochs; its cost is in docs/performance.md)."""
+        if self._identity is None:
+            meta = hashlib.sha256(json.dumps(self.meta, sort_keys=True).encode()).hexdigest()
+            self._identity = hashlib.sha256(f"{meta}|{digest(self._files()[_SUMS])}".encode()).hexdigest()
+        return self._identity
 
     def describe(self) -> dict:
         return {"path": str(self.path), "precision": self.precision, "k": self.k, "epochs": self.epochs,

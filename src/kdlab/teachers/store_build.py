@@ -92,8 +92,8 @@ def _announce(store_path: Path, n: int, c: int, epochs: int, precision: str, k: 
     per_view = max(teacher_s, decode_s / workers) if workers else teacher_s + decode_s
     what = f"topk (k={k})" if precision == "topk" else precision
     print(f"teacher store {store_path}: {n:,} images x {epochs} epochs = {views:,} views; {what}: "
-          f"{bytes_per_view(precision, c, k):,} B/view -> {out / 2**30:.2f} GiB + crop schedule "
-          f"{schedule_bytes(n, epochs) / 2**30:.2f} GiB", flush=True)
+          f"{bytes_per_view(precision, c, k):,} B/view -> {out / 2**30:.2f} GiB + row checksums "
+          f"{4 * views / 2**30:.2f} GiB + crop schedule {schedule_bytes(n, epochs) / 2**30:.2f} GiB", flush=True)
     print(f"{'resuming: ' + format(resumed, '.0%') + ' written; ' if resumed else ''}{views_left:,} views to compute "
           f"on {world} process(es): ~{duration(views_left * per_view / world)} (per view: teacher "
           f"{1e3 * teacher_s:.2f} ms, decoding {1e3 * decode_s:.2f} ms on one core, {workers} decoding worker(s) per "

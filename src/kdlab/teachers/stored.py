@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from kdlab.teachers.cache import StaleCacheError
+from kdlab._io import StaleCacheError
 from kdlab.teachers.frozen import FrozenTeacher
 from kdlab.teachers.store import TeacherStore
 
