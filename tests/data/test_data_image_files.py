@@ -185,7 +185,7 @@ def test_a_damaged_index_is_rebuilt_with_a_warning(tmp_path, image_tools):
     data["width"] = data["width"] + 1  # sizes changed, the checksum not
     with open(train_index, "wb") as f:
         np.savez(f, **data)
-    with pytest.warns(RuntimeWarning, match="do not match their checksum"):
+    with pytest.warns(RuntimeWarning, match="do not match the checksum written with them"):
         checked, _ = check_images(s.train.take(slice(None)), what="x")
     assert np.array_equal(checked.sizes, s.train.sizes)
 
