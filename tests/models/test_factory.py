@@ -139,7 +139,8 @@ def test_the_config_takes_a_name_or_a_factory_and_names_the_key_of_a_mistake():
 
 def test_the_factory_and_its_args_are_the_runs_identity(tmp_path):
     yaml_file = tmp_path / "run.yaml"
-    yaml_file.write_text(f"student: {{arch: {{factory: '{FACTORY}', args: {{model_name: tiny_net, num_classes: 10}}}}}}\n")
+    yaml_file.write_text(f"student: {{arch: {{factory: '{FACTORY}', "
+                         "args: {model_name: tiny_net, num_classes: 10}}}\n")
     a = builder.load_config(yaml_file)
     b = builder.load_config(yaml_file, ["student.arch.args.width=16"])  # an override steps into the args
     c = builder.load_config(yaml_file, [f"student.arch.factory={NETS.parent}/other.py:create_model"])
