@@ -178,8 +178,8 @@ def load_warm_start(sc: StudentConfig, num_classes: int) -> nn.Module | None:
         return models.load_model(sc.checkpoint, arch_of(sc.arch), num_classes)
     except CheckpointError as exc:
         raise SettingError(f"{{key}}: {exc} (a warm start needs weights of the student's architecture, "
-                           f"{{arch}}={arch_name(arch_of(sc.arch))}, with {num_classes} classes)", key="student.checkpoint",
-                           arch="student.arch") from None
+                           f"{{arch}}={arch_name(arch_of(sc.arch))}, with {num_classes} classes)",
+                           key="student.checkpoint", arch="student.arch") from None
 
 
 def create_student(sc: StudentConfig, num_classes: int, seed: int, device, probe: torch.Tensor,

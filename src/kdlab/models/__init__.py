@@ -19,4 +19,5 @@ from kdlab.models.init_from_teacher import init_from_teacher, recompute_bn_stats
 from kdlab.models.weights import load_model, load_weights, save_model  # noqa: E402
 
 __all__ = ["create", "names", "register", "forward_features", "classifier_of", "count_parameters",
-           "create_arch", "from_factory", "init_from_teacher", "recompute_bn_stats", "load_model", "load_weights", "save_model"]
+           "create_arch", "from_factory", "init_from_teacher", "recompute_bn_stats", "load_model", "load_weights",
+           "save_model"]
