@@ -384,7 +384,14 @@ def _teacher_archive(work: Path) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-FIXTURES = {"weight_files": _weight_files, "image_folder": _image_folder, "teacher_archive": _teacher_archive}
+def _factory_nets(work: Path) -> None:
+    """``my_nets.py``, the README's model library of your own ("Use your own model"): the test tree's stand-in for
+    timm (tests/models/factory_nets.py)."""
+    shutil.copy(REPO / "tests" / "models" / "factory_nets.py", work / "my_nets.py")
+
+
+FIXTURES = {"weight_files": _weight_files, "image_folder": _image_folder, "teacher_archive": _teacher_archive,
+            "factory_nets": _factory_nets}
 
 
 # ----------------------------------------------------------------------------------------------------------------

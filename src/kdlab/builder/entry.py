@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from kdlab.builder.inputs import (check_classes, config_loaders, create_model, create_student, load_data,
+from kdlab.builder.inputs import (arch_of, check_classes, config_loaders, create_model, create_student, load_data,
                                 load_teacher_module, load_warm_start, process_group, setup)
 from kdlab.builder.plan import RunPlan, plan
 from kdlab.builder.run import Outcome, RunParts, finished, train_and_report
@@ -64,7 +64,7 @@ def train_teacher(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]
         train, test = config_loaders(cfg, splits, device)
         probe = next(iter(test)).x
         net = create_model(cfg.teacher.arch, splits.num_classes, cfg.seed, device, probe, "teacher")
-        parts = RunParts(p, out_dir, device, dp, train, test, probe, net, cfg.teacher.arch, None)
+        parts = RunParts(p, out_dir, device, dp, train, test, probe, net, arch_of(cfg.teacher.arch), None)
         return train_and_report(parts, "teacher")[1]
 
 
@@ -95,9 +95,9 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
         p.log_adaptations()
         student = create_student(cfg.student, nc, cfg.seed, device, probe, warm, teacher_module, train)
         policy = build_policy(cfg.distill_data, splits, device) if cfg.distill_data.policy != "none" else None
-        parts = RunParts(p, out_dir, device, dp, train, test, probe, student, cfg.student.arch, teacher_module,
+        parts = RunParts(p, out_dir, device, dp, train, test, probe, student, arch_of(cfg.student.arch), teacher_module,
                          policy, reuse_teacher_logits=True, store=store)
-        return train_and_report(parts, "student", cfg.teacher.arch)[1]
+        return train_and_report(parts, "student", arch_of(cfg.teacher.arch))[1]
 
 
 def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, train, eval, cfg: RunConfig,

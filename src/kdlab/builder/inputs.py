@@ -15,7 +15,7 @@ from kdlab import models
 from kdlab._checks import SettingError
 from kdlab._io import CheckpointError
 from kdlab._modes import eval_mode
-from kdlab.config import RunConfig, StudentConfig, TeacherConfig
+from kdlab.config import ModelFactory, RunConfig, StudentConfig, TeacherConfig
 from kdlab.data import DataSplits, ImageSplits, Loader, load_configured
 from kdlab.data.image_index import report_skipped
 from kdlab.data.splits import select_split
@@ -23,9 +23,10 @@ from kdlab.engine.device import resolve_device
 from kdlab.engine.precision import DevicePath, resolve
 from kdlab.engine.run_dir import check_writable
 from kdlab.engine.seeding import seed_everything
+from kdlab.models.factory import Arch, arch_name, create_arch
 from kdlab.teachers import Ensemble, published
 
-__all__ = ["check_classes", "config_loaders", "create_model", "create_student", "input_facts", "load_data",
+__all__ = ["arch_of", "check_classes", "config_loaders", "create_model", "create_student", "input_facts", "load_data",
            "load_teacher_module", "load_warm_start", "make_loaders", "process_group", "setup"]
 
 
@@ -128,7 +129,7 @@ def load_teacher_module(tc: TeacherConfig, num_classes: int) -> nn.Module:
         if not Path(p).is_file():
             raise FileNotFoundError(f"teacher checkpoint {p} not found: train it with `kdlab teacher CONFIG` "
                                     "or fix teacher.checkpoint")
-    members = [models.load_model(p, tc.arch, num_classes) for p in paths]
+    members = [models.load_model(p, arch_of(tc.arch), num_classes) for p in paths]
     if len(members) == 1:
         return members[0]
     return Ensemble(members, rule=tc.ensemble_rule, temperature=tc.ensemble_temperature)
@@ -142,13 +143,26 @@ def check_classes(model: nn.Module, x: torch.Tensor, num_classes: int, who: str)
         raise ValueError(f"the {who} outputs shape {tuple(out.shape)} but the data has {num_classes} classes")
 
 
-def create_model(arch: str | None, num_classes: int, seed: int, device, probe: torch.Tensor, who: str) -> nn.Module:
-    """``arch`` from the zoo, initialised from ``seed`` alone, on ``device``, its class count checked."""
+def arch_of(arch: str | ModelFactory | None) -> Arch | None:
+    """A config's ``arch`` as the model layer takes it: a zoo name, or ``{"factory": ..., "args": {...}}``."""
+    return arch.model_dump(mode="json") if isinstance(arch, ModelFactory) else arch
+
+
+def create_model(arch: str | ModelFactory | None, num_classes: int, seed: int, device, probe: torch.Tensor,
+                 who: str) -> nn.Module:
+    """``arch`` from the zoo or its factory, initialised from ``seed`` alone, on ``device``, its class count
+    checked."""
     if not arch:
         raise ValueError(f"{who}.arch is not set")
     torch.manual_seed(seed)  # the initialisation depends on the seed only
-    model = models.create(arch, num_classes).to(device)
-    check_classes(model, probe, num_classes, who)
+    model = create_arch(arch_of(arch), num_classes, key=f"{who}.arch").to(device)
+    try:
+        check_classes(model, probe, num_classes, who)
+    except ValueError as exc:
+        if isinstance(arch, ModelFactory):  # the class count is the factory's argument, not kdlab's
+            raise ValueError(f"{exc}: {arch.factory} is called with {who}.arch.args only, so give it the class "
+                             f"count there (timm and torchvision: num_classes: {num_classes})") from None
+        raise
     return model
 
 
@@ -161,11 +175,11 @@ def load_warm_start(sc: StudentConfig, num_classes: int) -> nn.Module | None:
         raise SettingError(f"{{key}}={sc.checkpoint}: no such weights file (a warm start reads the student's initial "
                            "weights from it)", key="student.checkpoint")
     try:
-        return models.load_model(sc.checkpoint, sc.arch, num_classes)
+        return models.load_model(sc.checkpoint, arch_of(sc.arch), num_classes)
     except CheckpointError as exc:
         raise SettingError(f"{{key}}: {exc} (a warm start needs weights of the student's architecture, "
-                           f"{{arch}}={sc.arch}, with {num_classes} classes)", key="student.checkpoint",
-                           arch="student.arch") from None
+                           f"{{arch}}={arch_name(arch_of(sc.arch))}, with {num_classes} classes)",
+                           key="student.checkpoint", arch="student.arch") from None
 
 
 def create_student(sc: StudentConfig, num_classes: int, seed: int, device, probe: torch.Tensor,

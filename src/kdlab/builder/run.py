@@ -24,6 +24,7 @@ from kdlab.engine.loop import LoopResult, LoopSettings, logits_report, train_loo
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.run_dir import RunDirLock
 from kdlab.methods import Method
+from kdlab.models.factory import Arch, arch_name, is_factory
 from kdlab.models.weights import weights_metadata
 from kdlab.plots import training_curves
 from kdlab.teachers.stored import StoreChoice
@@ -43,7 +44,7 @@ class RunParts:
     test: Loader | None
     probe: torch.Tensor  # a few real inputs: Method.setup sizes trainable extras from them
     student: nn.Module  # on the device, initialised
-    arch: str | None  # recorded in the saved weights
+    arch: Arch | None  # recorded in the saved weights: a zoo name or {"factory": ..., "args": ...}
     teacher_module: nn.Module | None  # on the device
     batch_transform: Callable | None = None  # a distillation-data policy
     reuse_teacher_logits: bool = False  # store/reuse the teacher's test logits across runs (config runs only)
@@ -103,7 +104,7 @@ def _train(parts: RunParts) -> Outcome:
     return Outcome(method, result, report)
 
 
-def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | None = None) -> dict[str, Any]:
+def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: Arch | None = None) -> dict[str, Any]:
     """``final.json``: the trained network under ``role`` ("teacher" or "student"), its last test report ("test" for
     a teacher, "fidelity" for a student), the teacher's numbers, config, environment. A run that was already
     finished when it was started again keeps the file it has."""
@@ -111,7 +112,7 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | Non
     final: dict[str, Any] = {
         "role": role,
         "method": plan.name,
-        role: {"arch": parts.arch, "best_acc": r.best["acc"], "best_epoch": r.best["epoch"],
+        role: {**_arch_record(parts.arch), "best_acc": r.best["acc"], "best_epoch": r.best["epoch"],
                "last_acc": r.last.get("student_acc")},
         "test" if role == "teacher" else "fidelity": r.last,
         "epochs": plan.cfg.optim.epochs,
@@ -124,7 +125,7 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | Non
     }
     if outcome.teacher is not None:
         t = outcome.teacher
-        final["teacher"] = {"arch": teacher_arch or type(parts.teacher_module).__name__, "acc": t["acc"],
+        final["teacher"] = {**_arch_record(teacher_arch or type(parts.teacher_module).__name__), "acc": t["acc"],
                             "nll": t["nll"], "ece": t["ece"], "eval_logits": t["eval_logits"]}
     if parts.store is not None:
         final["teacher_outputs"] = parts.store.record
@@ -135,12 +136,17 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: str | Non
     return final
 
 
+def _arch_record(arch: Arch | None) -> dict[str, Any]:
+    """``{"arch": name}``, and for a network built by a factory also ``"factory": {"factory": ..., "args": ...}``."""
+    return {"arch": arch_name(arch), **({"factory": arch} if is_factory(arch) else {})}
+
+
 def _title(parts: RunParts, role: str) -> str:
-    net = parts.arch or type(parts.student).__name__
+    net = arch_name(parts.arch) or type(parts.student).__name__
     return f"{role} {net}, {parts.plan.name}" + (f", {parts.out_dir.name}" if parts.out_dir else "")
 
 
-def train_and_report(parts: RunParts, role: str, teacher_arch: str | None = None) -> tuple[Outcome, dict[str, Any]]:
+def train_and_report(parts: RunParts, role: str, teacher_arch: Arch | None = None) -> tuple[Outcome, dict[str, Any]]:
     """Train and write ``final.json`` holding the run directory's writer lock (one writer per out_dir)."""
     with RunDirLock(parts.out_dir):
         outcome = _train(parts)

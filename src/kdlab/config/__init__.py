@@ -14,6 +14,7 @@ from kdlab.config.schema import (
     DataConfig,
     EvalConfig,
     MethodConfig,
+    ModelFactory,
     OptimConfig,
     RunConfig,
     RunOptions,
@@ -23,6 +24,6 @@ from kdlab.config.schema import (
 
 __all__ = [
     "RECIPES_DIR", "ConfigError", "apply_overrides", "load_config", "read_yaml", "recipe_names",
-    "resolve_config_path", "validate", "DataConfig", "EvalConfig", "MethodConfig", "OptimConfig",
+    "resolve_config_path", "validate", "DataConfig", "EvalConfig", "MethodConfig", "ModelFactory", "OptimConfig",
     "RunConfig", "RunOptions", "StudentConfig", "TeacherConfig",
 ]

@@ -103,7 +103,11 @@ def _format_validation_error(exc: ValidationError, source: str, prefix: str = ""
     as written, ``kdlab.fit`` as its arguments); a misspelt method argument lists the method's valid ones."""
     problems = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"])
+        loc = err["loc"]
+        if "arch" in loc[:-1] and loc[loc.index("arch") + 1] in ("name", "factory"):  # a tag of the Arch union
+            i = loc.index("arch") + 1
+            loc = loc[:i] + loc[i + 1:]
+        path = ".".join(str(p) for p in loc)
         where = name((prefix + path).rstrip(".")) if path or prefix else "(top level)"
         if err["type"] == "extra_forbidden" and valid is not None:
             close = difflib.get_close_matches(path, valid, n=1)

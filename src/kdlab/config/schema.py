@@ -16,9 +16,10 @@ in ``method.args`` is an error naming the key, like any other.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, field_validator,
+                      model_validator)
 
 
 class _Strict(BaseModel):
@@ -151,10 +152,28 @@ class DistillDataConfig(_Strict):
         return "none" if self == DistillDataConfig() else "custom"
 
 
+class ModelFactory(_Strict):
+    """A network built by its own library: ``factory`` (``timm.create_model``, ``torchvision.models.resnet18``,
+    ``pkg.module:attr``, ``my_nets.py:build``) called with exactly ``args`` (kdlab.models.factory)."""
+
+    factory: str = Field(min_length=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+def _arch_kind(value: Any) -> str | None:
+    return "factory" if isinstance(value, (dict, ModelFactory)) else "name" if isinstance(value, str) else None
+
+
+# a zoo name (kdlab.models.names()) or a factory; tagged so that an error names `arch.factory`, not a union member
+Arch = Annotated[Union[Annotated[str, Tag("name")], Annotated[ModelFactory, Tag("factory")]],
+                 Discriminator(_arch_kind, custom_error_type="arch", custom_error_message=(
+                     "must be a model name (kdlab.models.names()) or {factory: IMPORT.STRING, args: {...}}"))]
+
+
 class TeacherConfig(_Strict):
     """The frozen teacher of a distillation run (and the network ``kdlab teacher`` trains: ``arch``)."""
 
-    arch: str | None = None
+    arch: Arch | None = None
     # weights: kdlab's .safetensors (arch read from its metadata), or any safetensors / PyTorch (.pth/.pt/.tar,
     # torch.load(weights_only=True)) state dict, torchvision's or RepDistiller's included: then `arch` is required
     checkpoint: str | None = None
@@ -174,7 +193,7 @@ class TeacherConfig(_Strict):
 class StudentConfig(_Strict):
     """The network a distillation run trains."""
 
-    arch: str | None = None
+    arch: Arch | None = None
     # a warm start: the student's initial weights from a file (the same formats and key mapping as
     # teacher.checkpoint); None = a random initialisation drawn from the seed
     checkpoint: str | None = None

@@ -71,7 +71,9 @@ def forward_features(
         ):
             raise ValueError(
                 f"{type(model).__name__}.forward_features must return (logits, {{'stages': [...], 'pooled': ...}}), "
-                f"got {type(out).__name__}; pass stage_paths=[] to extract features with hooks instead"
+                f"got {type(out).__name__} (timm's convention?); read its features with forward hooks instead: pass "
+                "stage_paths=[] or module paths of model.named_modules() (a feature method's student_paths/"
+                "teacher_paths or student_stage/teacher_stage)"
             )
         return out
 

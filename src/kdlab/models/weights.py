@@ -1,7 +1,8 @@
 """Model weight files.
 
-kdlab writes a network's state dict as safetensors with ``arch`` and ``num_classes`` in the metadata, so
-:func:`load_model` can rebuild a zoo model from the file alone. It reads:
+kdlab writes a network's state dict as safetensors with ``arch`` and ``num_classes`` in the metadata (a network
+built by a factory: ``factory``, its import string and arguments as JSON, :mod:`kdlab.models.factory`), so
+:func:`load_model` can rebuild the model from the file alone. It reads:
 
 * ``.safetensors`` — kdlab's own, or any safetensors state dict (then the arch must be given);
 * PyTorch files (``.pth``, ``.pt``, ``.tar``) through ``torch.load(weights_only=True)`` only, so a file that would
@@ -27,7 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kdlab._checks import SettingError
 from kdlab._io import CheckpointError, load_tensors, save_tensors
+from kdlab.models.factory import Arch, create_arch, is_factory
 from kdlab.models.features import classifier_of
 from kdlab.models.foreign import to_kdlab_names
 from kdlab.models.registry import canonical, create, renamed
@@ -40,11 +43,13 @@ PYTORCH_SUFFIXES = (".pth", ".pt", ".tar")
 _WRAPPERS = ("model", "state_dict")  # keys under which training checkpoints keep the state dict
 
 
-def weights_metadata(arch: str | None = None, num_classes: int | None = None,
+def weights_metadata(arch: Arch | None = None, num_classes: int | None = None,
                      extra: dict[str, Any] | None = None) -> dict[str, str]:
     """The metadata of a weights file (what :func:`load_model` reads back)."""
     meta = {"format": FORMAT}
-    if arch is not None:
+    if is_factory(arch):
+        meta["factory"] = json.dumps({"factory": arch["factory"], "args": dict(arch.get("args") or {})})
+    elif arch is not None:
         meta["arch"] = arch
     if num_classes is not None:
         meta["num_classes"] = str(num_classes)
@@ -53,7 +58,7 @@ def weights_metadata(arch: str | None = None, num_classes: int | None = None,
     return meta
 
 
-def save_model(path: str | Path, model: torch.nn.Module, arch: str | None = None, num_classes: int | None = None,
+def save_model(path: str | Path, model: torch.nn.Module, arch: Arch | None = None, num_classes: int | None = None,
                extra: dict[str, Any] | None = None) -> None:
     save_tensors(path, model.state_dict(), weights_metadata(arch, num_classes, extra))
 
@@ -180,7 +185,7 @@ def _head_classes(model: nn.Module, state: dict[str, Tensor]) -> int | None:
     return int(state[key].shape[0]) if key in state and state[key].dim() == 2 else None
 
 
-def load_model(path: str | Path, arch: str | None = None, num_classes: int | None = None) -> torch.nn.Module:
+def load_model(path: str | Path, arch: Arch | None = None, num_classes: int | None = None) -> torch.nn.Module:
     """Rebuild a zoo model from a weights file: arch and class count from kdlab's metadata, else from ``arch`` and the
     rows of the file's classifier weight; ``num_classes`` (the data's) must agree with the file. Returned on the CPU in
     train mode; call ``.eval()`` (and ``.to(device)``) before predicting. ``kdlab.load_model``."""
@@ -189,12 +194,14 @@ def load_model(path: str | Path, arch: str | None = None, num_classes: int | Non
     return model_from_state(state, meta, path, arch, num_classes)
 
 
-def model_from_state(state: dict[str, Tensor], meta: dict[str, str], path: str | Path, arch: str | None = None,
+def model_from_state(state: dict[str, Tensor], meta: dict[str, str], path: str | Path, arch: Arch | None = None,
                      num_classes: int | None = None) -> torch.nn.Module:
     """:func:`load_model` on a state dict already read (``meta``: kdlab's metadata, or empty); ``path`` names its
-    source in errors."""
+    source in errors. ``arch`` (or the file's metadata) may name a factory: its network is built and must fit."""
+    if "factory" in meta or is_factory(arch):
+        return _factory_model(state, meta, Path(path), arch, num_classes)
     file_arch = renamed(meta["arch"]) if "arch" in meta else None  # files written before a model was renamed
-    if arch is not None and file_arch is not None and canonical(arch) != canonical(file_arch):
+    if arch is not None and file_arch is not None and canonical(arch) != canonical(file_arch):  # type: ignore[arg-type]
         raise CheckpointError(f"{path}: holds a {file_arch!r} model but the config says arch {arch!r}")
     arch = arch or file_arch
     if arch is None:
@@ -210,3 +217,29 @@ def model_from_state(state: dict[str, Tensor], meta: dict[str, str], path: str |
     if n is not None and n != guess:
         model = create(arch, n)
     return _fit(model, state, path, arch)  # a file whose names do not fit: the error lists them
+
+
+def _factory_model(state: dict[str, Tensor], meta: dict[str, str], path: Path, arch: Arch | None,
+                   num_classes: int | None) -> torch.nn.Module:
+    """A factory's network (the file's ``factory`` metadata, else ``arch``) with the file's weights: the factory is
+    called with its recorded arguments, which fix the class count."""
+    recorded = json.loads(meta["factory"]) if "factory" in meta else None
+    given = {"factory": arch["factory"], "args": dict(arch.get("args") or {})} if is_factory(arch) else arch
+    if recorded is not None and given is not None and given != recorded:
+        raise CheckpointError(f"{path}: holds a network of {json.dumps(recorded)} but the config says arch "
+                              f"{json.dumps(given)} (leave the arch unset: the file records its network)")
+    if recorded is None and "arch" in meta:
+        raise CheckpointError(f"{path}: holds a {meta['arch']!r} model but the config says arch {json.dumps(given)} "
+                              "(leave the arch unset: the file records its network)")
+    spec = recorded or given
+    try:
+        model = create_arch(spec, num_classes or 0)
+    except SettingError as exc:  # the file's factory cannot be built here: name the file
+        if recorded is None:
+            raise
+        raise CheckpointError(f"{path}: its network is built by a factory, which failed here: "
+                              f"{exc.render(lambda k: k.rpartition('.')[2])}") from None
+    n = _head_classes(model, state) if any(isinstance(m, nn.Linear) for m in model.modules()) else None
+    if n is not None and num_classes is not None and n != num_classes:
+        raise CheckpointError(f"{path}: model has {n} classes but the data has {num_classes}")
+    return _fit(model, state, path, spec["factory"])
