@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from kdlab.builder.inputs import (check_classes, config_loaders, create_model, create_student, load_data,
-                                load_teacher_module, load_warm_start, process_group, setup)
+                                load_teacher_module, load_warm_start, pretrained_start, process_group, setup)
 from kdlab.builder.plan import RunPlan, plan
-from kdlab.builder.run import Outcome, RunParts, finished, train_and_report
+from kdlab.builder.run import Outcome, RunParts, card_of, finished, train_and_report
 from kdlab.builder.teacher import choose_store
 from kdlab.config import RunConfig
 from kdlab.data import BatchLoader, ViewAugmentation, as_tensors
@@ -31,6 +31,7 @@ from kdlab.engine.device import resolve_device
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.run_dir import check_writable
 from kdlab.engine.seeding import seed_everything
+from kdlab.models.card import model_card
 from kdlab._modes import eval_mode
 from kdlab.teachers import Ensemble, module_digest, tensor_digest
 
@@ -64,7 +65,9 @@ def train_teacher(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]
         train, test = config_loaders(cfg, splits, device)
         probe = next(iter(test)).x
         net = create_model(cfg.teacher.arch, splits.num_classes, cfg.seed, device, probe, "teacher")
-        parts = RunParts(p, out_dir, device, dp, train, test, probe, net, cfg.teacher.arch, None)
+        pretrained_start(net, cfg.teacher.pretrained, cfg.teacher.arch, "teacher")
+        parts = RunParts(p, out_dir, device, dp, train, test, probe, net, cfg.teacher.arch, None,
+                         card=card_of(splits, cfg.teacher.arch, "teacher", cfg.data.name, method="ce"))
         return train_and_report(parts, "teacher")[1]
 
 
@@ -96,7 +99,9 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
         student = create_student(cfg.student, nc, cfg.seed, device, probe, warm, teacher_module, train)
         policy = build_policy(cfg.distill_data, splits, device) if cfg.distill_data.policy != "none" else None
         parts = RunParts(p, out_dir, device, dp, train, test, probe, student, cfg.student.arch, teacher_module,
-                         policy, reuse_teacher_logits=True, store=store)
+                         policy, reuse_teacher_logits=True, store=store,
+                         card=card_of(splits, cfg.student.arch, "student", cfg.data.name, cfg.teacher.arch,
+                                      cfg.method.name))
         return train_and_report(parts, "student", cfg.teacher.arch)[1]
 
 
@@ -154,8 +159,10 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     })
     finished(out_dir, p)  # refuses a directory of another run before anything is written
     p.log_adaptations(name)
+    card = model_card(arch=None, num_classes=num_classes, classes=None, input_shape=probe.shape[1:], role="student",
+                      preprocessing={"input": "tensor", "scale": 1.0, "mean": None, "std": None}, data="kdlab.fit")
     parts = RunParts(p, out_dir, device, DevicePath(device.type), train_loader, eval_loader, probe, student, None,
-                     teacher_module)
+                     teacher_module, card=card)
     outcome, final = train_and_report(parts, "student")
     report_on = eval_xy if eval_xy is not None else (x, y) if x is not None else as_tensors(train)
     return outcome, final, report_on
