@@ -76,7 +76,14 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
     run is left as it is (its ``final.json`` is returned)."""
     with process_group(leave_group):
         device, dp = setup(cfg)
-        splits = load_data(cfg)
+        try:
+            splits = load_data(cfg)
+        except FileNotFoundError as exc:  # say now what else is missing, not after a long download
+            missing = [p for p in cfg.teacher.checkpoints or [cfg.teacher.checkpoint] if p and not Path(p).is_file()]
+            if not missing:
+                raise
+            raise FileNotFoundError(f"{exc}; and teacher.checkpoint={missing[0]} does not exist either: train the teacher "
+                            "first (`kdlab teacher CONFIG`) or point teacher.checkpoint at its weights") from None
         nc = splits.num_classes
         train, test = config_loaders(cfg, splits, device)
         probe = next(iter(test)).x
@@ -184,7 +191,15 @@ def _logits_of(model: nn.Module, x: torch.Tensor, who: str) -> torch.Tensor:
         raise ValueError(f"the {who}'s parameters are {', '.join(dtypes)}: kdlab trains float32 networks on float32 "
                          f"inputs; convert it with {who}.float()")
     with eval_mode(model):
-        out = model(x)
+        try:
+            out = model(x)
+        except RuntimeError as exc:
+            convs = any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
+            if not (convs and x.ndim == 2):
+                raise
+            raise ValueError(f"the {who} is a convolutional network but the inputs are flat vectors "
+                             f"{tuple(x.shape)} (its error: {str(exc).splitlines()[0][:160]}); give images "
+                             "[N, C, H, W], e.g. x.reshape(-1, 1, 28, 28) for flattened 28×28 greyscale") from None
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"the {who} returned a {type(out).__name__}, not a logits tensor: kdlab needs a module whose "
                          "forward returns the logits [N, C] (wrap it in a module that returns only the logits)")
