@@ -364,7 +364,15 @@ def _image_folder(work: Path) -> None:
                 Image.fromarray(pixels).save(work / "DIR" / split / c / f"{i}.png")
 
 
-FIXTURES = {"weight_files": _weight_files, "image_folder": _image_folder}
+def _imagenet_weights(work: Path) -> None:
+    """A stand-in for torchvision's ImageNet resnet18 file: its names, shapes and container (a bare state dict, 1000
+    classes), randomly initialised."""
+    torch.manual_seed(0)
+    (work / "weights").mkdir(exist_ok=True)
+    torch.save(create("resnet18", 1000).state_dict(), work / "weights" / "resnet18-f37072fd.pth")
+
+
+FIXTURES = {"weight_files": _weight_files, "image_folder": _image_folder, "imagenet_weights": _imagenet_weights}
 
 
 # ----------------------------------------------------------------------------------------------------------------
