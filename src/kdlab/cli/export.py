@@ -46,7 +46,8 @@ def check_batch(run: Path, shape: tuple[int, ...]) -> tuple[torch.Tensor, str]:
     if config is not None:
         try:
             cfg = builder.load_config(config, ["data.train_subset=1", f"data.test_subset={CHECK_IMAGES}",
-                                               "data.workers=0", "run.progress=false"])
+                                               "data.workers=0", "data.download=false",
+                                               "run.progress=false"])
             splits = builder.load_data(cfg)
             x = next(iter(splits.loader("test", CHECK_IMAGES))).x
             if tuple(x.shape[1:]) == shape:
