@@ -390,8 +390,16 @@ def _factory_nets(work: Path) -> None:
     shutil.copy(REPO / "tests" / "models" / "factory_nets.py", work / "my_nets.py")
 
 
+def _imagenet_weights(work: Path) -> None:
+    """A stand-in for torchvision's ImageNet resnet18 file: its names, shapes and container (a bare state dict, 1000
+    classes), randomly initialised."""
+    torch.manual_seed(0)
+    (work / "weights").mkdir(exist_ok=True)
+    torch.save(create("resnet18", 1000).state_dict(), work / "weights" / "resnet18-f37072fd.pth")
+
+
 FIXTURES = {"weight_files": _weight_files, "image_folder": _image_folder, "teacher_archive": _teacher_archive,
-            "factory_nets": _factory_nets}
+            "factory_nets": _factory_nets, "imagenet_weights": _imagenet_weights}
 
 
 # ----------------------------------------------------------------------------------------------------------------

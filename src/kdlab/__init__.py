@@ -11,6 +11,11 @@ from kdlab._version import __version__
 __all__ = ["__version__", "TrainingDiverged", "fit", "fidelity_report", "load_model"]
 
 
+def __dir__():
+    # the lazy names too, so that tab completion (notebooks, IPython) offers kdlab.fit and the others
+    return sorted({*globals(), *__all__})
+
+
 def __getattr__(name):
     # Lazy so that `import kdlab.losses` stays light and free of engine imports.
     if name == "fit":

@@ -81,5 +81,7 @@ def test_a_key_that_means_nothing_for_the_role_is_refused_by_name(override, hint
 
 
 def test_warm_start_and_init_from_teacher_are_exclusive():
-    with pytest.raises(ConfigError, match="either `checkpoint` .* or `init_from_teacher`"):
+    with pytest.raises(ConfigError, match="one way to start the student, not checkpoint and init_from_teacher"):
         builder.load_config("mnist1d/kd", ["student.checkpoint=w.safetensors", "student.init_from_teacher=0.5"])
+    with pytest.raises(ConfigError, match="not checkpoint and pretrained"):
+        builder.load_config("mnist1d/kd", ["student.checkpoint=w.safetensors", "student.pretrained=p.pth"])

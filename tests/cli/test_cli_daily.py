@@ -129,12 +129,20 @@ def test_export_onnx_gives_the_same_logits(run, tmp_path, capsys):
     assert max_logit_difference(out, "onnx", net, torch.randn(7, 1, 40)) < 1e-4  # any batch size
 
 
-def test_export_needs_a_shape_for_a_bare_weights_file(run, tmp_path, capsys):
+def test_export_needs_a_shape_for_a_weights_file_without_a_card(run, tmp_path, capsys):
     lone = tmp_path / "lone.safetensors"
-    lone.write_bytes((run / "model.safetensors").read_bytes())
+    save_model(lone, models.load_model(run / "model.safetensors"), arch="mnist1d_mlp", num_classes=10)  # no card
     assert main(["export", str(lone)]) == 2
     assert "--input-shape" in capsys.readouterr().err
     assert main(["export", str(lone), "--input-shape", "1,40"]) == 0
+
+
+def test_a_runs_weights_file_alone_exports_from_its_own_card(run, tmp_path, capsys):
+    """The card travels in the weights' metadata: a model.safetensors copied out of its run still exports."""
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes((run / "model.safetensors").read_bytes())
+    assert main(["export", str(lone)]) == 0
+    assert "input float32 [N, 1, 40]" in capsys.readouterr().out
 
 
 def test_the_cli_adapts_the_same_defaults_and_records_them(teacher, tmp_path, caplog):

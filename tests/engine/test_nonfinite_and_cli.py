@@ -62,9 +62,14 @@ def test_cli_eval_reports_fidelity(tiny_runs, capsys):
                  "--student", str(tiny_runs / "s/model.safetensors"), "--temperature", "4", "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     final = json.loads((tiny_runs / "s" / "final.json").read_text())
-    # the full MNIST-1D test split here (1000), the 128-sample subset during training
-    assert report["n"] == 1000 and final["fidelity"]["n"] == 128
+    # a student file inside a run is evaluated on that run's data (its 128-sample test subset), as training reported
+    assert report["n"] == final["fidelity"]["n"] == 128
+    assert report["agreement"] == pytest.approx(final["fidelity"]["agreement"])
     assert 0 <= report["agreement"] <= 100 and "kl_T4" in report
+    # --data names another test set: the full MNIST-1D test split
+    assert main(["eval", "--teacher", str(tiny_runs / "t/model.safetensors"), "--data", "mnist1d",
+                 "--student", str(tiny_runs / "s/model.safetensors"), "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 1000
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from kdlab.builder.inputs import (arch_of, check_classes, config_loaders, create_model, create_student, load_data,
-                                load_teacher_module, load_warm_start, process_group, setup)
+                                load_teacher_module, load_warm_start, pretrained_start, process_group, setup)
 from kdlab.builder.plan import RunPlan, plan
-from kdlab.builder.run import Outcome, RunParts, finished, train_and_report
+from kdlab.builder.run import Outcome, RunParts, card_of, finished, train_and_report
 from kdlab.builder.teacher import choose_store
 from kdlab.config import RunConfig
 from kdlab.data import BatchLoader, ViewAugmentation, as_tensors
@@ -31,8 +31,9 @@ from kdlab.engine.device import resolve_device
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.run_dir import check_writable
 from kdlab.engine.seeding import seed_everything
+from kdlab.models.card import model_card
 from kdlab._modes import eval_mode
-from kdlab.teachers import Ensemble, module_digest, tensor_digest
+from kdlab.teachers import Ensemble, module_digest, published, tensor_digest
 
 __all__ = ["distil", "distil_objects", "plan_of", "train_teacher"]
 
@@ -64,8 +65,17 @@ def train_teacher(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]
         train, test = config_loaders(cfg, splits, device)
         probe = next(iter(test)).x
         net = create_model(cfg.teacher.arch, splits.num_classes, cfg.seed, device, probe, "teacher")
-        parts = RunParts(p, out_dir, device, dp, train, test, probe, net, arch_of(cfg.teacher.arch), None)
+        pretrained_start(net, cfg.teacher.pretrained, cfg.teacher.arch, "teacher")
+        parts = RunParts(p, out_dir, device, dp, train, test, probe, net, arch_of(cfg.teacher.arch), None,
+                         card=card_of(splits, arch_of(cfg.teacher.arch), "teacher", cfg.data.name, method="ce"))
         return train_and_report(parts, "teacher")[1]
+
+
+def _published_name(ref: str) -> bool:
+    try:
+        return published.lookup(str(ref)) is not None
+    except ValueError:  # an unknown published name: said when the teacher is loaded
+        return True
 
 
 def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
@@ -73,7 +83,16 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
     run is left as it is (its ``final.json`` is returned)."""
     with process_group(leave_group):
         device, dp = setup(cfg)
-        splits = load_data(cfg)
+        try:
+            splits = load_data(cfg)
+        except FileNotFoundError as exc:  # say now what else is missing, not after a long download
+            # a published name (repdistiller:..., torchvision:...) is fetched when needed: not missing
+            missing = [p for p in cfg.teacher.checkpoints or [cfg.teacher.checkpoint]
+                       if p and not _published_name(p) and not Path(p).is_file()]
+            if not missing:
+                raise
+            raise FileNotFoundError(f"{exc}; and teacher.checkpoint={missing[0]} does not exist either: train the teacher "
+                            "first (`kdlab teacher CONFIG`) or point teacher.checkpoint at its weights") from None
         nc = splits.num_classes
         train, test = config_loaders(cfg, splits, device)
         probe = next(iter(test)).x
@@ -96,7 +115,9 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
         student = create_student(cfg.student, nc, cfg.seed, device, probe, warm, teacher_module, train)
         policy = build_policy(cfg.distill_data, splits, device) if cfg.distill_data.policy != "none" else None
         parts = RunParts(p, out_dir, device, dp, train, test, probe, student, arch_of(cfg.student.arch), teacher_module,
-                         policy, reuse_teacher_logits=True, store=store)
+                         policy, reuse_teacher_logits=True, store=store,
+                         card=card_of(splits, arch_of(cfg.student.arch), "student", cfg.data.name,
+                                      arch_of(cfg.teacher.arch), cfg.method.name))
         return train_and_report(parts, "student", arch_of(cfg.teacher.arch))[1]
 
 
@@ -154,8 +175,10 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     })
     finished(out_dir, p)  # refuses a directory of another run before anything is written
     p.log_adaptations(name)
+    card = model_card(arch=None, num_classes=num_classes, classes=None, input_shape=probe.shape[1:], role="student",
+                      preprocessing={"input": "tensor", "scale": 1.0, "mean": None, "std": None}, data="kdlab.fit")
     parts = RunParts(p, out_dir, device, DevicePath(device.type), train_loader, eval_loader, probe, student, None,
-                     teacher_module)
+                     teacher_module, card=card)
     outcome, final = train_and_report(parts, "student")
     report_on = eval_xy if eval_xy is not None else (x, y) if x is not None else as_tensors(train)
     return outcome, final, report_on
@@ -177,7 +200,15 @@ def _logits_of(model: nn.Module, x: torch.Tensor, who: str) -> torch.Tensor:
         raise ValueError(f"the {who}'s parameters are {', '.join(dtypes)}: kdlab trains float32 networks on float32 "
                          f"inputs; convert it with {who}.float()")
     with eval_mode(model):
-        out = model(x)
+        try:
+            out = model(x)
+        except RuntimeError as exc:
+            convs = any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
+            if not (convs and x.ndim == 2):
+                raise
+            raise ValueError(f"the {who} is a convolutional network but the inputs are flat vectors "
+                             f"{tuple(x.shape)} (its error: {str(exc).splitlines()[0][:160]}); give images "
+                             "[N, C, H, W], e.g. x.reshape(-1, 1, 28, 28) for flattened 28×28 greyscale") from None
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"the {who} returned a {type(out).__name__}, not a logits tensor: kdlab needs a module whose "
                          "forward returns the logits [N, C] (wrap it in a module that returns only the logits)")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ from kdlab._checks import SettingError
 from kdlab._io import CheckpointError
 from kdlab._modes import eval_mode
 from kdlab.config import ModelFactory, RunConfig, StudentConfig, TeacherConfig
+from kdlab.models.pretrained import load_pretrained
+from kdlab.models.weights import ArchMismatchError
 from kdlab.data import DataSplits, ImageSplits, Loader, load_configured
 from kdlab.data.image_index import report_skipped
 from kdlab.data.splits import select_split
@@ -26,8 +29,10 @@ from kdlab.engine.seeding import seed_everything
 from kdlab.models.factory import Arch, arch_name, create_arch
 from kdlab.teachers import Ensemble, published
 
+_log = logging.getLogger("kdlab")
+
 __all__ = ["arch_of", "check_classes", "config_loaders", "create_model", "create_student", "input_facts", "load_data",
-           "load_teacher_module", "load_warm_start", "make_loaders", "process_group", "setup"]
+           "load_teacher_module", "load_warm_start", "make_loaders", "pretrained_start", "process_group", "setup"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -129,7 +134,11 @@ def load_teacher_module(tc: TeacherConfig, num_classes: int) -> nn.Module:
         if not Path(p).is_file():
             raise FileNotFoundError(f"teacher checkpoint {p} not found: train it with `kdlab teacher CONFIG` "
                                     "or fix teacher.checkpoint")
-    members = [models.load_model(p, arch_of(tc.arch), num_classes) for p in paths]
+    try:
+        members = [models.load_model(p, arch_of(tc.arch), num_classes) for p in paths]
+    except ArchMismatchError as exc:
+        raise arch_mismatch(exc, "teacher.checkpoints" if tc.checkpoints else "teacher.checkpoint",
+                            "teacher.arch") from None
     if len(members) == 1:
         return members[0]
     return Ensemble(members, rule=tc.ensemble_rule, temperature=tc.ensemble_temperature)
@@ -166,6 +175,34 @@ def create_model(arch: str | ModelFactory | None, num_classes: int, seed: int, d
     return model
 
 
+def arch_mismatch(exc: ArchMismatchError, key: str, arch_key: str) -> SettingError:
+    """The one line for a weights file of another architecture: the key to set and the value the file records."""
+    return SettingError(f"{{key}}={exc.path} holds a {exc.file_arch!r} model but {{arch}} is {exc.arch!r}: set "
+                        f"{{arch}}={exc.file_arch} (the file records its architecture)", key=key, arch=arch_key)
+
+
+def pretrained_start(model: nn.Module, ref: str | None, arch: str | ModelFactory, who: str) -> None:
+    """Fine-tuning: ``model`` given the weights ``ref`` (``{who}.pretrained``), its classifier replaced (left as
+    initialised from the seed) when the file has another class count; one log line says what was loaded."""
+    if ref is None:
+        return
+    if isinstance(arch, ModelFactory):
+        raise SettingError(f"{{key}} reads weights for a zoo architecture, but {who}.arch names a factory: let the "
+                           "factory load its own (e.g. pretrained: true in {args}) or give a zoo arch",
+                           key=f"{who}.pretrained", args=f"{who}.arch.args")
+    try:
+        r = load_pretrained(model, arch, ref)
+    except ArchMismatchError as exc:
+        raise arch_mismatch(exc, f"{who}.pretrained", f"{who}.arch") from None
+    except CheckpointError as exc:
+        raise SettingError(f"{{key}}: {exc}", key=f"{who}.pretrained") from None
+    head = (f"classifier {r['head']!r} replaced ({r['file_classes']} classes in the file → {r['num_classes']}, "
+            f"initialised as {arch} initialises it, seed-drawn)" if r["head_replaced"] else
+            f"classifier {r['head']!r} kept ({r['num_classes']} classes)")
+    if dist.is_main():
+        _log.warning(f"kdlab: {who}.pretrained={ref}: {r['loaded']} tensors loaded; {head}")
+
+
 def load_warm_start(sc: StudentConfig, num_classes: int) -> nn.Module | None:
     """The network of ``student.checkpoint`` (a warm start), or None; a file that does not hold the student's
     architecture and class count is a one-line error naming the key."""
@@ -176,6 +213,8 @@ def load_warm_start(sc: StudentConfig, num_classes: int) -> nn.Module | None:
                            "weights from it)", key="student.checkpoint")
     try:
         return models.load_model(sc.checkpoint, arch_of(sc.arch), num_classes)
+    except ArchMismatchError as exc:
+        raise arch_mismatch(exc, "student.checkpoint", "student.arch") from None
     except CheckpointError as exc:
         raise SettingError(f"{{key}}: {exc} (a warm start needs weights of the student's architecture, "
                            f"{{arch}}={arch_name(arch_of(sc.arch))}, with {num_classes} classes)",
@@ -187,6 +226,7 @@ def create_student(sc: StudentConfig, num_classes: int, seed: int, device, probe
     """The student: initialised from the seed, then given the weights of a warm start (:func:`load_warm_start`:
     exactly the file's) or interpolated towards the teacher (``student.init_from_teacher``)."""
     student = create_model(sc.arch, num_classes, seed, device, probe, "student")
+    pretrained_start(student, sc.pretrained, sc.arch, "student")
     if warm is not None:
         student.load_state_dict(warm.state_dict())
     if sc.init_from_teacher is not None:

@@ -23,13 +23,15 @@ from kdlab.engine.environment import environment
 from kdlab.engine.loop import LoopResult, LoopSettings, logits_report, train_loop
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.run_dir import RunDirLock
+from kdlab.data.preprocess import eval_preprocessing
 from kdlab.methods import Method
 from kdlab.models.factory import Arch, arch_name, is_factory
+from kdlab.models.card import model_card, write_card
 from kdlab.models.weights import weights_metadata
 from kdlab.plots import training_curves
 from kdlab.teachers.stored import StoreChoice
 
-__all__ = ["Outcome", "RunParts", "finished", "train_and_report"]
+__all__ = ["Outcome", "RunParts", "card_of", "finished", "train_and_report"]
 
 
 @dataclass
@@ -49,6 +51,7 @@ class RunParts:
     batch_transform: Callable | None = None  # a distillation-data policy
     reuse_teacher_logits: bool = False  # store/reuse the teacher's test logits across runs (config runs only)
     store: StoreChoice | None = None  # streamed data: the teacher-output store replayed, or why the teacher runs live
+    card: dict[str, Any] | None = None  # the trained network described (kdlab.models.card): model.json, final.json
 
 
 @dataclass
@@ -56,6 +59,14 @@ class Outcome:
     method: Method
     result: LoopResult
     teacher: dict[str, Any] | None  # acc/nll/ece of the teacher on the test set (from its logits, computed once)
+
+
+def card_of(splits, arch: str | None, role: str, data: str, teacher_arch: str | None = None,
+            method: str | None = None) -> dict[str, Any]:
+    """The card (``model.json``) of a network trained on ``splits``: classes, input shape, eval preprocessing."""
+    return model_card(arch=arch, num_classes=splits.num_classes, classes=getattr(splits, "class_names", None),
+                      input_shape=splits.input_shape, preprocessing=eval_preprocessing(splits), role=role, data=data,
+                      teacher_arch=teacher_arch, method=method)
 
 
 def finished(out_dir: Path | None, plan: RunPlan) -> dict | None:
@@ -83,6 +94,8 @@ def _train(parts: RunParts) -> Outcome:
         method.compile()  # in place: the state-dict keys (and so the checkpoints) stay those of the model
     if out_dir is not None and dist.is_main():
         plan.write(out_dir)
+        if parts.card is not None:
+            write_card(out_dir, parts.card)
     teacher_logits, reused = None, False
     if teacher is not None and parts.test is not None:
         digest = plan.digests.get("teacher.weights_sha256") if parts.reuse_teacher_logits else None
@@ -94,7 +107,7 @@ def _train(parts: RunParts) -> Outcome:
         nesterov=o.nesterov, schedule=o.schedule, milestones=list(o.milestones), gamma=o.gamma,
         warmup_epochs=o.warmup_epochs, eval_every=cfg.eval.every,
         out_dir=out_dir, progress=cfg.run.progress, tensorboard=cfg.run.tensorboard, identity_hash=plan.identity_hash,
-        identity=plan.identity, weights_metadata=weights_metadata(parts.arch, nc), device_path=dp,
+        identity=plan.identity, weights_metadata=weights_metadata(parts.arch, nc, card=parts.card), device_path=dp,
         grad_clip=o.grad_clip, on_divergence=cfg.run.on_divergence, sync_bn=cfg.run.sync_bn,
     )
     result = train_loop(method, parts.train, parts.test, nc, settings, teacher_logits, parts.batch_transform)
@@ -123,6 +136,8 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: Arch | No
         "config": plan.record,
         "environment": environment(parts.device, plan.cfg.seed),
     }
+    if parts.card is not None:
+        final["model"] = parts.card
     if outcome.teacher is not None:
         t = outcome.teacher
         final["teacher"] = {**_arch_record(teacher_arch or type(parts.teacher_module).__name__), "acc": t["acc"],

@@ -24,13 +24,13 @@ import sys
 import time
 
 from kdlab import __version__
-from kdlab.cli import evaluate, export, showcase, sweep, teacher_cache, teachers, train
+from kdlab.cli import evaluate, export, predict, showcase, sweep, teacher_cache, teachers, train
 from kdlab.distributed import launched_by_torchrun
 from kdlab.failures import exit_code, failure_line
 
 __all__ = ["build_parser", "main"]
 
-GROUPS = (showcase, train, teachers, teacher_cache, evaluate, export, sweep)
+GROUPS = (showcase, train, teachers, teacher_cache, evaluate, export, predict, sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:

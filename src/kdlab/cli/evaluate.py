@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kdlab import builder
 from kdlab._checks import SettingError
-from kdlab._io import atomic_write_text
+from kdlab._io import CheckpointError, atomic_write_text
 from kdlab.config import TeacherConfig
 from kdlab.data import DATASETS, load_dataset
 from kdlab.data.image_index import STREAMED
@@ -15,6 +15,25 @@ from kdlab.engine.device import resolve_device
 from kdlab.eval.fidelity import evaluate_accuracy, fidelity_report
 from kdlab.fidelity.sources import SOURCES, evaluate_sources, fidelity_with_control
 from kdlab.models import load_model
+from kdlab.models.card import read_card
+from kdlab.models.weights import ArchMismatchError
+
+
+_FLAGS = {"student.arch": "--arch", "student.checkpoint": "--student", "teacher.arch": "--teacher-arch",
+          "teacher.checkpoint": "--teacher", "teacher.checkpoints": "--teacher"}
+
+
+def _run_config(args):
+    """The run ``kdlab eval`` evaluates: RUN, or the run directory a ``--student`` file lies in (its config.yaml),
+    unless ``--data`` names the data set; None for bare weight files."""
+    if args.run:
+        run = Path(args.run)
+        if not (run / "config.yaml").is_file():
+            raise FileNotFoundError(f"{run / 'config.yaml'} not found: RUN must be a run directory of `kdlab train` "
+                                    "or `kdlab teacher` (or give --student FILE with --data)")
+        return run
+    beside = Path(args.student).parent
+    return beside if args.data is None and (beside / "config.yaml").is_file() else None
 
 
 def _eval(args) -> int:
@@ -22,13 +41,45 @@ def _eval(args) -> int:
         device = resolve_device(args.device)
     except SettingError as exc:
         raise exc.renamed(lambda key: "--device") from None
-    streamed = {"image_size": args.image_size} if args.data in STREAMED else {}  # the size the model was trained at
-    splits = load_dataset(args.data, root=args.root, **streamed)
+    if not args.run and not args.student:
+        raise ValueError("give a run directory (kdlab eval RUN) or a weights file (kdlab eval --student FILE "
+                         "--data NAME)")
+    run = _run_config(args)
+    if run is not None:
+        cfg = builder.load_config(run / "config.yaml", ["run.progress=false"])
+        splits = builder.load_data(cfg)
+        data = f"{cfg.data.name} test set (the run's config: {run / 'config.yaml'})"
+        card = read_card(run) or {}
+        role = card.get("role")
+        student_path = args.student or str(run / "model.safetensors")
+        arch = args.arch or card.get("arch")
+        teacher = _teacher_config(args.teacher, arch=args.teacher_arch) if args.teacher else (
+            cfg.teacher.model_copy(update={"arch": args.teacher_arch or cfg.teacher.arch})
+            if card.get("role") == "student" and (cfg.teacher.checkpoint or cfg.teacher.checkpoints) else None)
+    else:
+        name = args.data or "mnist1d"
+        streamed = {"image_size": args.image_size} if name in STREAMED else {}  # the size the model was trained at
+        splits = load_dataset(name, root=args.root, **streamed)
+        data = f"{name} test set (--data {name}{'' if args.data else ', the default'})"
+        student_path, arch, role = args.student, args.arch, None
+        teacher = _teacher_config(args.teacher, arch=args.teacher_arch) if args.teacher else None
     _, test_loader = builder.make_loaders(splits, 256, 512, 0, device, augment=False)
-    student = load_model(args.student, arch=args.arch, num_classes=splits.num_classes)
-    if args.teacher:
-        teacher = builder.load_teacher_module(_teacher_config(args.teacher), splits.num_classes)
-        report = fidelity_report(teacher, student, test_loader, temperature=args.temperature, device=device)
+    try:
+        student = load_model(student_path, arch=arch, num_classes=splits.num_classes)
+        if teacher is not None:
+            teacher_module = builder.load_teacher_module(teacher, splits.num_classes)
+    except SettingError as exc:
+        raise exc.renamed(lambda key: _FLAGS.get(key, key)) from None
+    except ArchMismatchError as exc:
+        raise ValueError(f"{exc.path} holds a {exc.file_arch!r} model but --arch is {exc.arch!r}: set --arch "
+                         f"{exc.file_arch} or leave it out (the file records its architecture)") from None
+    except CheckpointError as exc:
+        if "classes but the data has" not in str(exc):
+            raise
+        raise ValueError(f"{exc}: kdlab eval read the {data}; give the run directory (kdlab eval RUN) or --data "
+                         "and --root of the data the weights were trained on") from None
+    if teacher is not None:
+        report = fidelity_report(teacher_module, student, test_loader, temperature=args.temperature, device=device)
     else:
         acc = evaluate_accuracy(student, test_loader, device=device)
         report = {"n": acc["n"], **{f"student_{k}": v for k, v in acc.items() if k != "n"}}
@@ -37,10 +88,11 @@ def _eval(args) -> int:
         return 0
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=2))
-    print(f"{args.data} test set, {report['n']} samples")
+    print(f"{data}, {report['n']} samples")
     for who in ("student", "teacher"):
         if f"{who}_acc" in report:
-            print(f"{who:8s} accuracy {report[who + '_acc']:6.2f}%  NLL {report[who + '_nll']:.4f}  "
+            label = "teacher" if who == "student" and role == "teacher" and "teacher_acc" not in report else who
+            print(f"{label:8s} accuracy {report[who + '_acc']:6.2f}%  NLL {report[who + '_nll']:.4f}  "
                   f"ECE {100 * report[who + '_ece']:.2f}%")
     if "agreement" in report:
         kl_t = "".join(f"  {k} {v:.4f}" for k, v in report.items() if k.startswith("kl_T"))
@@ -50,10 +102,11 @@ def _eval(args) -> int:
     return 0
 
 
-def _teacher_config(paths: list[str], rule: str = "prob", temperature: float | None = None) -> TeacherConfig:
+def _teacher_config(paths: list[str], rule: str = "prob", temperature: float | None = None,
+                    arch: str | None = None) -> TeacherConfig:
     if len(paths) == 1:
-        return TeacherConfig(checkpoint=paths[0])
-    return TeacherConfig(checkpoints=paths, ensemble_rule=rule, ensemble_temperature=temperature)
+        return TeacherConfig(checkpoint=paths[0], arch=arch)
+    return TeacherConfig(checkpoints=paths, ensemble_rule=rule, ensemble_temperature=temperature, arch=arch)
 
 
 def _fidelity(args) -> int:
@@ -108,12 +161,19 @@ def _fidelity(args) -> int:
 
 
 def register(sub) -> None:
-    e = sub.add_parser("eval", help="accuracy and teacher–student fidelity of checkpoints on a test set")
-    e.add_argument("--student", required=True, help="student weights (a run's model.safetensors)")
-    e.add_argument("--teacher", action="append", help="teacher weights (repeat for an ensemble)")
+    e = sub.add_parser("eval", help="accuracy and teacher–student fidelity of a run or of checkpoints on a test set")
+    e.add_argument("run", nargs="?", default=None,
+                   help="a run directory: its config.yaml gives the data and the teacher, model.safetensors the model")
+    e.add_argument("--student", default=None,
+                   help="student weights (default: RUN/model.safetensors); a run's file reads its run's config.yaml")
+    e.add_argument("--teacher", action="append",
+                   help="teacher weights (repeat for an ensemble; default: a student run's teacher.checkpoint)")
     e.add_argument("--arch", default=None,
                    help="zoo architecture of the student, for weights that do not record it (e.g. from kdlab.fit)")
-    e.add_argument("--data", default="mnist1d", choices=list(DATASETS), help="data set whose test split is used")
+    e.add_argument("--teacher-arch", default=None,
+                   help="zoo architecture of the teacher, for weights that do not record it (torchvision's .pth)")
+    e.add_argument("--data", default=None, choices=list(DATASETS),
+                   help="data set whose test split is used, for weight files outside a run (default mnist1d)")
     e.add_argument("--root", default=None, help="dataset directory (default $KDLAB_DATA or ~/.cache/kdlab)")
     e.add_argument("--image-size", type=int, default=224, help="crop side for imagenet/imagefolder (the training "
                                                                  "run's data.image_size)")

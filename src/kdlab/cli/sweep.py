@@ -8,7 +8,7 @@ from pathlib import Path
 from kdlab.sweep import Local, cell_state, cells_of, load_spec, read_sweep, run_sweep
 from kdlab.sweep.runner import OK
 from kdlab.sweep.slurm import Submitit
-from kdlab.sweep.table import FORMATS, collect, write_outputs
+from kdlab.sweep.table import FORMATS, collect, missing_cells, write_outputs
 
 _NEEDS_ACTION = {"failed", "changed", "blocked"}
 
@@ -85,6 +85,11 @@ def _table(args) -> int:
     text = write_outputs(table, args.out, formats)
     if text:
         sys.stdout.write(text + "\n")
+    missing = missing_cells([Path(p) for p in args.runs])
+    if missing:
+        names = ", ".join(f"{name} ({d.name})" for name, d in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        print(f"kdlab: the table is partial: {len(missing)} cell(s) of the sweep have no final.json (not run, "
+              f"interrupted or failed): {names}; rerun the same `kdlab sweep` to finish them", file=sys.stderr)
     return 0
 
 

@@ -177,6 +177,9 @@ class TeacherConfig(_Strict):
     # weights: kdlab's .safetensors (arch read from its metadata), or any safetensors / PyTorch (.pth/.pt/.tar,
     # torch.load(weights_only=True)) state dict, torchvision's or RepDistiller's included: then `arch` is required
     checkpoint: str | None = None
+    # `kdlab teacher` only: start the network it trains from these weights (a weights file, as `checkpoint`), the
+    # classifier replaced when the data has another class count (fine-tuning; kdlab.models.pretrained)
+    pretrained: str | None = None
     # an ensemble teacher: several checkpoints, combined by `ensemble_rule`
     checkpoints: list[str] | None = None
     ensemble_rule: Literal["prob", "tempered_prob", "logit"] = "prob"
@@ -199,11 +202,14 @@ class StudentConfig(_Strict):
     checkpoint: str | None = None
     # θ = λ·θ_teacher + (1−λ)·θ_random (same architecture as the teacher), None = random init
     init_from_teacher: float | None = Field(default=None, ge=0, le=1)
+    # start from pretrained weights with the classifier replaced for the data's classes (as teacher.pretrained)
+    pretrained: str | None = None
 
     @model_validator(mode="after")
     def _one_start(self):
-        if self.checkpoint is not None and self.init_from_teacher is not None:
-            raise ValueError("give either `checkpoint` (a warm start) or `init_from_teacher`, not both")
+        given = [k for k in ("checkpoint", "init_from_teacher", "pretrained") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one way to start the student, not {' and '.join(given)}")
         return self
 
 

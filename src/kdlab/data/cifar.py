@@ -62,6 +62,15 @@ _IMAGE_BYTES = 3 * 32 * 32
 _RECORD_BYTES = 2 + _IMAGE_BYTES
 _NUM_FINE, _NUM_COARSE = 100, 20
 _CACHE_VERSION = 1
+class DataNotFound(FileNotFoundError):
+    """A data set that is not on disk: ``what`` (where it was looked for) and ``how`` (to get it, in Python terms;
+    a config front end words it in its keys)."""
+
+    def __init__(self, what: str, how: str):
+        self.what, self.how = what, how
+        super().__init__(f"{what}; {how}")
+
+
 _HOW_TO_GET = (
     "download it with load_cifar100(root, download=True) or from https://www.cs.toronto.edu/~kriz/cifar.html "
     "(cifar-100-python.tar.gz, 161 MB)"
@@ -433,7 +442,7 @@ def load_cifar100(
 
     looked = ", ".join(f"{_TOP[f]}.tar.gz, {_TOP[f]}/" for f in formats)
     if not download:
-        raise FileNotFoundError(f"CIFAR-100 not found in {path} (looked for {looked}); {_HOW_TO_GET}")
+        raise DataNotFound(f"CIFAR-100 not found in {path} (looked for {looked})", _HOW_TO_GET)
     if not isinstance(url, str) or not url:
         raise ValueError(f"url must be a non-empty string; got {url!r}")
     if fmt == "binary" and url == DEFAULT_URL:

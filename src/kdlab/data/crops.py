@@ -128,11 +128,12 @@ def eval_resize_size(size: int) -> int:
     return size * 256 // 224
 
 
-def center_crop_box(width: int, height: int, size: int) -> tuple[float, float, float, float]:
-    """``Resize(⌊size·256/224⌋)`` (shorter side; the longer one ``int(R·long/short)``, as torchvision) followed by
-    ``CenterCrop(size)`` (offsets ``int(round((side − size)/2))``), as the box ``(left, top, right, bottom)`` of the
-    original image that resampling to ``size × size`` maps exactly onto the two-step result."""
-    r = eval_resize_size(size)
+def center_crop_box(width: int, height: int, size: int, resize: int | None = None
+                    ) -> tuple[float, float, float, float]:
+    """``Resize(R)`` with ``R = resize`` or ``⌊size·256/224⌋`` (shorter side; the longer one ``int(R·long/short)``, as
+    torchvision) followed by ``CenterCrop(size)`` (offsets ``int(round((side − size)/2))``), as the box ``(left, top,
+    right, bottom)`` of the original image that resampling to ``size × size`` maps exactly onto the two-step result."""
+    r = eval_resize_size(size) if resize is None else resize
     short, long = (width, height) if width <= height else (height, width)
     new_long = int(r * long / short)
     new_w, new_h = (r, new_long) if width <= height else (new_long, r)

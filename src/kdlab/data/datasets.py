@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from kdlab.data.cifar import load_cifar100
+from kdlab.data.cifar import DataNotFound, load_cifar100
 from kdlab.data.image_index import STREAMED
 from kdlab.data.image_stream import ImageSplits, load_image_folder, load_imagenet
 from kdlab.data.mnist1d import load_mnist1d
@@ -75,7 +75,11 @@ OPTIONS: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
 def load_configured(d: Any, progress: bool = True) -> DataSplits | ImageSplits:
     """The data set a ``DataConfig`` section ``d`` names, its subsets (``train_subset``/``test_subset``) applied;
     ``progress``: progress bars while files are read or checked."""
-    splits = load_dataset(d.name, root=d.root, download=d.download, **OPTIONS[d.name](d, progress))
+    try:
+        splits = load_dataset(d.name, root=d.root, download=d.download, **OPTIONS[d.name](d, progress))
+    except DataNotFound as exc:  # worded in the config's keys
+        raise DataNotFound(exc.what, "set data.download=true to fetch it (md5-checked), or data.root=DIR where it "
+                                     "lies") from None
     if (d.train_subset or d.test_subset) and d.name not in STREAMED:
         splits = splits.subset(d.train_subset, d.test_subset)
     return splits

@@ -73,6 +73,9 @@ def _finalise(x: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> tupl
         raise ValueError(
             f"labels must be integer class ids; got {y.dtype} (one-hot or soft labels: take argmax(dim=1) first)"
         )
+    if y.ndim == 2 and y.shape[1] > 1:
+        raise ValueError(f"labels must be 1-D class ids [N]; got shape {tuple(y.shape)}: one-hot labels? take "
+                         "y.argmax(dim=1)")
     if y.ndim != 1:
         raise ValueError(f"labels must be 1-D [N]; got shape {tuple(y.shape)} (use y.reshape(-1) if it is [N, 1])")
     if x.shape[0] != y.shape[0]:

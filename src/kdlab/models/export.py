@@ -27,8 +27,11 @@ SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 ONNX_EXTRA = 'ONNX export needs the onnx extra: pip install "kdlab[onnx]" (onnx, onnxscript, onnxruntime)'
 
 
-def export_model(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, fmt: str) -> Path:
-    """Write ``model`` (traced in eval mode on a zero batch of ``input_shape``) to ``path`` as ``fmt``, atomically."""
+def export_model(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, fmt: str,
+                 metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model`` (traced in eval mode on a zero batch of ``input_shape``) to ``path`` as ``fmt``, atomically.
+    ``metadata`` (name → text, e.g. ``{"model.json": card}``) goes into the file: TorchScript extra files (read back
+    with ``torch.jit.load(path, _extra_files={name: ""})``), ONNX ``metadata_props``."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     path = Path(path)
@@ -41,17 +44,17 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...], path: str | Pat
         warnings.simplefilter("ignore", FutureWarning)
         if fmt == "torchscript":
             buf = io.BytesIO()
-            torch.jit.save(torch.jit.trace(model, example), buf)
+            torch.jit.save(torch.jit.trace(model, example), buf, _extra_files=dict(metadata or {}))
             data = buf.getvalue()
         else:
-            data = _onnx_bytes(model, example)
+            data = _onnx_bytes(model, example, metadata or {})
     atomic_write_bytes(path, data)
     return path
 
 
-def _onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+def _onnx_bytes(model: nn.Module, example: torch.Tensor, metadata: dict[str, str]) -> bytes:
     try:
-        import onnx  # noqa: F401  (torch.onnx's exporter needs both)
+        import onnx  # (torch.onnx's exporter needs both)
         import onnxscript  # noqa: F401
     except ImportError:
         raise ValueError(ONNX_EXTRA) from None
@@ -64,7 +67,9 @@ def _onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
                                     dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
     finally:
         quiet.setLevel(level)
-    return program.model_proto.SerializeToString()
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, **metadata})
+    return proto.SerializeToString()
 
 
 def max_logit_difference(path: str | Path, fmt: str, model: nn.Module, x: torch.Tensor) -> float:

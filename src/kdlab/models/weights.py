@@ -35,18 +35,30 @@ from kdlab.models.features import classifier_of
 from kdlab.models.foreign import to_kdlab_names
 from kdlab.models.registry import canonical, create, renamed
 
-__all__ = ["INERT_GLOBALS", "PYTORCH_SUFFIXES", "load_model", "load_weights", "model_from_state", "read_state_dict",
-           "save_model", "state_from_bytes", "weights_metadata"]
+__all__ = ["ArchMismatchError", "INERT_GLOBALS", "PYTORCH_SUFFIXES", "load_model", "load_weights", "model_from_state",
+           "read_state_dict", "save_model", "state_from_bytes", "weights_metadata"]
 
 FORMAT = "kdlab-model-1"
 PYTORCH_SUFFIXES = (".pth", ".pt", ".tar")
 _WRAPPERS = ("model", "state_dict")  # keys under which training checkpoints keep the state dict
 
 
+class ArchMismatchError(CheckpointError):
+    """A weights file that records another architecture than the one asked for (``file_arch`` vs ``arch``)."""
+
+    def __init__(self, path: Path, file_arch: str, arch: str):
+        self.path, self.file_arch, self.arch = path, file_arch, arch
+        super().__init__(f"{path}: holds a {file_arch!r} model but arch {arch!r} was asked for; the file records "
+                         f"its arch, so set the arch to {file_arch} or leave it unset")
+
+
 def weights_metadata(arch: Arch | None = None, num_classes: int | None = None,
-                     extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """The metadata of a weights file (what :func:`load_model` reads back)."""
+                     extra: dict[str, Any] | None = None, card: dict[str, Any] | None = None) -> dict[str, str]:
+    """The metadata of a weights file (what :func:`load_model` reads back; ``card``: the network's
+    :mod:`kdlab.models.card`, so the file alone says its classes and preprocessing)."""
     meta = {"format": FORMAT}
+    if card is not None:
+        meta["card"] = json.dumps(card)
     if is_factory(arch):
         meta["factory"] = json.dumps({"factory": arch["factory"], "args": dict(arch.get("args") or {})})
     elif arch is not None:
@@ -202,7 +214,7 @@ def model_from_state(state: dict[str, Tensor], meta: dict[str, str], path: str |
         return _factory_model(state, meta, Path(path), arch, num_classes)
     file_arch = renamed(meta["arch"]) if "arch" in meta else None  # files written before a model was renamed
     if arch is not None and file_arch is not None and canonical(arch) != canonical(file_arch):  # type: ignore[arg-type]
-        raise CheckpointError(f"{path}: holds a {file_arch!r} model but the config says arch {arch!r}")
+        raise ArchMismatchError(path, file_arch, arch)  # type: ignore[arg-type]
     arch = arch or file_arch
     if arch is None:
         raise CheckpointError(f"{path}: the file records no architecture; give it (teacher.arch=NAME in a config, "

@@ -113,6 +113,20 @@ def _sweep_roots(path: Path) -> list[Path]:
     return ([above] if above else []) + sorted(p.parent for p in path.rglob(SWEEP_FILE) if p.parent != above)
 
 
+def missing_cells(paths: list[Path]) -> list[tuple[str, Path]]:
+    """``(name, out_dir)`` of every cell of the sweeps in or above ``paths`` that has no ``final.json`` (not run
+    yet, interrupted or failed): what a table of those sweeps leaves out."""
+    out: dict[Path, str] = {}
+    for path in (Path(p).resolve() for p in paths):
+        if not path.exists():
+            continue
+        for root in _sweep_roots(path):
+            for d, (name, _) in _sweep_names(root).items():
+                if (d == path or path in d.parents) and not (d / "final.json").is_file():
+                    out.setdefault(d, name)
+    return [(name, d) for d, name in out.items()]
+
+
 def find_runs(paths: list[Path]) -> list[Run]:
     """Every run (a directory with ``final.json``) in or under ``paths``, in sweep order where a sweep made them."""
     recipes = set(recipe_names())
