@@ -15,8 +15,6 @@ from kdlab.models import count_parameters, load_model, save_model
 from kdlab.models.features import classifier_of
 from kdlab.models.registry import canonical
 
-COMMAND = "teacher import"
-
 
 def _import(args) -> int:
     out = Path(args.out)
@@ -29,14 +27,3 @@ def _import(args) -> int:
     save_model(out, model, arch=arch, num_classes=n, extra={"imported_from": Path(args.file).name})
     print(f"{args.file} -> {out}: {arch}, {n} classes, {count_parameters(model):,} parameters")
     return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser(COMMAND, help="convert published teacher weights (torchvision .pth, RepDistiller's "
-                                     "ckpt_epoch_240.pth, safetensors) into a kdlab model.safetensors")
-    p.add_argument("file", help="the weights: .pth/.pt/.tar (read with torch.load(weights_only=True)) or .safetensors")
-    p.add_argument("--arch", required=True, help="kdlab model name, e.g. resnet32x4 or resnet34")
-    p.add_argument("--out", required=True, help="the kdlab weights file to write (.safetensors, must not exist)")
-    p.add_argument("--num-classes", type=int, default=None,
-                   help="expected class count (default: read off the file's classifier)")
-    p.set_defaults(func=_import)
