@@ -20,7 +20,7 @@ from torch import nn
 from kdlab.builder.inputs import (check_classes, config_loaders, create_model, create_student, load_data,
                                 load_teacher_module, load_warm_start, process_group, setup)
 from kdlab.builder.plan import RunPlan, plan
-from kdlab.builder.run import Outcome, RunParts, finished, train_and_report
+from kdlab.builder.run import Outcome, RunParts, Started, finished, train_and_report
 from kdlab.builder.teacher import choose_store
 from kdlab.config import RunConfig
 from kdlab.data import BatchLoader, ViewAugmentation, as_tensors
@@ -53,6 +53,7 @@ def train_teacher(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]
     holds it under ``"teacher"``. A finished run is left as it is (its ``final.json`` is returned)."""
     if cfg.method.name != "ce":
         raise ValueError(f"`kdlab teacher` trains with CE only; the config says method {cfg.method.name!r}")
+    started = Started()
     with process_group(leave_group):
         out_dir = Path(cfg.out_dir)
         device, dp = setup(cfg)
@@ -64,13 +65,14 @@ def train_teacher(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]
         train, test = config_loaders(cfg, splits, device)
         probe = next(iter(test)).x
         net = create_model(cfg.teacher.arch, splits.num_classes, cfg.seed, device, probe, "teacher")
-        parts = RunParts(p, out_dir, device, dp, train, test, probe, net, cfg.teacher.arch, None)
+        parts = RunParts(p, out_dir, device, dp, train, test, probe, net, cfg.teacher.arch, None, started=started)
         return train_and_report(parts, "teacher")[1]
 
 
 def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
     """Distil ``cfg.student.arch`` from ``cfg.teacher`` by ``cfg.method``; resumes in ``cfg.out_dir``. A finished
     run is left as it is (its ``final.json`` is returned)."""
+    started = Started()
     with process_group(leave_group):
         device, dp = setup(cfg)
         splits = load_data(cfg)
@@ -96,7 +98,7 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
         student = create_student(cfg.student, nc, cfg.seed, device, probe, warm, teacher_module, train)
         policy = build_policy(cfg.distill_data, splits, device) if cfg.distill_data.policy != "none" else None
         parts = RunParts(p, out_dir, device, dp, train, test, probe, student, cfg.student.arch, teacher_module,
-                         policy, reuse_teacher_logits=True, store=store)
+                         policy, reuse_teacher_logits=True, store=store, started=started)
         return train_and_report(parts, "student", cfg.teacher.arch)[1]
 
 
@@ -113,6 +115,7 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     The run's identity covers every hyperparameter, the data (hashes of the tensors), the augmentation, the
     student's structure and the teacher's weights, so a rerun on ``out_dir`` with any of them changed is refused.
     """
+    started = Started()
     device = resolve_device(cfg.run.device)
     if out_dir is not None:
         check_writable(out_dir)
@@ -155,7 +158,7 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     finished(out_dir, p)  # refuses a directory of another run before anything is written
     p.log_adaptations(name)
     parts = RunParts(p, out_dir, device, DevicePath(device.type), train_loader, eval_loader, probe, student, None,
-                     teacher_module)
+                     teacher_module, started=started)
     outcome, final = train_and_report(parts, "student")
     report_on = eval_xy if eval_xy is not None else (x, y) if x is not None else as_tensors(train)
     return outcome, final, report_on
