@@ -22,6 +22,7 @@ PRINTS = {
     "distributed": ("| processes | s / epoch |", "| 2 | "),
     "epoch_throughput": ("| pair | samples | batch | epoch |", "| KD, cached teacher (precomputed all"),
     "losses": ("| loss | shape (N, C) | ms fwd+bwd |", "| cmkd_loss | (256, 1000) |"),
+    "overhead": ("| checkout | `kdlab --help` wall s |", "| start-up (interpreter, imports) | "),
     "replay": ("| step | ms / step | × CE step |", "| KD, stored outputs (top-10) |"),
     "step_time": ("| pair | batch | step | ms / step |", "| KD, cached teacher (lazy, warm) |"),
     "teacher_passes": ("| setting | process wall time (median) |", "| next seed (0 passes) |"),
