@@ -47,12 +47,14 @@ def test_help_recipes_and_argument_errors_leave_torch_out():
     assert r.stdout.strip() == "[0, 0, 0, 0, 0, 2, 2, 0]"
 
 
-def test_a_command_that_runs_imports_its_handler():
+def test_a_command_that_runs_imports_its_handler_and_freezes_what_it_imported():
     r = _python("""
-        import sys
+        import gc, sys
         from kdlab.cli import main
         assert main(["methods"]) == 0
         assert 'kdlab.cli.train' in sys.modules and 'torch' in sys.modules
+        # imported with the collector paused, then frozen (full collections skip torch's objects); collector back on
+        assert gc.get_freeze_count() > 100_000 and gc.isenabled()
     """)
     assert r.returncode == 0, r.stderr
     assert "kd " in r.stdout

@@ -23,6 +23,7 @@ guard stopped, 5 when the environment failed), 130 for Ctrl-C. docs/reliability.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import os
@@ -80,9 +81,26 @@ def _launched_by_torchrun() -> bool:
     return "RANK" in os.environ and importlib.import_module("kdlab.distributed").launched_by_torchrun()
 
 
+def _imported(name: str) -> Callable[[argparse.Namespace], int]:
+    """:func:`handler`, its first import made with the cyclic garbage collector paused, and everything it imported
+    frozen after (``gc.freeze``): torch's import creates a million-odd long-lived objects and little garbage, and
+    every full collection of the run (several, and one at the interpreter's exit) would walk them all again (about
+    1 s of a 1-epoch MNIST-1D run; docs/performance.md). Results do not depend on it."""
+    if name.split(":")[0] in sys.modules:
+        return handler(name)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return handler(name)
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def _run(args) -> int:
     try:
-        return handler(args.handler)(args)
+        return _imported(args.handler)(args)
     except KeyboardInterrupt:
         print("kdlab: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
