@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGXFSZ"):
         # past a file-size limit (ulimit -f) a write fails with EFBIG and a clear message instead of killing us
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    code = _run(args)
+    code = _run(_imported(args.handler), args)
     if _launched_by_torchrun():
         # Every file is written (atomically, fsynced) by now. Interpreter teardown with a gloo process group can
         # abort in gloo's threads ("terminate called without an active exception"), so end without any teardown.
@@ -98,9 +98,9 @@ def _imported(name: str) -> Callable[[argparse.Namespace], int]:
             gc.enable()
 
 
-def _run(args) -> int:
+def _run(command: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
-        return _imported(args.handler)(args)
+        return command(args)
     except KeyboardInterrupt:
         print("kdlab: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
