@@ -5,7 +5,7 @@ final.json's ``overhead`` records it, optionally interleaved with another checko
     python benchmarks/overhead.py --quick            # 1 round on 512 training samples (smoke run)
     python benchmarks/overhead.py --base OLD         # interleaved with the checkout OLD (its src/ on PYTHONPATH)
 
-Run time on 2 CPU cores: full ~2 min (~4 min with --base), --quick ~25 s.
+Run time on 2 CPU cores: full ~1 min (~2 min with --base), --quick ~30 s.
 
 Every measurement is a fresh process (``python -m kdlab ...`` with the checkout's ``src`` first on PYTHONPATH, the
 same interpreter and packages); the checkouts alternate in each round and the table gives medians of wall time and
