@@ -17,6 +17,7 @@ so it starts in milliseconds.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import json
 import os
@@ -152,6 +153,10 @@ def serve(path: str) -> None:
 
     import kdlab.cli
 
+    # and every command's handler module, which kdlab.cli imports only when its command runs
+    commands = next(a for a in kdlab.cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in commands.choices.values():
+        kdlab.cli.handler(command.get_default("handler"))
     del matplotlib.pyplot, torch, kdlab  # imported for the children; a child starts from here
 
     signal.signal(signal.SIGCHLD, _reap)

@@ -25,6 +25,7 @@ PRINTS = {
     "guard_margins": ("| run | epochs | step loss / first |", "| mnist1d/dkd | 3 |"),
     "integrity": ("| store | bytes / view | read ms / batch, unchecked |", "| top-10 | 44 |"),
     "losses": ("| loss | shape (N, C) | ms fwd+bwd |", "| cmkd_loss | (256, 1000) |"),
+    "overhead": ("| checkout | `kdlab --help` wall s |", "| start-up (interpreter, imports) | "),
     "replay": ("| step | ms / step | × CE step |", "| KD, stored outputs (top-10) |"),
     "step_time": ("| pair | batch | step | ms / step |", "| KD, cached teacher (lazy, warm) |"),
     "teacher_passes": ("| setting | process wall time (median) |", "| next seed (0 passes) |"),

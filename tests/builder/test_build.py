@@ -148,6 +148,39 @@ def test_cache_fill_auto_precomputes_when_the_run_draws_most_views(tmp_path, tea
     assert "precompute (this run would draw 91% of the views)" in capsys.readouterr().out
 
 
+def test_cache_fill_probe_runs_only_under_auto_and_is_bounded(tmp_path, teacher, capsys, monkeypatch):
+    """fill=lazy/precompute decide without timing the teacher; auto times at most 1% of the run's on-the-fly teacher
+    forwards (256 samples x 2 epochs: 5 inputs), and the probe changes no result."""
+    from kdlab.teachers.cache import CachedTeacher
+
+    probes = []
+    timed = CachedTeacher.seconds_per_view
+    monkeypatch.setattr(CachedTeacher, "seconds_per_view", lambda self, probe=256: probes.append(probe) or timed(
+        self, probe))
+    finals = {}
+    for fill in ("lazy", "precompute", "auto"):
+        cfg = builder.load_config("mnist1d/dkd", [*RUN, f"teacher.checkpoint={teacher}", f"teacher.cache.fill={fill}",
+                                                f"out_dir={tmp_path / fill}"])
+        finals[fill] = builder.distil(cfg)
+        out = capsys.readouterr().out
+        assert ("ms each" in out) == (fill == "auto"), out
+        if fill != "auto":
+            assert f"teacher.cache.fill={fill})" in out
+    assert probes == [5]
+    assert finals["lazy"]["fidelity"] == finals["auto"]["fidelity"]
+
+
+def test_final_json_records_the_runs_overhead(tmp_path, teacher):
+    assert main(["train", "mnist1d/dkd", *RUN, f"teacher.checkpoint={teacher}", f"out_dir={tmp_path}"]) == 0
+    final = json.loads((tmp_path / "final.json").read_text())
+    overhead = final["overhead"]
+    assert list(overhead) == ["startup_s", "data_s", "teacher_s", "epochs_s", "loop_other_s", "report_s"]
+    assert all(v >= 0 for v in overhead.values()), overhead
+    epochs = sum(json.loads(line)["epoch_time_s"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines())
+    assert overhead["epochs_s"] == pytest.approx(epochs, abs=1e-3)
+    assert overhead["epochs_s"] + overhead["loop_other_s"] == pytest.approx(final["wall_time_s"], abs=1e-3)
+
+
 def test_student_checkpoint_is_a_warm_start(tmp_path, teacher, monkeypatch, capsys):
     """Failed before: student.checkpoint validated and was ignored (a random student). Now the student starts from
     the file's weights exactly, the file is part of the run's identity, and a file of another architecture is a

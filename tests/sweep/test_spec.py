@@ -2,7 +2,6 @@
 a cell directory's state; the exit codes a failing cell records are the CLI's."""
 
 import json
-import types
 from pathlib import Path
 
 import pytest
@@ -121,9 +120,9 @@ def test_cell_state_new_interrupted_finished_changed(tmp_path):
 # exit codes
 # ----------------------------------------------------------------------------------------------------------------
 def _raising(exc):
-    def func(args):
+    def command(args):
         raise exc
-    return types.SimpleNamespace(func=func)
+    return command
 
 
 def test_a_failing_cell_records_the_exit_code_kdlab_train_gives(capsys):
@@ -135,8 +134,8 @@ def test_a_failing_cell_records_the_exit_code_kdlab_train_gives(capsys):
     assert exit_code is failures.exit_code
     for exc, code in ((ConfigError("bad key"), 2), (FileNotFoundError("no file"), 2), (ValueError("bad value"), 2),
                       (NonFiniteLossError("nan"), 3)):
-        assert cli._run(_raising(exc)) == exit_code(exc) == code
+        assert cli._run(_raising(exc), None) == exit_code(exc) == code
         assert capsys.readouterr().err.count("\n") == 1  # one line
     assert exit_code(RuntimeError("a bug")) == 1
     with pytest.raises(RuntimeError):  # an unexpected error keeps its traceback
-        cli._run(_raising(RuntimeError("a bug")))
+        cli._run(_raising(RuntimeError("a bug")), None)

@@ -20,7 +20,7 @@ from torch import nn
 from kdlab.builder.inputs import (arch_of, check_classes, config_loaders, create_model, create_student, load_data,
                                 load_teacher_module, load_warm_start, pretrained_start, process_group, setup)
 from kdlab.builder.plan import RunPlan, plan
-from kdlab.builder.run import Outcome, RunParts, card_of, finished, train_and_report
+from kdlab.builder.run import Outcome, RunParts, Started, card_of, finished, train_and_report
 from kdlab.builder.teacher import choose_store
 from kdlab.config import RunConfig
 from kdlab.data import BatchLoader, ViewAugmentation, as_tensors
@@ -54,6 +54,7 @@ def train_teacher(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]
     holds it under ``"teacher"``. A finished run is left as it is (its ``final.json`` is returned)."""
     if cfg.method.name != "ce":
         raise ValueError(f"`kdlab teacher` trains with CE only; the config says method {cfg.method.name!r}")
+    started = Started()
     with process_group(leave_group):
         out_dir = Path(cfg.out_dir)
         device, dp = setup(cfg)
@@ -67,7 +68,8 @@ def train_teacher(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]
         net = create_model(cfg.teacher.arch, splits.num_classes, cfg.seed, device, probe, "teacher")
         pretrained_start(net, cfg.teacher.pretrained, cfg.teacher.arch, "teacher")
         parts = RunParts(p, out_dir, device, dp, train, test, probe, net, arch_of(cfg.teacher.arch), None,
-                         card=card_of(splits, arch_of(cfg.teacher.arch), "teacher", cfg.data.name, method="ce"))
+                         card=card_of(splits, arch_of(cfg.teacher.arch), "teacher", cfg.data.name, method="ce"),
+                         started=started)
         return train_and_report(parts, "teacher")[1]
 
 
@@ -81,6 +83,7 @@ def _published_name(ref: str) -> bool:
 def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
     """Distil ``cfg.student.arch`` from ``cfg.teacher`` by ``cfg.method``; resumes in ``cfg.out_dir``. A finished
     run is left as it is (its ``final.json`` is returned)."""
+    started = Started()
     with process_group(leave_group):
         device, dp = setup(cfg)
         try:
@@ -115,7 +118,7 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
         student = create_student(cfg.student, nc, cfg.seed, device, probe, warm, teacher_module, train)
         policy = build_policy(cfg.distill_data, splits, device) if cfg.distill_data.policy != "none" else None
         parts = RunParts(p, out_dir, device, dp, train, test, probe, student, arch_of(cfg.student.arch), teacher_module,
-                         policy, reuse_teacher_logits=True, store=store,
+                         policy, reuse_teacher_logits=True, store=store, started=started,
                          card=card_of(splits, arch_of(cfg.student.arch), "student", cfg.data.name,
                                       arch_of(cfg.teacher.arch), cfg.method.name))
         return train_and_report(parts, "student", arch_of(cfg.teacher.arch))[1]
@@ -134,6 +137,7 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     The run's identity covers every hyperparameter, the data (hashes of the tensors), the augmentation, the
     student's structure and the teacher's weights, so a rerun on ``out_dir`` with any of them changed is refused.
     """
+    started = Started()
     device = resolve_device(cfg.run.device)
     if out_dir is not None:
         check_writable(out_dir)
@@ -178,7 +182,7 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     card = model_card(arch=None, num_classes=num_classes, classes=None, input_shape=probe.shape[1:], role="student",
                       preprocessing={"input": "tensor", "scale": 1.0, "mean": None, "std": None}, data="kdlab.fit")
     parts = RunParts(p, out_dir, device, DevicePath(device.type), train_loader, eval_loader, probe, student, None,
-                     teacher_module, card=card)
+                     teacher_module, card=card, started=started)
     outcome, final = train_and_report(parts, "student")
     report_on = eval_xy if eval_xy is not None else (x, y) if x is not None else as_tensors(train)
     return outcome, final, report_on

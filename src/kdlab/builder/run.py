@@ -6,7 +6,8 @@ loop → ``final.json``. One place for every entry point (:mod:`kdlab.builder.en
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +20,7 @@ from kdlab.builder.plan import RunPlan
 from kdlab.builder.teacher import eval_logits, serve
 from kdlab.data import Loader
 from kdlab.engine.checkpoint import check_same_run, read_training_info
-from kdlab.engine.environment import environment
+from kdlab.engine.environment import environment, process_age
 from kdlab.engine.loop import LoopResult, LoopSettings, logits_report, train_loop
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.run_dir import RunDirLock
@@ -31,7 +32,15 @@ from kdlab.models.weights import weights_metadata
 from kdlab.plots import training_curves
 from kdlab.teachers.stored import StoreChoice
 
-__all__ = ["Outcome", "RunParts", "card_of", "finished", "train_and_report"]
+__all__ = ["Outcome", "RunParts", "Started", "card_of", "finished", "train_and_report"]
+
+
+@dataclass(frozen=True)
+class Started:
+    """When an entry point began: the start of ``overhead`` in ``final.json`` (created first thing by the entry)."""
+
+    at: float = field(default_factory=time.perf_counter)
+    startup_s: float | None = field(default_factory=process_age)  # interpreter and imports, before the entry
 
 
 @dataclass
@@ -52,6 +61,7 @@ class RunParts:
     reuse_teacher_logits: bool = False  # store/reuse the teacher's test logits across runs (config runs only)
     store: StoreChoice | None = None  # streamed data: the teacher-output store replayed, or why the teacher runs live
     card: dict[str, Any] | None = None  # the trained network described (kdlab.models.card): model.json, final.json
+    started: Started | None = None  # the entry point's start (final.json's overhead); None: not recorded
 
 
 @dataclass
@@ -59,6 +69,8 @@ class Outcome:
     method: Method
     result: LoopResult
     teacher: dict[str, Any] | None  # acc/nll/ece of the teacher on the test set (from its logits, computed once)
+    teacher_s: float = 0.0  # serving the teacher's outputs: the cache (its estimate or fill), the test-set logits
+    loop_started: float = 0.0  # time.perf_counter() when the engine's loop began
 
 
 def card_of(splits, arch: str | None, role: str, data: str, teacher_arch: str | None = None,
@@ -84,8 +96,10 @@ def finished(out_dir: Path | None, plan: RunPlan) -> dict | None:
 def _train(parts: RunParts) -> Outcome:
     plan, out_dir, dp = parts.plan, parts.out_dir, parts.device_path
     cfg, nc = plan.cfg, plan.facts.num_classes
+    t0 = time.perf_counter()
     teacher = serve(plan, parts.teacher_module, parts.store, parts.train, out_dir, dp,
                     policy=parts.batch_transform is not None)
+    teacher_s = time.perf_counter() - t0
     method = plan.build_method(parts.student, teacher, nc).to(parts.device)
     method.setup_data(parts.train)  # the training set's size and labels (CRD's memory bank)
     method.setup(parts.probe)  # before the optimizer: trainable extras sized from real features
@@ -99,7 +113,9 @@ def _train(parts: RunParts) -> Outcome:
     teacher_logits, reused = None, False
     if teacher is not None and parts.test is not None:
         digest = plan.digests.get("teacher.weights_sha256") if parts.reuse_teacher_logits else None
+        t0 = time.perf_counter()
         teacher_logits, reused = eval_logits(teacher, parts.test, digest)
+        teacher_s += time.perf_counter() - t0
     o = cfg.optim
     settings = LoopSettings(
         epochs=o.epochs, lr=o.lr, optimizer=o.optimizer, momentum=o.momentum, dot_delta=o.dot_delta,
@@ -110,11 +126,29 @@ def _train(parts: RunParts) -> Outcome:
         identity=plan.identity, weights_metadata=weights_metadata(parts.arch, nc, card=parts.card), device_path=dp,
         grad_clip=o.grad_clip, on_divergence=cfg.run.on_divergence, sync_bn=cfg.run.sync_bn,
     )
+    loop_started = time.perf_counter()
     result = train_loop(method, parts.train, parts.test, nc, settings, teacher_logits, parts.batch_transform)
     report = None
     if teacher_logits is not None:
         report = {**logits_report(teacher_logits, parts.test, nc), "eval_logits": "reused" if reused else "computed"}
-    return Outcome(method, result, report)
+    return Outcome(method, result, report, teacher_s, loop_started)
+
+
+def _overhead(parts: RunParts, outcome: Outcome) -> dict[str, float | None] | None:
+    """Where this process's time went, in wall seconds, up to final.json (curves.png is drawn after it):
+    ``startup_s`` (interpreter and imports), ``data_s`` (the entry point up to the loop: data, loaders, networks,
+    the method, less the teacher's part), ``teacher_s`` (the teacher's outputs: the logit cache and its estimate
+    or fill, the test-set logits), ``epochs_s`` (the epochs trained here, their evaluations included),
+    ``loop_other_s`` (the loop outside its epochs: the optimizer, metrics log and checkpoints, the saved model),
+    ``report_s`` (the teacher's report and the environment record)."""
+    if parts.started is None:
+        return None
+    r = outcome.result
+    epochs = sum(h["epoch_time_s"] for h in r.history if r.resumed_from is None or h["epoch"] >= r.resumed_from)
+    return {"startup_s": parts.started.startup_s,
+            "data_s": outcome.loop_started - parts.started.at - outcome.teacher_s,
+            "teacher_s": outcome.teacher_s, "epochs_s": epochs, "loop_other_s": r.wall_time_s - epochs,
+            "report_s": time.perf_counter() - outcome.loop_started - r.wall_time_s}
 
 
 def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: Arch | None = None) -> dict[str, Any]:
@@ -144,6 +178,9 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: Arch | No
                             "nll": t["nll"], "ece": t["ece"], "eval_logits": t["eval_logits"]}
     if parts.store is not None:
         final["teacher_outputs"] = parts.store.record
+    overhead = _overhead(parts, outcome)
+    if overhead is not None:
+        final["overhead"] = {k: None if v is None else round(v, 4) for k, v in overhead.items()}
     finished_before = r.resumed_from is not None and r.resumed_from > plan.cfg.optim.epochs
     if parts.out_dir is not None and dist.is_main() and not finished_before:
         atomic_write_text(parts.out_dir / "final.json", json.dumps(final, indent=2))

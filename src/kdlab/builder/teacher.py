@@ -102,19 +102,23 @@ def expected_view_fraction(num_views: int, epochs: int) -> float:
 def _precompute(cached: CachedTeacher, fill: str, epochs: int, shared: bool) -> bool:
     """Fill up front or on the fly (``teacher.cache.fill``); ``auto`` precomputes when the run would draw at least
     half of the views anyway (filling them in large chunks early costs less than in bits of every batch later) or
-    when the file is shared with other runs. Prints the estimate it decided on (one line, rank 0)."""
-    if fill != "auto":
-        decision, why = fill == "precompute", f"teacher.cache.fill={fill}"
-    else:
-        frac = expected_view_fraction(cached.num_views, epochs)
-        decision = frac >= 0.5 or shared
-        why = (f"this run would draw {100 * frac:.0f}% of the views" + (" and the file is shared" if shared else ""))
+    when the file is shared with other runs. Prints what it decided (one line, rank 0); under ``auto`` with the time
+    a full fill would take, timed on a probe of at most 1% of the teacher forwards the run makes on the fly (one
+    view per sample per epoch), never more than 256 inputs."""
+    views = cached.num_samples * cached.num_views
+    size = (f"teacher cache: {cached.num_samples} samples x {cached.num_views} views x {cached.num_classes} classes "
+            f"({cached.dtype_name}, {cached.size_bytes / 2**20:.1f} MiB)")
+    if fill != "auto":  # decided by the config: nothing to estimate, so no teacher forwards spent on it
+        decision = fill == "precompute"
+        if dist.is_main():
+            print(f"{size}: {'precompute' if decision else 'fill on the fly'} (teacher.cache.fill={fill})", flush=True)
+        return decision
+    frac = expected_view_fraction(cached.num_views, epochs)
+    decision = frac >= 0.5 or shared
+    why = f"this run would draw {100 * frac:.0f}% of the views" + (" and the file is shared" if shared else "")
     if dist.is_main():
-        views = cached.num_samples * cached.num_views
-        per_view = cached.seconds_per_view()
-        print(f"teacher cache: {cached.num_samples} samples x {cached.num_views} views x {cached.num_classes} classes "
-              f"({cached.dtype_name}, {cached.size_bytes / 2**20:.1f} MiB); filling every view takes ~"
-              f"{_duration(views * per_view)} ({1e3 * per_view:.2f} ms each): "
+        per_view = cached.seconds_per_view(probe=max(1, min(256, cached.num_samples * epochs // 100)))
+        print(f"{size}; filling every view takes ~{_duration(views * per_view)} ({1e3 * per_view:.2f} ms each): "
               f"{'precompute' if decision else 'fill on the fly'} ({why})", flush=True)
     return decision
 

@@ -9,11 +9,11 @@ from kdlab import builder
 from kdlab._checks import SettingError
 from kdlab._io import CheckpointError, atomic_write_text
 from kdlab.config import TeacherConfig
-from kdlab.data import DATASETS, load_dataset
+from kdlab.data import load_dataset
 from kdlab.data.image_index import STREAMED
 from kdlab.engine.device import resolve_device
 from kdlab.eval.fidelity import evaluate_accuracy, fidelity_report
-from kdlab.fidelity.sources import SOURCES, evaluate_sources, fidelity_with_control
+from kdlab.fidelity.sources import evaluate_sources, fidelity_with_control
 from kdlab.models import load_model
 from kdlab.models.card import read_card
 from kdlab.models.weights import ArchMismatchError
@@ -158,49 +158,3 @@ def _fidelity(args) -> int:
     if args.json:
         print(f"wrote {args.json}")
     return 0
-
-
-def register(sub) -> None:
-    e = sub.add_parser("eval", help="accuracy and teacher–student fidelity of a run or of checkpoints on a test set")
-    e.add_argument("run", nargs="?", default=None,
-                   help="a run directory: its config.yaml gives the data and the teacher, model.safetensors the model")
-    e.add_argument("--student", default=None,
-                   help="student weights (default: RUN/model.safetensors); a run's file reads its run's config.yaml")
-    e.add_argument("--teacher", action="append",
-                   help="teacher weights (repeat for an ensemble; default: a student run's teacher.checkpoint)")
-    e.add_argument("--arch", default=None,
-                   help="zoo architecture of the student, for weights that do not record it (e.g. from kdlab.fit)")
-    e.add_argument("--teacher-arch", default=None,
-                   help="zoo architecture of the teacher, for weights that do not record it (torchvision's .pth)")
-    e.add_argument("--data", default=None, choices=list(DATASETS),
-                   help="data set whose test split is used, for weight files outside a run (default mnist1d)")
-    e.add_argument("--root", default=None, help="dataset directory (default $KDLAB_DATA or ~/.cache/kdlab)")
-    e.add_argument("--image-size", type=int, default=224, help="crop side for imagenet/imagefolder (the training "
-                                                                 "run's data.image_size)")
-    e.add_argument("--temperature", type=float, default=None, help="also report KL at this temperature")
-    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
-    e.add_argument("--json", default=None, metavar="PATH",
-                   help="also write the full report as JSON to PATH ('-': print only the JSON, to stdout)")
-    e.set_defaults(func=_eval)
-
-    f = sub.add_parser("fidelity", help="fidelity report of checkpoints on named sources, with an optional "
-                                        "independent-student control")
-    f.add_argument("--student", help="student model.safetensors (default: --run DIR/model.safetensors)")
-    f.add_argument("--teacher", action="append", help="teacher model.safetensors (repeat for an ensemble)")
-    f.add_argument("--control", help="a student distilled the same way from an independent teacher")
-    f.add_argument("--run", help="training out_dir: its config.yaml gives data, distill_data, teacher and τ; "
-                                 "needed for the distill_stream source")
-    f.add_argument("--sources", default="test,train_clean,train_aug",
-                   help=f"comma-separated subset of {','.join(SOURCES)}")
-    f.add_argument("--data", default="mnist1d", choices=list(DATASETS), help="dataset (without --run)")
-    f.add_argument("--root", default=None, help="dataset directory (without --run)")
-    f.add_argument("--image-size", type=int, default=224, help="crop side for imagenet/imagefolder (without --run)")
-    f.add_argument("--temperature", type=float, default=None,
-                   help="also report KL at this (training) temperature; default: the run's method temperature")
-    f.add_argument("--ensemble-rule", choices=["prob", "tempered_prob", "logit"], default=None,
-                   help="how several teachers are combined (default: the run's teacher.ensemble_rule, else prob)")
-    f.add_argument("--batch-size", type=int, default=512, help="evaluation batch size (default 512)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the train_aug pass")
-    f.add_argument("--cka", action="store_true", help="add linear CKA of pooled features (test, train_clean)")
-    f.add_argument("--json", default=None, help="write the report to this JSON file")
-    f.set_defaults(func=_fidelity)

@@ -13,7 +13,7 @@ from kdlab._io import CheckpointError
 from kdlab.config import read_yaml
 from kdlab.models import load_model
 from kdlab.models.card import CARD_FILE, read_card
-from kdlab.models.export import FORMATS, SUFFIX, export_model, max_logit_difference
+from kdlab.models.export import SUFFIX, export_model, max_logit_difference
 
 CHECK_IMAGES = 8  # evaluation samples the exported logits are compared on
 
@@ -85,15 +85,3 @@ def _export(args) -> int:
     print(f"wrote {out} ({args.format}: input float32 [N, {', '.join(map(str, shape))}] normalised as in training, "
           f"output logits [N, C]{carried}); {check}")
     return 0
-
-
-def register(sub) -> None:
-    e = sub.add_parser("export", help="write a run's network as TorchScript or ONNX (runs without kdlab)")
-    e.add_argument("run", help="a run directory (its model.safetensors and model.json) or a kdlab weights file")
-    e.add_argument("--format", choices=FORMATS, default="torchscript",
-                   help="torchscript (PyTorch only) or onnx (needs pip install \"kdlab[onnx]\"); default torchscript")
-    e.add_argument("--out", default=None, help="output file (default: model.pt / model.onnx beside the weights)")
-    e.add_argument("--arch", default=None, help="zoo architecture, for weights that do not record it")
-    e.add_argument("--input-shape", default=None,
-                   help="shape of one input sample, e.g. 3,32,32 (default: the run's model.json)")
-    e.set_defaults(func=_export)

@@ -58,12 +58,3 @@ def _predict(args) -> int:
         print(f"{r['image']}: " + ", ".join(f"{t['class']} {100 * t['prob']:.1f}%" for t in r["top"]))
     return 0
 
-
-def register(sub) -> None:
-    p = sub.add_parser("predict", help="top classes of image files, by name and probability (a run's model.json)")
-    p.add_argument("run", help="a run directory (its model.safetensors and model.json) or a weights file of a run")
-    p.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
-    p.add_argument("--top", type=int, default=3, help="how many classes to print per image (default 3)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=_predict)

@@ -91,39 +91,3 @@ def _table(args) -> int:
         print(f"kdlab: the table is partial: {len(missing)} cell(s) of the sweep have no final.json (not run, "
               f"interrupted or failed): {names}; rerun the same `kdlab sweep` to finish them", file=sys.stderr)
     return 0
-
-
-def register(sub) -> None:
-    s = sub.add_parser("sweep", help="run recipes x seeds as ordinary runs, locally (--jobs) or on SLURM; rerun to "
-                                     "resume")
-    s.add_argument("spec", nargs="?", help="sweep spec YAML (recipes, seeds, overrides, teachers, out, slurm)")
-    s.add_argument("--recipes", nargs="+", help="recipe names, files or patterns (e.g. 'cifar100/*/kd')")
-    s.add_argument("--seeds", help="number of seeds (3 → 0,1,2) or a list (0,3,4)")
-    s.add_argument("--set", dest="overrides", nargs="+", metavar="KEY=VALUE", help="overrides for every cell")
-    s.add_argument("--teachers", choices=("auto", "train", "given"), help="train the recipes' teachers as cells, "
-                   "use the given checkpoints, or auto (given where the file exists)")
-    s.add_argument("--out", help="sweep directory (cells in OUT/<recipe>/seed<k>; default runs/sweeps/<spec>)")
-    s.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
-                   help="where cells run: worker processes here (default), SLURM array jobs through submitit, or "
-                        "submitit's local executor (the SLURM job code as local processes)")
-    s.add_argument("--jobs", type=int, help="local: cells at once (default: one per visible GPU, else 1)")
-    s.add_argument("--threads", type=int, help="CPU threads per cell (default: the cores divided by --jobs)")
-    s.add_argument("--procs-per-cell", type=int, help="processes (GPUs) per cell; > 1 runs each under torchrun")
-    s.add_argument("--partition", help="slurm: partition")
-    s.add_argument("--gpus-per-cell", type=int, help="slurm: GPUs per cell (default: --procs-per-cell)")
-    s.add_argument("--cpus-per-cell", type=int, help="slurm: CPUs per cell (default 8)")
-    s.add_argument("--time", type=int, help="slurm: time limit per job in minutes (requeued and resumed after)")
-    s.add_argument("--array-parallelism", type=int, help="slurm: cells running at once (default 64)")
-    s.add_argument("--no-wait", action="store_true", help="slurm: submit and return; rerun the sweep to collect")
-    s.add_argument("--dry-run", action="store_true", help="list the cells and their state; run nothing")
-    s.add_argument("--no-table", action="store_true", help="do not print the table at the end")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar over cells")
-    s.set_defaults(func=_sweep)
-
-    t = sub.add_parser("table", help="paper-style table of runs (mean ± std over seeds) beside the published numbers")
-    t.add_argument("runs", nargs="+", help="run directories, or directories holding runs (a sweep, demo_out)")
-    t.add_argument("--format", action="append", default=[], metavar="md,csv,png",
-                   help="what to write (default md); png needs --out")
-    t.add_argument("--out", help="write OUT.md / OUT.csv / OUT.png instead of printing")
-    t.add_argument("--published", help="published numbers (default: the shipped configs/published.yaml)")
-    t.set_defaults(func=_table)

@@ -18,9 +18,6 @@ from kdlab.models.features import classifier_of
 from kdlab.models.registry import canonical
 from kdlab.teachers import published
 
-COMMAND = "teacher import"
-FETCH = "teacher fetch"
-
 
 def _import(args) -> int:
     out = Path(args.out)
@@ -60,23 +57,3 @@ def _fetch(args) -> int:
               f"{count_parameters(model):,} parameters")
     return 0
 
-
-def register(sub) -> None:
-    f = sub.add_parser(FETCH, help="download and convert a published teacher once (repdistiller:<arch>, "
-                                   "torchvision:<arch>[.<weights>]); teacher.checkpoint=NAME then uses it")
-    f.add_argument("names", nargs="*", metavar="NAME", help="e.g. repdistiller:resnet32x4, torchvision:resnet34")
-    f.add_argument("--list", action="store_true", help="list the published teachers, their files and checksums")
-    f.add_argument("--url", default=None,
-                   help="take the published file from here instead: a mirror's URL or a copy's path; or set "
-                        f"${published.MIRROR_ENV} to a base URL or folder that has the files")
-    f.add_argument("--root", default=None, help="data directory (default $KDLAB_DATA or ~/.cache/kdlab); the "
-                                                "teachers go to ROOT/teachers/")
-    f.set_defaults(func=_fetch)
-    p = sub.add_parser(COMMAND, help="convert published teacher weights (torchvision .pth, RepDistiller's "
-                                     "ckpt_epoch_240.pth, safetensors) into a kdlab model.safetensors")
-    p.add_argument("file", help="the weights: .pth/.pt/.tar (read with torch.load(weights_only=True)) or .safetensors")
-    p.add_argument("--arch", required=True, help="kdlab model name, e.g. resnet32x4 or resnet34")
-    p.add_argument("--out", required=True, help="the kdlab weights file to write (.safetensors, must not exist)")
-    p.add_argument("--num-classes", type=int, default=None,
-                   help="expected class count (default: read off the file's classifier)")
-    p.set_defaults(func=_import)

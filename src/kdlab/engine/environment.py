@@ -56,6 +56,18 @@ def environment(device: str | torch.device = "cpu", seed: int | None = None) -> 
     return env
 
 
+def process_age() -> float | None:
+    """Wall seconds since this process started (from ``/proc``: Linux only, to 1/100 s; None elsewhere)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            started_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime (after "pid (comm)")
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def describe_machine() -> str:
     """One line for benchmark tables."""
     return (f"{_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
