@@ -6,7 +6,8 @@ mdistiller's implementation of the same method.
     python benchmarks/feature_step.py --mdistiller PATH        # also mdistiller's step (PATH: a checkout of it)
     python benchmarks/feature_step.py --device cuda            # on a GPU
 
-Run time on 2 CPU cores: full ~6 min, --quick ~60 s.
+Run time on 2 CPU cores: full ~20+ min, --quick ~80 s.
+The full setting was stopped after 20 minutes on one CPU thread (a GPU is advised for it).
 
 A step is what the engine does per batch: ``method(batch, epoch)``, the backward, ``optimizer.step()`` (SGD with
 momentum 0.9; ``kd + dot`` is KD stepped by the DOT optimiser, its two backward passes included). Every method is

@@ -73,6 +73,11 @@ def training_curves(history: list[dict[str, Any]], path: str | Path, title: str 
 # ---------------------------------------------------------------------------------------------------------------
 # kdlab demo
 # ---------------------------------------------------------------------------------------------------------------
+# matplotlib's "tab20" palette (pairs of a dark and a light shade): more methods than tab10's ten colours
+_TAB20 = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd", "#c5b0d5",
+          "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5")
+
+
 def accuracy_vs_agreement(panels: list[tuple[str, dict[str, dict[str, Any]], set[str]]], path: str | Path,
                           dpi: int = 120) -> None:
     """Student test accuracy vs teacher agreement, one marker per method with its spread over seeds: one panel per
@@ -89,7 +94,8 @@ def accuracy_vs_agreement(panels: list[tuple[str, dict[str, dict[str, Any]], set
                 continue
             # a legend instead of labels on the points: the methods sit close together
             ax.errorbar(r["acc_mean"], r["agreement_mean"], xerr=r["acc_std"], yerr=r["agreement_std"],
-                        fmt=markers[i % len(markers)], capsize=3, label=name, mfc="none" if name in hollow else None)
+                        fmt=markers[i % len(markers)], capsize=3, label=name, mfc="none" if name in hollow else None,
+                        color=_TAB20[(2 * i) % 20 + (2 * i) // 20 % 2])  # 20 distinct colours: dark shades first
         ax.legend(fontsize=8, loc="lower right", ncol=2)
         ax.set_xlabel("student test accuracy (%)")
         ax.set_ylabel("teacher–student test agreement (%)")
