@@ -23,12 +23,13 @@ def test_cosines_per_group_equal_the_gradients_written_out():
     conflict.measure(losses)
     conflict.measure(losses)  # two equal steps: the mean is the step's cosine
     out = conflict.epoch_summary()
-    assert out["steps"] == 2 and set(out) == {"steps", "ce_vs_kd"}  # a constant term has no gradient: no pair
+    assert out["steps"] == 2 and set(out["cosine"]) == {"ce_vs_kd"}  # a constant term has no gradient: no pair
     for name, params in groups.items():
         ga = torch.cat([g.flatten() for g in torch.autograd.grad(losses["ce"], params, retain_graph=True)])
         gb = torch.cat([g.flatten() for g in torch.autograd.grad(losses["kd"], params, retain_graph=True)])
-        assert out["ce_vs_kd"][name] == pytest.approx(torch.nn.functional.cosine_similarity(ga, gb, dim=0).item(),
-                                                      rel=1e-5)
+        cos = torch.nn.functional.cosine_similarity(ga, gb, dim=0).item()
+        assert out["cosine"]["ce_vs_kd"][name] == pytest.approx(cos, rel=1e-5)
+        assert out["negative"]["ce_vs_kd"][name] == (1.0 if cos < 0 else 0.0)
     assert backbone.weight.grad is None and head.weight.grad is None  # measuring writes no gradient
     assert conflict.epoch_summary() is None  # reset after the summary
 
@@ -40,7 +41,9 @@ def test_a_group_one_term_does_not_reach_is_none_and_steps_are_chosen_by_index()
     assert [s for s in range(8) if conflict.due(s)] == [0, 3, 6]
     conflict.measure({"ce": a(x).sum(), "aux": (a(x) + b(x)).square().sum()})
     out = conflict.epoch_summary()
-    assert out["aux_vs_ce"]["extras"] is None and out["aux_vs_ce"]["classifier"] is not None
+    assert out["cosine"]["aux_vs_ce"]["extras"] is None and out["cosine"]["aux_vs_ce"]["classifier"] is not None
+    # a(x)·(a(x)+b(x)) summed: the classifier's two gradients point the same way when a and b agree in sign
+    assert out["negative"]["aux_vs_ce"]["extras"] is None
     assert GradConflict({}, every=0).due(0) is False
 
 
@@ -86,10 +89,11 @@ def test_a_run_measuring_conflicts_trains_bit_identically(tmp_path, random_teach
     epoch = conflict["epochs"][0]
     assert epoch["steps"] == 4  # 256 samples, batch 64
     pair = "bkl_vs_ce" if "single" in recipe else "bkln_vs_ce"
-    groups = {k for k, v in epoch[pair].items() if v is not None}
+    groups = {k for k, v in epoch["cosine"][pair].items() if v is not None}
     # single head: both terms reach the classifier; DHKD: CE the student's head, BinaryKL the auxiliary one
     assert groups == ({"classifier", "backbone"} if "single" in recipe else {"backbone"})
-    assert all(-1.0 <= v <= 1.0 for v in epoch[pair].values() if v is not None)
+    assert all(-1.0 <= v <= 1.0 for v in epoch["cosine"][pair].values() if v is not None)
+    assert all(0.0 <= v <= 1.0 for v in epoch["negative"][pair].values() if v is not None)
 
 
 def test_the_option_does_not_change_the_run_identity(random_teacher):

@@ -8,8 +8,9 @@ own trainable parts, e.g. DHKD's second head), the cosine
 
     cos_G(a, b) = ⟨g_a, g_b⟩ / (‖g_a‖ ‖g_b‖),   g_a = ∇_G L_a  (all of G's parameters as one vector),
 
-and reports per epoch its mean over the measured steps (``None`` for a pair that never reaches G with both terms).
-A step where one term's gradient on G is zero is left out of G's mean for that pair (the cosine is undefined).
+and reports per epoch its mean over the measured steps and the share of those steps where it is negative (the terms
+conflict: a step along one term's gradient increases the other's loss); ``None`` for a pair that never reaches G with
+both terms. A step where one term's gradient on G is zero is left out for that pair (the cosine is undefined).
 
 The gradients come from ``torch.autograd.grad(..., retain_graph=True)`` before the step's own backward, which writes
 no ``.grad``, changes no state and draws no random number: the training step is bit-identical with the option on
@@ -36,7 +37,7 @@ class GradConflict:
         self.groups = {name: [p for p in params if p.requires_grad] for name, params in groups.items()}
         self.groups = {name: params for name, params in self.groups.items() if params}
         self._params = [p for params in self.groups.values() for p in params]
-        self._sums: dict[str, Tensor] = {}  # pair -> [2, groups]: Σ cosine, number of steps measured
+        self._sums: dict[str, Tensor] = {}  # pair -> [3, groups]: Σ cosine, steps measured, steps with cosine < 0
         self._steps = 0
 
     def due(self, step: int) -> bool:
@@ -70,17 +71,19 @@ class GradConflict:
             valid = denom > 0
             cos = torch.where(valid, gram[:, i, j] / denom.clamp_min(torch.finfo(denom.dtype).tiny), 0.0)
             pair = f"{names[i]}_vs_{names[j]}"
-            add = torch.stack([cos, valid.double()])
+            add = torch.stack([cos, valid.double(), (valid & (cos < 0)).double()])
             self._sums[pair] = self._sums[pair] + add if pair in self._sums else add
 
     def epoch_summary(self) -> dict[str, Any] | None:
-        """``{"steps": n, "PAIR": {group: mean cosine or None}}`` over the epoch's measured steps (one host transfer),
-        then reset; None when no step was measured."""
+        """``{"steps": n, "cosine": {PAIR: {group: mean cosine}}, "negative": {PAIR: {group: share of the steps with a
+        negative cosine}}}`` over the epoch's measured steps (None where undefined; one host transfer), then reset;
+        None when no step was measured. PAIR is ``"a_vs_b"`` (the terms' names in sorted order)."""
         if self._steps == 0:
             return None
-        out: dict[str, Any] = {"steps": self._steps}
+        out: dict[str, Any] = {"steps": self._steps, "cosine": {}, "negative": {}}
         for pair in sorted(self._sums):
-            total, count = self._sums[pair].cpu().tolist()
-            out[pair] = {g: (t / c if c else None) for g, t, c in zip(self.groups, total, count)}
+            total, count, negative = self._sums[pair].cpu().tolist()
+            out["cosine"][pair] = {g: (t / c if c else None) for g, t, c in zip(self.groups, total, count)}
+            out["negative"][pair] = {g: (k / c if c else None) for g, k, c in zip(self.groups, negative, count)}
         self._sums, self._steps = {}, 0
         return out
