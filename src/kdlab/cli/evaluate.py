@@ -176,8 +176,8 @@ def _print_bins(source: str, bins: dict) -> None:
     pct = lambda v: "     -" if v is None else f"{v:6.2f}"  # noqa: E731
     for key, b in bins.items():
         print(f"{source} by teacher {key} ({len(b['count'])} equal-count bins; accuracy, agreement in %):")
-        print("  bin  range               n  student  teacher   agree       KL")
+        print("  bin  range                   n  student  teacher   agree       KL")
         for i, n in enumerate(b["count"]):
             kl = "       -" if b["kl"][i] is None else f"{b['kl'][i]:8.4f}"
-            print(f"  {i + 1:3d}  {b['edges'][i]:.3f}–{b['edges'][i + 1]:.3f}  {n:6d}   {pct(b['student_acc'][i])}"
+            print(f"  {i + 1:3d}  {b['edges'][i]:.5f}–{b['edges'][i + 1]:.5f}  {n:6d}   {pct(b['student_acc'][i])}"
                   f"   {pct(b['teacher_acc'][i])}  {pct(b['agreement'][i])} {kl}")

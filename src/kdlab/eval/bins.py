@@ -30,7 +30,7 @@ from torch import Tensor
 
 from kdlab import distributed as dist
 from kdlab._checks import check_int
-from kdlab.eval.metrics import _agree_rows, _check_labels, _check_pair, kl_per_example
+from kdlab.eval.metrics import _agree_rows, _check_labels, _check_pair, _sum_dtype, kl_per_example
 
 __all__ = ["KEYS", "BinCollector", "bin_rows", "fidelity_bins", "quantile_edges", "summarize_bins"]
 
@@ -41,7 +41,7 @@ _LABELLED, _T_CORRECT, _S_CORRECT, _AGREE, _KL = range(2, 7)
 
 
 def bin_rows(*, teacher_logits: Tensor, student_logits: Tensor, labels: Tensor | None = None) -> Tensor:
-    """Per-sample rows ``[N, 7]`` in float64: teacher confidence, teacher entropy, labelled (0/1), teacher correct,
+    """Per-sample rows ``[N, 7]`` in float64 (float32 on Apple MPS, which has no float64): teacher confidence, teacher entropy, labelled (0/1), teacher correct,
     student correct, top-1 agreement, KL(teacher ‖ student) at T = 1. Without labels the three label columns are 0."""
     t, s = _check_pair(teacher_logits, student_logits, "teacher_logits", "student_logits")
     with torch.no_grad():
@@ -60,7 +60,7 @@ def bin_rows(*, teacher_logits: Tensor, student_logits: Tensor, labels: Tensor |
             t_correct, s_correct = (t.argmax(dim=1) == y).to(conf.dtype), (s.argmax(dim=1) == y).to(conf.dtype)
         cols = [conf, entropy, labelled, t_correct, s_correct, _agree_rows(t, s).to(conf.dtype),
                 kl_per_example(t, s, 1.0)]
-        return torch.stack([c.to(torch.float64) for c in cols], dim=1)
+        return torch.stack([c.to(_sum_dtype(t.device)) for c in cols], dim=1)
 
 
 def quantile_edges(values: Tensor, n_bins: int) -> Tensor:
@@ -85,14 +85,14 @@ def summarize_bins(rows: Tensor, n_bins: int = 10) -> dict[str, dict[str, Any]]:
     n_bins = check_int(n_bins, "n_bins", 1)
     if rows.dim() != 2 or rows.shape[1] != 7 or rows.shape[0] == 0:
         raise ValueError(f"rows must be [N, 7] from bin_rows() with N >= 1, got {tuple(rows.shape)}")
-    rows = rows.to(torch.float64)
+    rows = rows.detach().to("cpu", torch.float64)  # N × 7 numbers: binned on the host, in float64 on every backend
     out: dict[str, dict[str, Any]] = {}
     for col, key in enumerate(KEYS):
         value = rows[:, col].contiguous()
         edges = quantile_edges(value, n_bins)
         # (lo, hi]: bucketize over the inner edges puts a key equal to an edge into the lower bin
         index = torch.bucketize(value, edges[1:-1], right=False)
-        onehot = (index.unsqueeze(1) == torch.arange(n_bins, device=rows.device)).to(torch.float64)  # [N, B]
+        onehot = (index.unsqueeze(1) == torch.arange(n_bins)).to(torch.float64)  # [N, B]
         sums = rows.T @ onehot  # [7, B]: one deterministic matmul, no loop over samples or bins
         count = onehot.sum(dim=0)
         labelled = sums[_LABELLED]
@@ -133,7 +133,7 @@ class BinCollector:
             raise ValueError("BinCollector.update: give index with every batch or with none")
         self._rows.append(rows)
         if index is not None:
-            self._index.append(index.reshape(-1).to(rows.device, torch.float64))
+            self._index.append(index.reshape(-1).to(rows.device, rows.dtype))
 
     def compute(self) -> dict[str, dict[str, Any]]:
         if not self._rows:
