@@ -1,80 +1,92 @@
-"""The cost of gradient-conflict logging (`run.grad_conflict_every`) on an MNIST-1D DHKD run.
+"""The cost of gradient-conflict logging (`run.grad_conflict_every`): a DHKD training step on MNIST-1D with and
+without the measurement, and what that makes of an epoch at N = 1 and N = 50.
 
-    python benchmarks/grad_conflict.py            # 4000 train signals, 5 epochs, 2 interleaved rounds
-    python benchmarks/grad_conflict.py --quick    # 1000 signals, 3 epochs, 1 round (smoke run)
+    python benchmarks/grad_conflict.py            # 300 steps of each kind, interleaved
+    python benchmarks/grad_conflict.py --quick    # 20 of each (smoke run)
 
-Run time on 2 CPU cores: full ~3 min, --quick ~40 s.
+Run time on 2 CPU cores: full ~1 min, --quick ~20 s.
 
-The shipped recipe `mnist1d/dhkd` (mnist1d_cnn → mnist1d_cnn_small, nonlinear head with gradient alignment, batch
-64) trained in this process with the option off, every 50 steps and every step, the variants interleaved round by
-round, one thread, a randomly initialised teacher (speed does not depend on the weights) and the evaluation only after
-the last epoch. The epoch time is the median over the epochs after the first (which fills the lazy teacher cache) and
-before the last (which evaluates). A measured step costs one `torch.autograd.grad` per loss term (here 2) on top of
-the step; the table gives the extra per epoch and per measured step.
+The step is the loop's (``method(batch, epoch)``, ``method.backward``, ``optimizer.step()``) for the shipped recipe
+`mnist1d/dhkd` (mnist1d_cnn → mnist1d_cnn_small, nonlinear head with gradient alignment, batch 64, SGD), one thread,
+random weights and signals (speed does not depend on them). A measured step adds
+:meth:`kdlab.engine.conflict.GradConflict.measure` before the backward: one ``torch.autograd.grad`` per loss term
+(here 2), the Gram matrices of the gradients per group. Plain and measured steps alternate, so a load that changes
+during the run weighs on both alike; the table gives the median of each (wall and this process's CPU time). An epoch
+of the recipe has 63 steps (4,000 signals), of which N = 1 measures all and N = 50 measures 2 (steps 0 and 50): its
+cost relative to the option off is (63·plain + k·extra) / (63·plain) for k measured steps.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import tempfile
-from pathlib import Path
+import time
 
 import torch
 
-from kdlab import builder, models
-from kdlab.models import save_model
+from kdlab import builder, methods, models
+from kdlab.data.batch import Batch
+from kdlab.engine.conflict import GradConflict
+from kdlab.teachers import FrozenTeacher
 
 try:
     from step_time import machine_line
 except ImportError:  # pragma: no cover
     from benchmarks.step_time import machine_line
 
-SETTINGS = (("off", 0), ("every 50 steps", 50), ("every step", 1))
-
-
-def epoch_times(teacher: Path, out: Path, every: int, n: int, epochs: int) -> tuple[list[float], int]:
-    cfg = builder.load_config("mnist1d/dhkd", [
-        f"teacher.checkpoint={teacher}", f"data.train_subset={n}", "data.test_subset=500", f"optim.epochs={epochs}",
-        f"eval.every={epochs}", f"out_dir={out}", "run.progress=false", "run.threads=1", "run.tensorboard=false",
-        f"run.grad_conflict_every={every}"])
-    builder.distil(cfg)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steps = rows[0].get("grad_conflict", {}).get("steps", 0)
-    return [r["epoch_time_s"] for r in rows[1:-1]], steps
+STEPS_PER_EPOCH = 63  # mnist1d/dhkd: 4,000 training signals in batches of 64
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1000 signals, 3 epochs, 1 round")
-    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 2; --quick 1)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 20 steps of each kind")
+    ap.add_argument("--steps", type=int, default=None, help="steps of each kind (default 300; --quick 20)")
     args = ap.parse_args(argv)
-    n, epochs = (1000, 3) if args.quick else (4000, 5)
-    rounds = args.rounds or (1 if args.quick else 2)
-    times: dict[str, list[float]] = {name: [] for name, _ in SETTINGS}
-    measured: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        torch.manual_seed(0)
-        teacher = tmp / "teacher.safetensors"
-        save_model(teacher, models.create("mnist1d_cnn", 10), arch="mnist1d_cnn", num_classes=10)
-        for r in range(rounds):
-            for name, every in SETTINGS:
-                t, measured[name] = epoch_times(teacher, tmp / f"{every}-{r}", every, n, epochs)
-                times[name] += t
-    steps = -(-n // 64)
-    base = statistics.median(times["off"])
+    steps = args.steps or (20 if args.quick else 300)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    recipe = builder.load_config("mnist1d/dhkd")
+    teacher = FrozenTeacher(models.create("mnist1d_cnn", 10))
+    method = methods.create("dhkd", models.create("mnist1d_cnn_small", 10), teacher, 10, recipe.method.args)
+    method.train()
+    o = recipe.optim
+    optimizer = torch.optim.SGD(method.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    conflict = GradConflict(method.parameter_groups(), every=1)
+    batch = Batch(x=torch.randn(64, 40), y=torch.randint(0, 10, (64,)), index=torch.arange(64))
+
+    def step(measure: bool) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = method(batch, 1)
+        optimizer.zero_grad(set_to_none=True)
+        if measure:
+            conflict.measure(out.losses)
+        method.backward(out)
+        optimizer.step()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    for _ in range(5):  # warm-up: allocator, first-call paths
+        step(False), step(True)
+    times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for i in range(steps):
+        for measure in ((False, True) if i % 2 == 0 else (True, False)):
+            times[measure].append(step(measure))
+    conflict.epoch_summary()
+    med = {m: [1000 * statistics.median(t[k] for t in times[m]) for k in (0, 1)] for m in times}
     print(f"machine: {machine_line(torch.device('cpu'))}")
-    print(f"mnist1d/dhkd, {n} train signals ({steps} steps of 64 per epoch), {epochs} epochs × {rounds} round(s), "
-          "1 thread; median epoch time over the epochs between the first and the last\n")
-    print("| run.grad_conflict_every | measured steps / epoch | s / epoch | × off | extra ms / measured step |")
-    print("|---|---:|---:|---:|---:|")
-    for name, every in SETTINGS:
-        t = statistics.median(times[name])
-        extra = f"{1000 * (t - base) / measured[name]:.1f}" if measured[name] else "—"
-        print(f"| {every} ({name}) | {measured[name]} | {t:.3f} | {t / base:.2f}× | {extra} |")
-    return times
+    print(f"mnist1d/dhkd step (batch 64, 2 loss terms, groups {', '.join(conflict.groups)}), {steps} steps of each "
+          "kind interleaved, 1 thread; median ms per step\n")
+    print("| step | wall ms | CPU ms |")
+    print("|---|---:|---:|")
+    print(f"| plain | {med[False][0]:.2f} | {med[False][1]:.2f} |")
+    print(f"| measured (`GradConflict.measure` before the backward) | {med[True][0]:.2f} | {med[True][1]:.2f} |")
+    print(f"| extra per measured step | {med[True][0] - med[False][0]:.2f} | {med[True][1] - med[False][1]:.2f} |")
+    print(f"\n| run.grad_conflict_every | measured steps / epoch of {STEPS_PER_EPOCH} | epoch time × off (CPU) |")
+    print("|---:|---:|---:|")
+    plain, extra = med[False][1], med[True][1] - med[False][1]
+    for every in (1, 50):
+        k = -(-STEPS_PER_EPOCH // every)
+        print(f"| {every} | {k} | {(STEPS_PER_EPOCH * plain + k * extra) / (STEPS_PER_EPOCH * plain):.3f}× |")
+    return med
 
 
 if __name__ == "__main__":
