@@ -1,5 +1,6 @@
 """Every figure kdlab draws: a run's training curves (``curves.png`` in each run directory), accuracy vs agreement of
-``kdlab demo`` and ``kdlab table``, and the figures of ``kdlab experiment``.
+``kdlab demo`` and ``kdlab table``, the figures of ``kdlab experiment``, and the per-bin fidelity of ``kdlab fidelity
+--plot``.
 
 Figures are built with matplotlib's object API (``Figure`` + the Agg canvas), never ``pyplot``: no global backend
 is switched and no figure is left open in a user's session. Each PNG is written atomically (``kdlab._io``).
