@@ -22,6 +22,7 @@ PRINTS = {
     "distributed": ("| processes | s / epoch |", "| 2 | "),
     "epoch_throughput": ("| pair | samples | batch | epoch |", "| KD, cached teacher (precomputed all"),
     "feature_step": ("| method | kdlab ms / step | × KD |", "| crd | "),
+    "grad_conflict": ("| step | wall ms | CPU ms |", "| extra per measured step | "),
     "guard_margins": ("| run | epochs | step loss / first |", "| mnist1d/dkd | 3 |"),
     "integrity": ("| store | bytes / view | read ms / batch, unchecked |", "| top-10 | 44 |"),
     "losses": ("| loss | shape (N, C) | ms fwd+bwd |", "| cmkd_loss | (256, 1000) |"),

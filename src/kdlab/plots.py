@@ -1,5 +1,6 @@
 """Every figure kdlab draws: a run's training curves (``curves.png`` in each run directory), accuracy vs agreement of
-``kdlab demo`` and ``kdlab table``, and the figures of ``kdlab experiment``.
+``kdlab demo`` and ``kdlab table``, the figures of ``kdlab experiment``, and the per-bin fidelity of ``kdlab fidelity
+--plot``.
 
 Figures are built with matplotlib's object API (``Figure`` + the Agg canvas), never ``pyplot``: no global backend
 is switched and no figure is left open in a user's session. Each PNG is written atomically (``kdlab._io``).
@@ -13,7 +14,7 @@ from typing import Any
 
 from kdlab._io import atomic_write_bytes
 
-__all__ = ["accuracy_vs_agreement", "experiment_figures", "training_curves"]
+__all__ = ["accuracy_vs_agreement", "experiment_figures", "fidelity_by_bin", "training_curves"]
 
 
 def _figure(figsize: tuple[float, float], ncols: int = 1, nrows: int = 1, squeeze: bool = True):
@@ -68,6 +69,37 @@ def training_curves(history: list[dict[str, Any]], path: str | Path, title: str 
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, Path(path), dpi=100)
+
+
+def fidelity_by_bin(bins: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> None:
+    """Per-bin fidelity (:mod:`kdlab.eval.bins`), one panel per key (teacher confidence, teacher entropy): student
+    and teacher accuracy and agreement (%, left axis) and the mean KL(teacher ‖ student) (right axis) per bin, the
+    bins in the key's order (equal-count bins: a teacher is sure of most samples, so the keys crowd near one end and
+    the bin number spreads them); an empty bin is skipped."""
+    fig, axes = _figure((12, 4.2), ncols=len(bins), squeeze=False)
+    labels = {"confidence": "teacher confidence (max softmax) bin, low → high",
+              "entropy": "teacher entropy bin, low → high"}
+    for ax, (key, b) in zip(axes.flat, bins.items()):
+        x = [i + 1 for i, c in enumerate(b["count"]) if c]
+        for name, style, label in (("student_acc", "-o", "student accuracy"), ("teacher_acc", "k--s", "teacher "
+                                   "accuracy"), ("agreement", "-^", "top-1 agreement")):
+            y = [v for v, c in zip(b[name], b["count"]) if c]
+            if any(v is not None for v in y):
+                ax.plot(x, [float("nan") if v is None else v for v in y], style, ms=4, label=label)
+        ax.set_xlabel(labels.get(key, key))
+        ax.set_ylabel("%")
+        ax.grid(alpha=0.3)
+        kl_ax = ax.twinx()
+        kl_ax.plot(x, [v for v, c in zip(b["kl"], b["count"]) if c], ":D", color="C3", ms=4, label="KL(t‖s)")
+        kl_ax.set_ylabel("mean KL(teacher ‖ student)")
+        handles = ax.get_legend_handles_labels()
+        extra = kl_ax.get_legend_handles_labels()
+        ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=8, loc="best")
+        ax.set_xticks(range(1, len(b["count"]) + 1))
+        ax.set_title(f"{sum(b['count'])} samples in {len(b['count'])} equal-count bins", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, Path(path), dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------------------------

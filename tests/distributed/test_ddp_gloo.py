@@ -229,3 +229,34 @@ def test_sync_batchnorm_converts_the_trainable_part_only_under_several_processes
     m.eval()
     with torch.no_grad():  # outside a process group the layer is a BatchNorm
         torch.testing.assert_close(m.student(x), method().student.eval()(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["kd-bn-uneven", "dhkd-bn"])
+def test_bins_and_gradient_conflicts_under_two_processes_match_one(tmp_path, teacher, case):
+    """The per-bin fidelity of final.json (every rank's rows gathered, in index order) and the gradient cosines
+    (each term's gradient averaged over the ranks first) equal one process's; measuring leaves training as it is."""
+    cfg = _config(tmp_path, teacher, case)
+    ov = ["eval.bins=4", "run.grad_conflict_every=2"]
+    one = _run(cfg, tmp_path / "one", 1, ov)
+    two = _run(cfg, tmp_path / "two", 2, ov)
+    _same(tmp_path, one, two, CASES[case][1])
+    for key in ("confidence", "entropy"):
+        b1, b2 = one["fidelity_bins"][key], two["fidelity_bins"][key]
+        assert b2["count"] == b1["count"] and sum(b1["count"]) == 100
+        for name in ("edges", "mean", "student_acc", "teacher_acc", "agreement", "kl"):
+            assert b2[name] == pytest.approx(b1[name], rel=1e-4, abs=1e-6), (key, name)
+    e1, e2 = one["grad_conflict"]["epochs"], two["grad_conflict"]["epochs"]
+    assert [e["steps"] for e in e2] == [e["steps"] for e in e1]
+    pairs = list(e1[0]["cosine"])
+    assert pairs
+    for r1, r2 in zip(e1, e2, strict=True):
+        for pair in pairs:
+            assert r2["cosine"][pair].keys() == r1["cosine"][pair].keys()
+            for group, v in r1["cosine"][pair].items():
+                assert (v is None) == (r2["cosine"][pair][group] is None)
+                if v is not None:
+                    assert r2["cosine"][pair][group] == pytest.approx(v, rel=1e-3, abs=1e-5), (pair, group)
+    plain = _run(cfg, tmp_path / "plain", 2)  # measuring under DDP changes nothing either
+    w, w_plain = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "plain" / "model.safetensors")
+    assert all(torch.equal(w[k], w_plain[k]) for k in w)

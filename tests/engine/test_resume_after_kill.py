@@ -23,7 +23,7 @@ student: {{arch: mnist1d_mlp}}
 method: {{name: dkd, args: {{warmup: 3}}}}
 optim: {{epochs: {EPOCHS}, batch_size: 32, lr: 0.05, milestones: [5]}}
 eval: {{every: 2}}
-run: {{progress: false, threads: 1}}
+run: {{progress: false, threads: 1, grad_conflict_every: 7}}
 """)
     return cfg
 
@@ -52,6 +52,10 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, run_tools):
     assert b["resumed_from_epoch"] is not None and 2 <= b["resumed_from_epoch"] <= EPOCHS
     assert a["student"] == b["student"]
     assert a["fidelity"] == b["fidelity"]
+    # the per-bin fidelity of the last evaluation and the per-epoch gradient cosines (measured steps chosen by their
+    # index in the epoch) resume exactly too
+    assert a["fidelity_bins"] == b["fidelity_bins"] and a["grad_conflict"] == b["grad_conflict"]
+    assert len(a["grad_conflict"]["epochs"]) == EPOCHS
     assert run_tools.history(full) == run_tools.history(part)
     wa, wb = load_file(full / "model.safetensors"), load_file(part / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -38,9 +38,11 @@ __all__ = ["PLAN_FILE", "RunPlan", "load_config", "plan", "read_plan", "replan"]
 PLAN_FILE = "plan.json"
 _FORMAT = 1
 
-#: what does not change training: where it is written, display, failure handling, decoding processes
-NOT_IDENTITY: dict[str, Any] = {"out_dir": True, "run": {"progress", "tensorboard", "dist_timeout", "on_divergence"},
-                                "data": {"workers"}}
+#: what does not change training: where it is written, display, failure handling, decoding processes, what is
+#: measured beside it (the per-bin report, gradient conflicts)
+NOT_IDENTITY: dict[str, Any] = {"out_dir": True, "run": {"progress", "tensorboard", "dist_timeout", "on_divergence",
+                                                         "grad_conflict_every"},
+                                "data": {"workers"}, "eval": {"bins"}}
 #: the sections of kdlab.fit's config that are its arguments (the rest are defaults it does not use)
 FIT_IDENTITY = {"seed", "method", "optim", "eval"}
 
@@ -124,7 +126,8 @@ class RunPlan:
     @cached_property
     def identity(self) -> dict[str, Any]:
         """Flat ``{key: value}`` of everything that changes training, and the digests."""
-        section = self._with_params(self.cfg.model_dump(mode="json", include=FIT_IDENTITY) if self.objects
+        section = self._with_params(self.cfg.model_dump(mode="json", include=FIT_IDENTITY, exclude=NOT_IDENTITY)
+                                    if self.objects
                                     else self.cfg.model_dump(mode="json", exclude=NOT_IDENTITY))
         # an added method's keys by its position: method.add.0.name, method.add.0.args.weight, ...
         section["method"]["add"] = {str(i): entry for i, entry in enumerate(section["method"].get("add", []))}

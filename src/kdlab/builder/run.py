@@ -125,6 +125,7 @@ def _train(parts: RunParts) -> Outcome:
         out_dir=out_dir, progress=cfg.run.progress, tensorboard=cfg.run.tensorboard, identity_hash=plan.identity_hash,
         identity=plan.identity, weights_metadata=weights_metadata(parts.arch, nc, card=parts.card), device_path=dp,
         grad_clip=o.grad_clip, on_divergence=cfg.run.on_divergence, sync_bn=cfg.run.sync_bn,
+        fidelity_bins=cfg.eval.bins, grad_conflict_every=cfg.run.grad_conflict_every,
     )
     loop_started = time.perf_counter()
     result = train_loop(method, parts.train, parts.test, nc, settings, teacher_logits, parts.batch_transform)
@@ -172,6 +173,12 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: Arch | No
     }
     if parts.card is not None:
         final["model"] = parts.card
+    bins = next((h["fidelity_bins"] for h in reversed(r.history) if "fidelity_bins" in h), None)
+    if bins is not None:  # the last evaluation's fidelity per teacher-confidence and -entropy bin (kdlab.eval.bins)
+        final["fidelity_bins"] = bins
+    conflicts = [{"epoch": h["epoch"], **h["grad_conflict"]} for h in r.history if "grad_conflict" in h]
+    if conflicts:  # run.grad_conflict_every: per epoch, the mean gradient cosine of each pair of terms per group
+        final["grad_conflict"] = {"every": plan.cfg.run.grad_conflict_every, "epochs": conflicts}
     if outcome.teacher is not None:
         t = outcome.teacher
         final["teacher"] = {**_arch_record(teacher_arch or type(parts.teacher_module).__name__), "acc": t["acc"],

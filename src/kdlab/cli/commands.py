@@ -147,6 +147,11 @@ def _evaluate(sub) -> None:
     f.add_argument("--batch-size", type=int, default=512, help="evaluation batch size (default 512)")
     f.add_argument("--seed", type=int, default=0, help="seed of the train_aug pass")
     f.add_argument("--cka", action="store_true", help="add linear CKA of pooled features (test, train_clean)")
+    f.add_argument("--bins", type=int, default=10,
+                   help="fidelity per teacher-confidence and teacher-entropy bin, in this many equal-count bins "
+                        "(default 10; 0: off)")
+    f.add_argument("--plot", default=None, metavar="PATH",
+                   help="draw the per-bin fidelity of the first source (accuracy, agreement, KL per bin) as a PNG")
     f.add_argument("--json", default=None, help="write the report to this JSON file")
     f.set_defaults(handler="kdlab.cli.evaluate:_fidelity")
 

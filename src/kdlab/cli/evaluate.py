@@ -17,6 +17,7 @@ from kdlab.fidelity.sources import evaluate_sources, fidelity_with_control
 from kdlab.models import load_model
 from kdlab.models.card import read_card
 from kdlab.models.weights import ArchMismatchError
+from kdlab.plots import fidelity_by_bin
 
 
 _FLAGS = {"student.arch": "--arch", "student.checkpoint": "--student", "teacher.arch": "--teacher-arch",
@@ -139,7 +140,7 @@ def _fidelity(args) -> int:
         cfg.method.args.get("temperature") if args.run else None)
     kwargs = dict(distill_data=cfg.distill_data, run_dir=args.run, temperature=temperature,
                   batch_size=args.batch_size, seed=args.seed, cka=args.cka, augment=cfg.data.augment == "default",
-                  policy_batch_size=cfg.optim.batch_size if args.run else None)
+                  policy_batch_size=cfg.optim.batch_size if args.run else None, bins=args.bins)
     if args.control:
         report = fidelity_with_control(teacher, student, load_model(args.control, num_classes=n), splits, sources,
                                        **kwargs)
@@ -155,6 +156,28 @@ def _fidelity(args) -> int:
         if src in report.get("control", {}):
             line += f"  | control agreement {report['control'][src]['agreement']:.2f}%"
         print(line)
+    binned = next(((src, r["bins"]) for src, r in report["student"].items() if "bins" in r), None)
+    if binned is not None:
+        _print_bins(*binned)
+        if args.plot:
+            fidelity_by_bin(binned[1], Path(args.plot), title=f"{binned[0]}: fidelity by the teacher's confidence "
+                                                             "and entropy")
+            print(f"wrote {args.plot}")
+    elif args.plot:
+        raise ValueError("--plot draws the per-bin fidelity: give --bins N (N >= 1) and a source other than "
+                         "distill_stream")
     if args.json:
         print(f"wrote {args.json}")
     return 0
+
+
+def _print_bins(source: str, bins: dict) -> None:
+    """The per-bin table of one source: one row per bin, for each key (kdlab.eval.bins)."""
+    pct = lambda v: "     -" if v is None else f"{v:6.2f}"  # noqa: E731
+    for key, b in bins.items():
+        print(f"{source} by teacher {key} ({len(b['count'])} equal-count bins; accuracy, agreement in %):")
+        print("  bin  range                   n  student  teacher   agree       KL")
+        for i, n in enumerate(b["count"]):
+            kl = "       -" if b["kl"][i] is None else f"{b['kl'][i]:8.4f}"
+            print(f"  {i + 1:3d}  {b['edges'][i]:.5f}–{b['edges'][i + 1]:.5f}  {n:6d}   {pct(b['student_acc'][i])}"
+                  f"   {pct(b['teacher_acc'][i])}  {pct(b['agreement'][i])} {kl}")

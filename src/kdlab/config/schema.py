@@ -283,6 +283,9 @@ class OptimConfig(_Strict):
 class EvalConfig(_Strict):
     every: int = Field(default=1, ge=1)  # evaluate every N epochs (and always after the last)
     batch_size: int = Field(default=512, ge=1)
+    # the last evaluation of a distillation run also reports fidelity per bin of the teacher's confidence and of its
+    # entropy, in this many equal-count bins (kdlab.eval.bins; final.json "fidelity_bins"); 0: off
+    bins: int = Field(default=10, ge=0)
 
 
 class RunOptions(_Strict):
@@ -302,6 +305,9 @@ class RunOptions(_Strict):
     # when the divergence guard (kdlab.engine.guard) finds a collapsed run: stop (exit code 4, the last good
     # checkpoint kept) or warn and train on
     on_divergence: Literal["stop", "warn"] = "stop"
+    # every N steps, the cosine between the gradients of each pair of loss terms, per parameter group (classifier,
+    # backbone, extras), logged per epoch (kdlab.engine.conflict); 0: off. Measuring never changes the training step
+    grad_conflict_every: int = Field(default=0, ge=0)
 
 
 class RunConfig(_Strict):

@@ -25,6 +25,7 @@ from kdlab._io import save_tensors
 from kdlab._modes import eval_mode
 from kdlab.data.protocol import Loader
 from kdlab.engine.checkpoint import check_same_run, load_training_state, save_training_state
+from kdlab.engine.conflict import GradConflict
 from kdlab.engine.dot import DOT, dot_backward
 from kdlab.engine.guard import DivergenceGuard, NonFiniteLossError, TrainingDiverged, grad_norm
 from kdlab.engine.metrics_log import MetricsLog
@@ -33,6 +34,7 @@ from kdlab.engine.progress import Progress
 from kdlab.engine.schedule import learning_rate
 from kdlab.engine.seeding import rng_state, set_rng_state
 from kdlab.eval import AccuracyAccumulator, FidelityAccumulator
+from kdlab.eval.bins import BinCollector
 from kdlab.eval.metrics import kl_per_example
 
 
@@ -60,6 +62,8 @@ class LoopSettings:
     grad_clip: float | None = None  # clip the global gradient norm to this before each step (None: off)
     on_divergence: str = "stop"  # what the divergence guard (engine.guard) does: "stop" (raise) or "warn"
     sync_bn: bool | str = "auto"  # BatchNorm statistics over the global batch under DDP (Method.prepare_distributed)
+    fidelity_bins: int = 10  # the last evaluation's per-bin fidelity (kdlab.eval.bins) in this many bins; 0: off
+    grad_conflict_every: int = 0  # gradient cosines between the loss terms every N steps (engine.conflict); 0: off
 
 
 @dataclass
@@ -104,21 +108,29 @@ def collect_logits(model_fn: Callable[[torch.Tensor], torch.Tensor], loader: Loa
 
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, loader: Loader, num_classes: int, teacher_logits: torch.Tensor | None = None,
-             temperature: float | None = None) -> dict[str, Any]:
+             temperature: float | None = None, bins: int = 0) -> dict[str, Any]:
     """Test-set report of ``model`` as the student: ``student_acc/nll/ece`` and, with the teacher's logits on the
-    same loader (placed by dataset index, :func:`collect_logits`), the teacher's and the fidelity keys."""
+    same loader (placed by dataset index, :func:`collect_logits`), the teacher's and the fidelity keys; with ``bins``
+    also ``"bins"``, the fidelity per teacher-confidence and teacher-entropy bin (:mod:`kdlab.eval.bins`) of the
+    same logits."""
     acc = (FidelityAccumulator(num_classes, temperature=temperature) if teacher_logits is not None
            else AccuracyAccumulator(num_classes))
+    binned = BinCollector(bins) if bins and teacher_logits is not None else None
     with eval_mode(model):
         for batch in loader:
             s = model(batch.x).float()
             if teacher_logits is not None:
-                acc.update(teacher_logits=teacher_logits[batch.index], student_logits=s, labels=batch.y)
+                t = teacher_logits[batch.index]
+                acc.update(teacher_logits=t, student_logits=s, labels=batch.y)
+                if binned is not None:
+                    binned.update(teacher_logits=t, student_logits=s, labels=batch.y, index=batch.index)
             else:
                 acc.update(s, batch.y)
     report = dist.all_reduce_accumulator(acc).compute()
     if teacher_logits is None:
         report = {"n": report["n"], **{f"student_{k}": v for k, v in report.items() if k != "n"}}
+    if binned is not None:
+        report["bins"] = binned.compute()
     return report
 
 
@@ -253,6 +265,8 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
     check_every_step = device.type == "cpu"  # a host sync per step is free on CPU, costly on GPU
     # the step watch decides at once where a step may stop the run (CPU, one process), else at the epoch's end
     immediate = check_every_step and dist.world_size() == 1 and s.on_divergence == "stop"
+    conflict = (GradConflict(method.parameter_groups(), s.grad_conflict_every) if s.grad_conflict_every > 0
+                else None)
     guard: DivergenceGuard | None = DivergenceGuard(_chance(train_loader, num_classes), s.lr, s.grad_clip, immediate)
     warned: dict[str, Any] | None = None
     if ckpt_path is not None and ckpt_path.exists():
@@ -301,6 +315,8 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
             optimizer.zero_grad(set_to_none=True)
             w = _shard_weight(train_loader, step, n_loader)
             scaled = out if w == 1.0 else replace(out, losses={k: v * w for k, v in out.losses.items()})
+            if conflict is not None and conflict.due(step):
+                conflict.measure(scaled.losses)  # before the backward that frees the graph; writes no .grad
             if dot:  # two gradients (CE, distillation), averaged over the processes by dot_backward itself
                 dot_backward(scaled.losses, params, optimizer)
             else:
@@ -321,6 +337,9 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
         if guard is not None:
             train.update(guard.epoch_stats(params))  # step maxima, first step, weight_change
         record: dict[str, Any] = {"epoch": epoch, "lr": lr, "train": train}
+        measured = conflict.epoch_summary() if conflict is not None else None
+        if measured is not None:
+            record["grad_conflict"] = measured
         diverged = guard.update(epoch, record["train"]) if guard is not None else None
         if diverged is not None:
             record["divergence"] = diverged.rule
@@ -334,7 +353,9 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
             warned = {"epoch": epoch, "rule": diverged.rule, "message": diverged.message}
         if eval_loader is not None and (epoch % s.eval_every == 0 or epoch == s.epochs):
             test = evaluate(method.eval_model(), eval_loader, num_classes, teacher_eval_logits,
-                            method.report_temperature)
+                            method.report_temperature, bins=s.fidelity_bins if epoch == s.epochs else 0)
+            if "bins" in test:  # beside the test report, whose keys are all numbers
+                record["fidelity_bins"] = test.pop("bins")
             record["test"] = test
             if test["student_acc"] > best["acc"]:
                 best = {"acc": test["student_acc"], "epoch": epoch}

@@ -75,7 +75,8 @@ class MetricsLog:
             self._tb.flush()
 
     def _write_csv(self, records: list[dict[str, Any]]) -> None:
-        rows = [flatten(r) for r in records]
+        # one number per cell: lists (the last epoch's per-bin fidelity) stay in the JSONL only
+        rows = [{k: v for k, v in flatten(r).items() if not isinstance(v, list)} for r in records]
         columns: list[str] = []
         for row in rows:
             columns.extend(k for k in row if k not in columns)

@@ -1,6 +1,7 @@
 """Evaluation: fidelity and calibration metrics, streaming accumulators and the fidelity report."""
 
 from kdlab.eval.accumulator import AccuracyAccumulator, FidelityAccumulator
+from kdlab.eval.bins import fidelity_bins
 from kdlab.eval.fidelity import evaluate_accuracy, fidelity_report
 from kdlab.eval.metrics import (
     accuracy,
@@ -22,6 +23,7 @@ __all__ = [
     "agreement",
     "ece",
     "evaluate_accuracy",
+    "fidelity_bins",
     "fidelity_report",
     "linear_cka",
     "logit_l2",

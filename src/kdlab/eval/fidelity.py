@@ -22,6 +22,7 @@ from kdlab._checks import check_int, check_positive
 from kdlab._modes import eval_mode, left_as_found
 from kdlab.data import as_tensors
 from kdlab.eval.accumulator import AccuracyAccumulator, FidelityAccumulator
+from kdlab.eval.bins import BinCollector
 from kdlab.teachers.ensemble import Ensemble
 
 __all__ = ["evaluate_accuracy", "fidelity_report"]
@@ -177,6 +178,7 @@ def fidelity_report(
     transform: Callable[[Tensor], Tensor] | None = None,
     topk: int = 5,
     n_bins: int = 10,
+    bins: int = 0,
 ) -> dict:
     """Fidelity and accuracy of ``student`` against ``teacher`` on ``data`` (Stanton et al., NeurIPS 2021, §3).
 
@@ -191,7 +193,9 @@ def fidelity_report(
     Returns a dict with ``n``, ``n_labeled``, ``agreement``, ``top{topk}_agreement``, ``kl`` (KL(teacher ‖ student)
     at T=1), ``kl_T{temperature}`` if a temperature is given (no T²), ``logit_l2``, ``student_acc``, ``teacher_acc``,
     ``student_nll``, ``teacher_nll``, ``student_ece``, ``teacher_ece``. Agreement and accuracies are in percent, ECE
-    is a fraction. Raises ``ValueError`` if teacher and student predict different numbers of classes.
+    is a fraction. With ``bins`` > 0 also ``bins``: the fidelity per teacher-confidence and teacher-entropy bin in
+    ``bins`` equal-count bins (:func:`kdlab.eval.bins.fidelity_bins`), from the same pass. Raises ``ValueError`` if
+    teacher and student predict different numbers of classes.
     """
     teachers = _members(teacher, "teacher")
     if not isinstance(student, nn.Module):
@@ -202,6 +206,7 @@ def fidelity_report(
     device = _check_device(device)
     temperature = None if temperature is None else check_positive(temperature, "temperature")
     topk, n_bins = check_int(topk, "topk", 1), check_int(n_bins, "n_bins", 1)
+    binned = BinCollector(bins) if check_int(bins, "bins", 0) else None
 
     acc = None
     with _evaluation(teachers + [student], device):
@@ -218,9 +223,14 @@ def fidelity_report(
             if acc is None:
                 acc = FidelityAccumulator(t.shape[1], temperature=temperature, topk=topk, n_bins=n_bins)
             acc.update(teacher_logits=t, student_logits=s, labels=y)
+            if binned is not None:
+                binned.update(teacher_logits=t, student_logits=s, labels=y)
     if acc is None:
         raise ValueError("data yielded no batches; pass a non-empty data source")
-    return acc.compute()
+    report = acc.compute()
+    if binned is not None:
+        report["bins"] = binned.compute()
+    return report
 
 
 def evaluate_accuracy(

@@ -79,7 +79,7 @@ def _cka(teacher: nn.Module, student: nn.Module, x: torch.Tensor, batch_size: in
 def evaluate_sources(teacher: nn.Module | list[nn.Module], student: nn.Module, splits, sources=("test",),
                      distill_data=None, run_dir: str | Path | None = None, temperature: float | None = None,
                      batch_size: int = 512, device="cpu", seed: int = 0, cka: bool = False,
-                     augment: bool = True, policy_batch_size: int | None = None) -> dict[str, dict]:
+                     augment: bool = True, policy_batch_size: int | None = None, bins: int = 0) -> dict[str, dict]:
     """Fidelity report of ``student`` vs ``teacher`` on each named source (see the module docstring).
 
     ``splits``: the :class:`~kdlab.data.DataSplits` the student was distilled on (after split control);
@@ -88,7 +88,8 @@ def evaluate_sources(teacher: nn.Module | list[nn.Module], student: nn.Module, s
     (key ``kl_T{τ}``); ``cka``: add the linear CKA of the pooled features (``test``/``train_clean``);
     ``augment``: whether the run used the dataset's train augmentation (``data.augment == "default"``);
     ``policy_batch_size``: batch size of the ``train_aug`` pass (default ``batch_size``) — give the training batch
-    size, since MixUp draws one λ per batch and extra sources add a share of each batch.
+    size, since MixUp draws one λ per batch and extra sources add a share of each batch; ``bins``: also the fidelity
+    per teacher-confidence and teacher-entropy bin (key ``bins``, :mod:`kdlab.eval.bins`), in that many bins.
     Returns ``{source: report}``; ``train_aug`` is reproducible from ``seed``.
     """
     unknown = [s for s in sources if s not in SOURCES]
@@ -112,7 +113,7 @@ def evaluate_sources(teacher: nn.Module | list[nn.Module], student: nn.Module, s
         else:
             data = splits.loader("test" if source == "test" else "train", batch_size, seed=seed, device=device)
         report = fidelity_report(teacher, student, data, batch_size=batch_size, device=device,
-                                 temperature=temperature)
+                                 temperature=temperature, bins=bins)
         if cka and source != "train_aug":
             xs = torch.cat([b.x for b in data])
             t_model = teacher if isinstance(teacher, nn.Module) else None

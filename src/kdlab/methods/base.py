@@ -37,6 +37,7 @@ from kdlab._checks import SettingError
 from kdlab.losses import logit_standardize
 from kdlab.losses import validation as loss_validation
 from kdlab.methods.compose import combined_step
+from kdlab.models.features import classifier_of
 from kdlab.teachers import Teacher
 
 
@@ -261,6 +262,19 @@ class Method(nn.Module):
     def backward(self, out: StepOutput) -> None:
         """Default: minimise the sum of the loss terms. DHKD overrides this (gradient alignment)."""
         out.total.backward()
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The trainable parameters in the groups gradient conflicts are measured on (``run.grad_conflict_every``,
+        :mod:`kdlab.engine.conflict`): ``classifier`` (the student's final linear layer,
+        :func:`~kdlab.models.features.classifier_of`), ``backbone`` (the rest of the student) and ``extras`` (the
+        method's own trainable parts: heads, connectors, embeddings). An empty group is left out."""
+        head = {id(p) for p in classifier_of(self.student).parameters()}
+        student = [p for p in self.student.parameters() if p.requires_grad]
+        mine = {id(p) for p in self.student.parameters()}
+        groups = {"classifier": [p for p in student if id(p) in head],
+                  "backbone": [p for p in student if id(p) not in head],
+                  "extras": [p for p in self.parameters() if p.requires_grad and id(p) not in mine]}
+        return {name: params for name, params in groups.items() if params}
 
     def eval_model(self) -> nn.Module:
         """The network used for evaluation and saved as the result (DHKD: the backbone with its CE head)."""
