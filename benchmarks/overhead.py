@@ -51,6 +51,8 @@ def _kdlab(src: Path, args: list[str], data: Path) -> tuple[float, float]:
     wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if proc.returncode:
         raise SystemExit(f"kdlab {' '.join(args)} failed ({src}):\n{proc.stderr[-2000:]}")
+    if "is invalid" in proc.stderr:  # a data or teacher cache rebuilt: the run timed more than a user's second run
+        raise SystemExit(f"kdlab {' '.join(args)} rebuilt a cache ({src}):\n{proc.stderr[-2000:]}")
     return wall, cpu
 
 
@@ -68,16 +70,19 @@ def main() -> None:
         checkouts["base"] = Path(args.base).resolve() / "src"
     work = Path(tempfile.mkdtemp(prefix="kdlab_overhead_"))
     try:
-        data = work / "data"
+        # one data directory per checkout: checkouts that write their data caches differently (0abb493's MNIST-1D
+        # cache has no content checksum, so today's rebuilds it and 0abb493 then rebuilds today's) would each
+        # regenerate the data set in every timed run in a shared one
+        data = {name: work / "data" / name.replace(" ", "_") for name in checkouts}
         subset = ["data.train_subset=512"] if args.quick else []
         common = [*subset, "run.progress=false", "run.tensorboard=false"]
         teacher = work / "teacher"
         _kdlab(checkouts["this checkout"], ["teacher", "mnist1d/teacher", *common, "optim.epochs=1",
-                                            f"out_dir={teacher}"], data)
+                                            f"out_dir={teacher}"], data["this checkout"])
         train = ["train", "mnist1d/kd", *common, f"optim.epochs={args.epochs}",
                  f"teacher.checkpoint={teacher / 'model.safetensors'}"]
         for name, src in checkouts.items():  # untimed: stores the teacher's test-set logits (each checkout's key)
-            _kdlab(src, [*train, f"out_dir={work / 'warm' / name.replace(' ', '_')}"], data)
+            _kdlab(src, [*train, f"out_dir={work / 'warm' / name.replace(' ', '_')}"], data[name])
         times: dict[str, dict[str, list[float]]] = {name: {"help_wall": [], "help_cpu": [], "wall": [], "cpu": []}
                                                     for name in checkouts}
         breakdown: list[dict[str, float]] = []
@@ -85,11 +90,11 @@ def main() -> None:
         for r in range(rounds):
             for name, src in (checkouts.items() if r % 2 == 0 else reversed(checkouts.items())):
                 t = times[name]
-                wall, cpu = _kdlab(src, ["--help"], data)
+                wall, cpu = _kdlab(src, ["--help"], data[name])
                 t["help_wall"].append(wall)
                 t["help_cpu"].append(cpu)
                 out = work / "runs" / f"{name.replace(' ', '_')}{r}"
-                wall, cpu = _kdlab(src, [*train, f"out_dir={out}"], data)
+                wall, cpu = _kdlab(src, [*train, f"out_dir={out}"], data[name])
                 t["wall"].append(wall)
                 t["cpu"].append(cpu)
                 finals[name] = json.loads((out / "final.json").read_text())

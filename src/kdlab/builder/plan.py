@@ -39,8 +39,8 @@ PLAN_FILE = "plan.json"
 _FORMAT = 1
 
 #: what does not change training: where it is written, display, failure handling, decoding processes
-NOT_IDENTITY: dict[str, Any] = {"out_dir": True, "run": {"progress", "tensorboard", "dist_timeout", "on_divergence"},
-                                "data": {"workers"}}
+NOT_IDENTITY: dict[str, Any] = {"out_dir": True, "data": {"workers"},
+                                "run": {"progress", "tensorboard", "curves", "dist_timeout", "on_divergence"}}
 #: the sections of kdlab.fit's config that are its arguments (the rest are defaults it does not use)
 FIT_IDENTITY = {"seed", "method", "optim", "eval"}
 

@@ -64,6 +64,9 @@ def _train(sub) -> None:
     r.set_defaults(handler="kdlab.cli.recipes:_recipes")
     m = sub.add_parser("methods", help="list the registered methods, one line each")
     m.set_defaults(handler="kdlab.cli.train:_methods")
+    p = sub.add_parser("plot", help="draw RUN/curves.png (loss terms, accuracy, agreement per epoch) of run directories")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (out_dir of `kdlab train`/`kdlab teacher`)")
+    p.set_defaults(handler="kdlab.cli.plot:_plot")
 
 
 def _teachers(sub) -> None:
