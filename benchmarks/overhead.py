@@ -8,7 +8,8 @@ interleaved with another checkout (``--base``).
     python benchmarks/overhead.py --cifar 2000       # CIFAR-100-format archive, 2,000/400 random images,
                                                      # resnet32x4 (random weights) -> resnet8x4, batch 64
 
-Run time on 2 CPU cores: full ~1 min (~2 min with --base), --quick ~30 s; --cifar 2000 ~1 min a run.
+Run time on 2 CPU cores: full ~1 min (~2 min with --base), --quick ~30 s.
+(--cifar 512 with --base, 1 round: ~5 min at load 8.)
 
 Every measurement is a fresh process (``python -m kdlab ...`` with the checkout's ``src`` first on PYTHONPATH, the
 same interpreter and packages); the checkouts alternate in each round and the table gives medians of wall time and
