@@ -38,7 +38,7 @@ from kdlab.models import save_model
 from kdlab.teachers import FrozenTeacher
 
 
-def _cifar_folder(root: Path, n_train: int, n_test: int) -> None:
+def cifar_folder(root: Path, n_train: int, n_test: int) -> None:
     """A CIFAR-100 python-format folder of random images (the loader reads extracted folders like archives); bytes
     keys and names, as in the real archive's Python 2 pickles."""
     rng = np.random.default_rng(0)
@@ -78,7 +78,7 @@ def main() -> None:
         # --quick: the same path on a small archive with cheap models (resnet32x4 costs ~20-60 ms per image on a CPU)
         arch, student, n_train, n_test = ("resnet8", "resnet8", 256, 256) if args.quick else (
             "resnet32x4", "resnet8x4", 5000, 500)
-        _cifar_folder(work / "cifar", n_train, n_test)
+        cifar_folder(work / "cifar", n_train, n_test)
         data_args = [f"data.root={work / 'cifar'}", f"teacher.arch={arch}", f"student.arch={student}"]
         torch.manual_seed(0)
         teacher = work / "teacher.safetensors"

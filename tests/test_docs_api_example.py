@@ -31,4 +31,5 @@ def test_the_example_prints_the_output_the_doc_shows(tmp_path):
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout
     assert proc.stdout.splitlines() == _block(doc, "text").splitlines()
-    assert (tmp_path / "runs" / "breast_cancer_kd" / "curves.png").is_file()
+    assert (tmp_path / "runs" / "breast_cancer_kd" / "final.json").is_file()
+    assert not (tmp_path / "runs" / "breast_cancer_kd" / "curves.png").exists()  # drawn on request only

@@ -8,11 +8,19 @@ value it got. The loss layer keeps its own checks (``kdlab.losses._validate``): 
 
 from __future__ import annotations
 
+import difflib
 import math
 from numbers import Integral, Real
 from typing import Any, Callable
 
-__all__ = ["SettingError", "check_int", "check_positive", "check_real", "is_int", "is_real"]
+__all__ = ["SettingError", "check_int", "check_positive", "check_real", "is_int", "is_real", "unknown_name"]
+
+
+def unknown_name(what: str, name: str, known: list[str]) -> ValueError:
+    """The error for a ``name`` that is not one of ``known``: up to three close ones, then every known name."""
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return ValueError(f"unknown {what} {name!r}{hint}; known: {', '.join(known)}")
 
 
 class SettingError(ValueError):

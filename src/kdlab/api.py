@@ -36,7 +36,7 @@ class Result:
 # config keys as fit's arguments, for error messages
 _NAMES = {"teacher.checkpoint": "teacher (a module or a list of modules)", "teacher.checkpoints": "teacher",
           "run.device": "device", "eval.every": "eval_every", "method.name": "method", "method.args": "method_args",
-          "data.augment": "augment", "run.progress": "progress"}
+          "data.augment": "augment", "run.progress": "progress", "run.curves": "curves"}
 
 
 def argument_name(key: str) -> str:
@@ -57,7 +57,7 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
         momentum: float = 0.9, nesterov: bool = False, weight_decay: float = 5e-4, schedule: str = "step",
         milestones: Sequence[int] = (), gamma: float = 0.1, warmup_epochs: int = 0, augment=None,
         eval_every: int = 1, progress: bool = False, workers: int = 0, grad_clip: float | None = None,
-        on_divergence: str = "stop", add: Sequence[dict[str, Any]] = ()) -> Result:
+        on_divergence: str = "stop", add: Sequence[dict[str, Any]] = (), curves: bool = False) -> Result:
     """Train ``student`` by ``method`` from ``teacher`` (a module, or a list of modules = probability-averaging
     ensemble; None for ``method="ce"``). Returns the student in eval mode; the teacher's train/eval mode and its
     parameters' ``requires_grad`` are restored as they were passed.
@@ -66,9 +66,10 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
     label); inputs are used as given (normalise them yourself). Pairs are held in memory; a ``train`` Dataset is read
     every epoch (a random transform in its ``__getitem__`` draws anew each epoch, seeded by (seed, epoch, index)), in
     ``workers`` processes (0: in this one); an ``eval`` Dataset is read once. ``augment``: an optional ``kdlab.data``
-    view augmentation of pairs. With ``out_dir``, checkpoints, logs, ``config.yaml``, ``final.json`` and
-    ``curves.png`` are written there and a rerun resumes; a rerun with any argument, the data, the student's
-    architecture or the teacher's weights changed is refused, except more ``epochs`` with a step or constant schedule
+    view augmentation of pairs. With ``out_dir``, checkpoints, logs, ``config.yaml`` and ``final.json`` are written
+    there (``curves.png`` too with ``curves=True``; ``kdlab plot OUT_DIR`` draws it later) and a rerun resumes; a
+    rerun with any argument, the data, the student's architecture or the teacher's weights changed is refused,
+    except more ``epochs`` with a step or constant schedule
     (the run is extended).
 
     Defaults: ``method="kd"`` (T=4, 0.1·CE + 0.9·KD). Every method's default ``method_args`` are its CIFAR-100 recipe
@@ -93,7 +94,8 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
                   "milestones": list(milestones), "gamma": gamma, "warmup_epochs": warmup_epochs,
                   "grad_clip": grad_clip},
         "eval": {"every": eval_every},
-        "run": {"device": str(device), "progress": progress, "tensorboard": False, "on_divergence": on_divergence},
+        "run": {"device": str(device), "progress": progress, "tensorboard": False, "curves": curves,
+                "on_divergence": on_divergence},
         "teacher": {"cache": {"enabled": False}},
     }, "kdlab.fit", method_schema=lambda name: methods.get(name).Params, name=argument_name)
     users = [teacher] if isinstance(teacher, nn.Module) else [m for m in (teacher or []) if isinstance(m, nn.Module)]

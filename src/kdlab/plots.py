@@ -1,6 +1,6 @@
-"""Every figure kdlab draws: a run's training curves (``curves.png`` in each run directory), accuracy vs agreement of
-``kdlab demo`` and ``kdlab table``, the figures of ``kdlab experiment``, and the per-bin fidelity of ``kdlab fidelity
---plot``.
+"""Every figure kdlab draws: a run's training curves (``curves.png``, drawn on request: ``kdlab plot RUN`` or
+``run.curves=true``), accuracy vs agreement of ``kdlab demo`` and ``kdlab table``, the figures of ``kdlab
+experiment``, and the per-bin fidelity of ``kdlab fidelity --plot``.
 
 Figures are built with matplotlib's object API (``Figure`` + the Agg canvas), never ``pyplot``: no global backend
 is switched and no figure is left open in a user's session. Each PNG is written atomically (``kdlab._io``).
@@ -9,12 +9,13 @@ is switched and no figure is left open in a user's session. Each PNG is written 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 from kdlab._io import atomic_write_bytes
 
-__all__ = ["accuracy_vs_agreement", "experiment_figures", "fidelity_by_bin", "training_curves"]
+__all__ = ["accuracy_vs_agreement", "experiment_figures", "fidelity_by_bin", "run_curves", "training_curves"]
 
 
 def _figure(figsize: tuple[float, float], ncols: int = 1, nrows: int = 1, squeeze: bool = True):
@@ -100,6 +101,29 @@ def fidelity_by_bin(bins: dict[str, dict[str, Any]], path: str | Path, title: st
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, Path(path), dpi=110)
+
+
+def run_curves(run_dir: str | Path) -> Path:
+    """Draw ``RUN/curves.png`` from the run directory's ``metrics.jsonl`` (one record per epoch) and ``final.json``
+    (the title) and return its path; ``FileNotFoundError`` naming the file when the directory holds no run."""
+    run_dir = Path(run_dir)
+    files = {name: run_dir / name for name in ("metrics.jsonl", "final.json")}
+    for path in files.values():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: `kdlab plot` draws the curves of a run directory "
+                                    "(out_dir of `kdlab train` or `kdlab teacher`)")
+    history = []
+    for line in files["metrics.jsonl"].read_text(encoding="utf-8").splitlines():
+        try:
+            history.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut by a kill (kdlab.engine.metrics_log): the epochs before it are the run's
+    final = json.loads(files["final.json"].read_text(encoding="utf-8"))
+    role = final.get("role", "student")
+    net = (final.get(role) or {}).get("arch")
+    title = ", ".join(str(part) for part in (f"{role} {net}" if net else role, final.get("method"), run_dir.name))
+    training_curves(history, run_dir / "curves.png", title=title)
+    return run_dir / "curves.png"
 
 
 # ---------------------------------------------------------------------------------------------------------------

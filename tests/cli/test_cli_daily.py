@@ -1,5 +1,5 @@
 """The command line as a new user meets it: listings, help, `kdlab eval` options, device errors, extending a run,
-the run directory's curves.png, and `kdlab export`."""
+the run directory's curves.png (drawn on request), and `kdlab export`."""
 
 import argparse
 import json
@@ -92,8 +92,26 @@ def test_a_finished_run_says_how_to_extend_it_and_more_epochs_extend_it(run, tea
     assert final["epochs"] == 3 and [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").open()] == [1, 2, 3]
 
 
-def test_every_run_directory_has_curves_png(run):
+def test_curves_png_is_drawn_on_request_by_kdlab_plot_or_run_curves(run, teacher, tmp_path, capsys):
+    assert not (run / "curves.png").exists()  # the matplotlib import and the drawing are not paid by every run
+    assert main(["plot", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {run / 'curves.png'}"
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    (run / "curves.png").unlink()
+    out = tmp_path / "curves_run"
+    assert main(["train", "mnist1d/kd", *COMMON, "optim.epochs=1", f"teacher.checkpoint={teacher}", "run.curves=true",
+                 f"out_dir={out}"]) == 0
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # not part of the run's identity: the same run without it is the finished run, not another one
+    assert main(["train", "mnist1d/kd", *COMMON, "optim.epochs=1", f"teacher.checkpoint={teacher}",
+                 f"out_dir={out}"]) == 0
+    assert "holds a finished run" in capsys.readouterr().out
+
+
+def test_kdlab_plot_of_a_directory_without_a_run_says_so_in_one_line(tmp_path, capsys):
+    assert main(["plot", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'metrics.jsonl'} does not exist" in err and "Traceback" not in err
 
 
 def test_one_plotting_module_draws_every_figure():
@@ -106,7 +124,7 @@ def test_one_plotting_module_draws_every_figure():
     assert kdlab.demo.accuracy_vs_agreement is plots.accuracy_vs_agreement
     assert kdlab.sweep.table.accuracy_vs_agreement is plots.accuracy_vs_agreement
     assert kdlab.fidelity.experiments.experiment_figures is plots.experiment_figures
-    assert run.training_curves is plots.training_curves
+    assert run.run_curves is plots.run_curves
 
 
 def test_export_torchscript_gives_the_same_logits(run, capsys):

@@ -40,8 +40,8 @@ _FORMAT = 1
 
 #: what does not change training: where it is written, display, failure handling, decoding processes, what is
 #: measured beside it (the per-bin report, gradient conflicts)
-NOT_IDENTITY: dict[str, Any] = {"out_dir": True, "run": {"progress", "tensorboard", "dist_timeout", "on_divergence",
-                                                         "grad_conflict_every"},
+NOT_IDENTITY: dict[str, Any] = {"out_dir": True, "run": {"progress", "tensorboard", "curves", "dist_timeout",
+                                                         "on_divergence", "grad_conflict_every"},
                                 "data": {"workers"}, "eval": {"bins"}}
 #: the sections of kdlab.fit's config that are its arguments (the rest are defaults it does not use)
 FIT_IDENTITY = {"seed", "method", "optim", "eval"}

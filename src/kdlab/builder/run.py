@@ -29,7 +29,7 @@ from kdlab.methods import Method
 from kdlab.models.factory import Arch, arch_name, is_factory
 from kdlab.models.card import model_card, write_card
 from kdlab.models.weights import weights_metadata
-from kdlab.plots import training_curves
+from kdlab.plots import run_curves
 from kdlab.teachers.stored import StoreChoice
 
 __all__ = ["Outcome", "RunParts", "Started", "card_of", "finished", "train_and_report"]
@@ -136,7 +136,7 @@ def _train(parts: RunParts) -> Outcome:
 
 
 def _overhead(parts: RunParts, outcome: Outcome) -> dict[str, float | None] | None:
-    """Where this process's time went, in wall seconds, up to final.json (curves.png is drawn after it):
+    """Where this process's time went, in wall seconds, up to final.json (curves.png, if asked for, after it):
     ``startup_s`` (interpreter and imports), ``data_s`` (the entry point up to the loop: data, loaders, networks,
     the method, less the teacher's part), ``teacher_s`` (the teacher's outputs: the logit cache and its estimate
     or fill, the test-set logits), ``epochs_s`` (the epochs trained here, their evaluations included),
@@ -191,18 +191,14 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: Arch | No
     finished_before = r.resumed_from is not None and r.resumed_from > plan.cfg.optim.epochs
     if parts.out_dir is not None and dist.is_main() and not finished_before:
         atomic_write_text(parts.out_dir / "final.json", json.dumps(final, indent=2))
-        training_curves(r.history, parts.out_dir / "curves.png", title=_title(parts, role))
+        if plan.cfg.run.curves:  # on request: the matplotlib import and the drawing cost more than a short run
+            run_curves(parts.out_dir)
     return final
 
 
 def _arch_record(arch: Arch | None) -> dict[str, Any]:
     """``{"arch": name}``, and for a network built by a factory also ``"factory": {"factory": ..., "args": ...}``."""
     return {"arch": arch_name(arch), **({"factory": arch} if is_factory(arch) else {})}
-
-
-def _title(parts: RunParts, role: str) -> str:
-    net = arch_name(parts.arch) or type(parts.student).__name__
-    return f"{role} {net}, {parts.plan.name}" + (f", {parts.out_dir.name}" if parts.out_dir else "")
 
 
 def train_and_report(parts: RunParts, role: str, teacher_arch: Arch | None = None) -> tuple[Outcome, dict[str, Any]]:

@@ -56,14 +56,17 @@ def _train(sub) -> None:
     c.add_argument("config", nargs="?", default=None,
                    help="YAML file or shipped recipe name (default: the built-in defaults)")
     c.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.1 seed=1")
-    c.set_defaults(handler="kdlab.cli.train:_config")
+    c.set_defaults(handler="kdlab.cli.recipes:_config")
 
     r = sub.add_parser("recipes", help="list the shipped configs")
     r.add_argument("--long", action="store_true",
                    help="also show each recipe's opening comment (what is published, what is a default)")
     r.set_defaults(handler="kdlab.cli.recipes:_recipes")
     m = sub.add_parser("methods", help="list the registered methods, one line each")
-    m.set_defaults(handler="kdlab.cli.train:_methods")
+    m.set_defaults(handler="kdlab.cli.recipes:_methods")
+    p = sub.add_parser("plot", help="draw RUN/curves.png (loss terms, accuracy, agreement per epoch) of run directories")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (out_dir of `kdlab train`/`kdlab teacher`)")
+    p.set_defaults(handler="kdlab.cli.plot:_plot")
 
 
 def _teachers(sub) -> None:

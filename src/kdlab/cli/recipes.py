@@ -1,8 +1,13 @@
-"""``kdlab recipes [--long]``: the shipped configs, by name (only :mod:`kdlab.config`: no torch, so it is instant)."""
+"""``kdlab recipes [--long] | config | methods``: the shipped configs by name, a config as validated, the methods
+(only :mod:`kdlab.config`: no torch, so each is instant; the methods' models are the generated
+:mod:`kdlab.config.method_params`)."""
 
 from __future__ import annotations
 
-from kdlab.config import recipe_names, resolve_config_path
+import yaml
+
+from kdlab.config import load_config, recipe_names, resolve_config_path
+from kdlab.config.method_params import SUMMARIES, params
 
 
 def _recipes(args) -> int:
@@ -24,3 +29,15 @@ def _first_comment(path) -> str:
                 break
             lines.append(line.lstrip("#").strip())
     return " ".join(lines)
+
+
+def _config(args) -> int:
+    cfg = load_config(args.config, args.overrides, method_schema=params)
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def _methods(args) -> int:
+    for name, summary in SUMMARIES.items():
+        print(f"{name:16s} {summary}")
+    return 0

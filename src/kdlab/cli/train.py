@@ -1,10 +1,8 @@
-"""``kdlab teacher | train | config | methods``: train from a config, and inspect configs and methods."""
+"""``kdlab teacher | train``: train from a config."""
 
 from __future__ import annotations
 
-import yaml
-
-from kdlab import builder, distributed, methods
+from kdlab import builder, distributed
 
 
 def _run(args, teacher: bool) -> int:
@@ -36,15 +34,3 @@ def _teacher(args) -> int:
 
 def _train(args) -> int:
     return _run(args, teacher=False)
-
-
-def _config(args) -> int:
-    cfg = builder.load_config(args.config, args.overrides)
-    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
-    return 0
-
-
-def _methods(args) -> int:
-    for name in methods.names():
-        print(f"{name:16s} {methods.get(name).summary}")
-    return 0

@@ -292,6 +292,8 @@ class RunOptions(_Strict):
     device: str = "cpu"
     progress: bool = True
     tensorboard: bool | Literal["auto"] = "auto"
+    # draw curves.png at the end of the run (matplotlib: ~0.7 s per process); `kdlab plot RUN` draws it any time
+    curves: bool = False
     deterministic: bool = True
     threads: int | None = Field(default=None, ge=1)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast (CUDA)

@@ -33,6 +33,7 @@ from kdlab.engine.precision import DevicePath
 from kdlab.engine.progress import Progress
 from kdlab.engine.schedule import learning_rate
 from kdlab.engine.seeding import rng_state, set_rng_state
+from kdlab.engine.sgd import SGD
 from kdlab.eval import AccuracyAccumulator, FidelityAccumulator
 from kdlab.eval.bins import BinCollector
 from kdlab.eval.metrics import kl_per_example
@@ -76,7 +77,7 @@ class LoopResult:
     divergence: dict[str, Any] | None = None  # the guard's finding in a run that trained on (on_divergence="warn")
 
 
-def make_optimizer(method: torch.nn.Module, s: LoopSettings) -> torch.optim.Optimizer:
+def make_optimizer(method: torch.nn.Module, s: LoopSettings) -> torch.optim.Optimizer | SGD:
     params = [p for p in method.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the method has no trainable parameters")
@@ -89,7 +90,8 @@ def make_optimizer(method: torch.nn.Module, s: LoopSettings) -> torch.optim.Opti
         return DOT(params, lr=s.lr, momentum=s.momentum, delta=s.dot_delta, weight_decay=s.weight_decay)
     if s.optimizer != "sgd":
         raise ValueError(f"unknown optimizer {s.optimizer!r}; use sgd, adamw or dot")
-    return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.nesterov)
+    # torch.optim.SGD's update without torch.optim.Optimizer, whose first call imports torch._dynamo (engine.sgd)
+    return SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.nesterov)
 
 
 @torch.inference_mode()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import torch
 
+from kdlab._checks import unknown_name
 from kdlab.methods.base import Method
 
 _METHODS: dict[str, type[Method]] = {}
@@ -31,9 +31,7 @@ def get(name: str) -> type[Method]:
     try:
         return _METHODS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _METHODS, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown method {name!r}{hint}; known: {', '.join(names())}") from None
+        raise unknown_name("method", name, names()) from None
 
 
 def create(name: str, student, teacher, num_classes: int, args: dict[str, Any] | None = None,
