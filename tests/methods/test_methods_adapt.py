@@ -140,6 +140,14 @@ def test_nckd_beta_is_scaled_by_the_non_target_class_count(name, args, classes):
         assert _adapt(name, RunFacts(many, 240, (3, 32, 32)), **args)[0].beta == 8.0
 
 
+@pytest.mark.parametrize("classes", [2, 10, 100])
+def test_nkd_gamma_is_scaled_by_the_non_target_class_count(classes):
+    hp, changes = _adapt("nkd", RunFacts(classes, 240, (3, 32, 32)))
+    assert hp.gamma == pytest.approx(3.5 * min(classes - 1, 99) / 99)
+    assert [c.key for c in changes] == (["gamma"] if classes < 100 else [])
+    assert _adapt("nkd", RunFacts(classes, 240, (3, 32, 32)), gamma=1.5)[0].gamma == 1.5  # ImageNet's, given
+
+
 def test_ctkd_with_its_kd_base_has_no_beta_to_adapt():
     assert [c.key for c in _adapt("ctkd", RunFacts(10, 240, (1, 8, 8)))[1]] == []
 

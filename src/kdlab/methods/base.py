@@ -128,12 +128,14 @@ def scaled_by_classes(hp: Params, facts: RunFacts, given: Collection[str] | None
     return [Adaptation(key, default, default * classes / cifar_classes, why)]
 
 
-def nckd_beta(hp: Params, facts: RunFacts, given: Collection[str] | None) -> list[Adaptation]:
-    """β of DKD's non-target term NCKD (DKD; SDD's and CTKD's DKD base), a KL over the C − 1 non-target classes (99 on
-    CIFAR-100), scaled by (C − 1)/99 (:func:`scaled_by_classes`)."""
+def nckd_beta(hp: Params, facts: RunFacts, given: Collection[str] | None, key: str = "beta",
+              term: str = "NCKD") -> list[Adaptation]:
+    """The weight ``key`` of a KL between the softmaxes over the C − 1 non-target classes (99 on CIFAR-100): β of
+    DKD's NCKD (DKD; SDD's and CTKD's DKD base), γ of NKD's normalised non-target term; scaled by (C − 1)/99
+    (:func:`scaled_by_classes`)."""
     m = facts.num_classes - 1
-    return scaled_by_classes(hp, facts, given, "beta", m, CIFAR_CLASSES - 1,
-                             f"NCKD's weight for CIFAR-100's 99 non-target classes, scaled by (C − 1)/99 to {m}")
+    return scaled_by_classes(hp, facts, given, key, m, CIFAR_CLASSES - 1,
+                             f"{term}'s weight for CIFAR-100's 99 non-target classes, scaled by (C − 1)/99 to {m}")
 
 
 def warmup_factor(epoch: int, warmup: int) -> float:
