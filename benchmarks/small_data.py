@@ -7,7 +7,7 @@ small real data sets that ship inside scikit-learn: digits (1797 8×8 scans, 10 
     python benchmarks/small_data.py --methods ce wttm --sets digits-mlp
     python benchmarks/small_data.py --quick      # seed 0, 2 epochs, CE, KD, TTM and WTTM: a smoke run
 
-Run time on 2 CPU cores: full ~30 min, --quick ~15 s.
+Run time on 2 CPU cores: full ~25 min, --quick ~15 s.
 
 Each data set is split once, stratified, 30 % test (``train_test_split(random_state=0)``), and standardised with
 the training part's mean and std (digits: per pixel, then shaped 1×64 for the 1-D CNN). For each setting a teacher is
@@ -103,7 +103,7 @@ def run_setting(key: str, setting: Setting, methods: list[str], seeds: list[int]
                                    None if method == "ce" else teacher.student, train, method=method, seed=seed,
                                    **common)
             except kdlab.TrainingDiverged as exc:  # kdlab's guard stopped it: a result, counted and shown
-                print(f"  {key} {method} seed {seed}: diverged ({str(exc).split(':')[0]})", file=sys.stderr)
+                print(f"  {key} {method} seed {seed}: {str(exc).split(' To fix')[0]}", file=sys.stderr)
                 accs.setdefault(method, []).append(math.nan)
                 continue
             except ValueError as exc:  # a method that refuses these data says why in one line (SettingError)
