@@ -7,7 +7,7 @@ small real data sets that ship inside scikit-learn: digits (1797 8×8 scans, 10 
     python benchmarks/small_data.py --methods ce wttm --sets digits-mlp
     python benchmarks/small_data.py --quick      # seed 0, 2 epochs, CE, KD, TTM and WTTM: a smoke run
 
-Run time on 2 CPU cores: full ~25 min, --quick ~15 s.
+Run time on 2 CPU cores: full ~25 min, --quick ~20 s.
 
 Each data set is split once, stratified, 30 % test (``train_test_split(random_state=0)``), and standardised with
 the training part's mean and std (digits: per pixel, then shaped 1×64 for the 1-D CNN). For each setting a teacher is
