@@ -28,6 +28,7 @@ PRINTS = {
     "losses": ("| loss | shape (N, C) | ms fwd+bwd |", "| cmkd_loss | (256, 1000) |"),
     "overhead": ("| checkout | `kdlab --help` wall s |", "| start-up (interpreter, imports) | "),
     "replay": ("| step | ms / step | × CE step |", "| KD, stored outputs (top-10) |"),
+    "small_data": ("| method (test accuracy %, mean ± std over seeds [0], Δ vs CE) |", "| wttm | "),
     "step_time": ("| pair | batch | step | ms / step |", "| KD, cached teacher (lazy, warm) |"),
     "teacher_passes": ("| setting | process wall time (median) |", "| next seed (0 passes) |"),
     "topk_error": ("| teacher outputs | bytes / view |", "| kd (temperature=4.0) | yes |"),

@@ -56,7 +56,8 @@ def test_cakd_input_shape_is_refused_with_its_reason():
     with pytest.raises(ValueError, match=r"'input_shape' is no longer an argument \(the feature shapes are read "
                                          r"from a batch of the data\); remove it"):
         methods.get("cakd").Params(feature=True, input_shape=[1, 40])
-    assert _adapt("cakd", RunFacts(10, 240, (1, 40)), feature=True)[1] == []  # nothing shape-related to adapt
+    # nothing shape-related to adapt (β is fitted to the 10 classes)
+    assert [c.key for c in _adapt("cakd", RunFacts(10, 240, (1, 40)), feature=True)[1]] == ["beta"]
 
 
 def test_every_method_has_a_plain_one_line_summary():
@@ -109,3 +110,99 @@ def test_a_feature_method_without_its_setup_says_what_to_call():
         method(batch, 30)
     method.setup(batch.x)
     assert torch.isfinite(method(batch, 30).losses["cakd_feat"])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Defaults on small data (benchmarks/small_data.py, docs/methods/README.md "Defaults on small data")
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("m", [1, 2, 9, 99])
+def test_kl_curvature_in_the_logits_is_one_over_the_class_count(m):
+    """The premise of scaled_by_classes: the Hessian of KL(p ‖ softmax(z)) in z is diag(q) − qqᵀ, whose largest
+    eigenvalue is 1/m at a uniform q over m classes (0 for m = 1: a one-class softmax is constant)."""
+    p = torch.softmax(torch.randn(m, dtype=torch.float64, generator=torch.Generator().manual_seed(m)), 0)
+
+    def kl(z):
+        return (p * (p.log() - torch.log_softmax(z, 0))).sum()
+
+    top = torch.linalg.eigvalsh(torch.autograd.functional.hessian(kl, torch.zeros(m, dtype=torch.float64)))[-1]
+    assert top.item() == pytest.approx(1 / m if m > 1 else 0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("name, args", [("dkd", {}), ("sdd", {}), ("ctkd", {"base": "dkd"})])
+@pytest.mark.parametrize("classes", [2, 3, 10, 50])
+def test_nckd_beta_is_scaled_by_the_non_target_class_count(name, args, classes):
+    hp, changes = _adapt(name, RunFacts(classes, 240, (3, 32, 32)), **args)
+    assert hp.beta == pytest.approx(8.0 * (classes - 1) / 99)
+    assert [c.why for c in changes if c.key == "beta"] == [
+        f"NCKD's weight for CIFAR-100's 99 non-target classes, scaled by (C − 1)/99 to {classes - 1}"]
+    assert _adapt(name, RunFacts(classes, 240, (3, 32, 32)), beta=8.0, **args)[0].beta == 8.0  # given: kept
+    for many in (100, 1000):  # CIFAR-100 and more classes: the recipe's β
+        assert _adapt(name, RunFacts(many, 240, (3, 32, 32)), **args)[0].beta == 8.0
+
+
+@pytest.mark.parametrize("classes", [2, 10, 100])
+def test_nkd_gamma_is_scaled_by_the_non_target_class_count(classes):
+    hp, changes = _adapt("nkd", RunFacts(classes, 240, (3, 32, 32)))
+    assert hp.gamma == pytest.approx(3.5 * min(classes - 1, 99) / 99)
+    assert [c.key for c in changes] == (["gamma"] if classes < 100 else [])
+    assert _adapt("nkd", RunFacts(classes, 240, (3, 32, 32)), gamma=1.5)[0].gamma == 1.5  # ImageNet's, given
+
+
+def test_ctkd_with_its_kd_base_has_no_beta_to_adapt():
+    assert [c.key for c in _adapt("ctkd", RunFacts(10, 240, (1, 8, 8)))[1]] == []
+
+
+@pytest.mark.parametrize("classes, args, beta", [
+    (10, {}, 8.0 * 5 / 95), (3, {}, 8.0 * 1 / 95), (2, {}, 8.0 * 1 / 95),  # top-k: |W| = C − k, k ≤ C − 1
+    (10, {"k": 3}, 8.0 * 7 / 97),  # a given k is the recipe's too
+    (10, {"strong_set": "target"}, 8.0 * 9 / 99),  # S = {y}: W = the C − 1 non-target classes, DKD's NCKD
+    (10, {"strong_set": "mass"}, 8.0),  # |W| depends on the teacher: not adapted
+    (100, {}, 8.0)])
+def test_cakd_wcd_beta_is_scaled_by_the_weak_set_size(classes, args, beta):
+    assert _adapt("cakd", RunFacts(classes, 240, (3, 32, 32)), **args)[0].beta == pytest.approx(beta)
+
+
+@pytest.mark.parametrize("name, key, shape, value", [
+    ("r2kd", "augment", (13,), "none"), ("r2kd", "augment", (1, 8, 8), "cutmix"), ("r2kd", "augment", (1, 40), "cutmix"),
+    ("mlkd", "strong_augment", (13,), "none"), ("mlkd", "strong_augment", (1, 8, 8), "cutout"),
+    ("mlkd", "strong_augment", (1, 40), "cutout"), ("mlkd", "strong_augment", (3, 32, 32), "randaugment")])
+def test_second_views_fit_the_input_shape(name, key, shape, value):
+    assert getattr(_adapt(name, RunFacts(10, 240, shape))[0], key) == value
+    given = "cutout" if name == "r2kd" else "none"
+    assert getattr(_adapt(name, RunFacts(10, 240, shape), **{key: given})[0], key) == given
+
+
+def test_logit_standardisation_on_two_classes_is_refused_because_its_gradient_is_zero():
+    from kdlab.losses import kd_loss, logit_standardize
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(16, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    v = torch.randn(16, 2, dtype=torch.float64, generator=g)
+    kd_loss(logit_standardize(z), logit_standardize(v), temperature=2.0).backward()
+    plain = torch.autograd.grad(kd_loss(z, v, temperature=2.0), z)[0]
+    # the reason: the term cannot move the student (what is left is the 1e-7 eps in the std's denominator)
+    assert z.grad.abs().max().item() < 1e-5 < 1e-2 < plain.abs().max().item()
+    with pytest.raises(SettingError, match=r"^kd_ls: logit standardisation maps the 2 logits of a 2-class sample to "
+                                           r"±1/√2, so its distillation term has no gradient; set "
+                                           r"method\.args\.logit_standardization to false"):
+        _adapt("kd_ls", RunFacts(2, 240, (30,)))
+    with pytest.raises(SettingError, match=r"^dkd: logit standardisation"):
+        _adapt("dkd", RunFacts(2, 240, (30,)), logit_standardization=True)
+    assert _adapt("kd_ls", RunFacts(3, 240, (30,)))[0].logit_standardization  # 3 classes: a shape is left
+
+
+def test_every_shipped_cifar100_recipe_resolves_unchanged():
+    """The adaptations fit other data; on CIFAR-100 (100 classes, 3×32×32) no recipe's arguments change."""
+    from kdlab import builder
+    from kdlab.config.load import recipe_names
+
+    names = [r for r in recipe_names() if r.startswith("cifar100/")]
+    assert len(names) > 300
+    for name in names:
+        cfg = builder.load_config(name)
+        plan = builder.plan(cfg, 100, (3, 32, 32))
+        assert plan.adapted_defaults() == [], name
+        cls = methods.get(cfg.method.name)
+        assert plan.params == cls.Params.model_validate(cfg.method.args or {}), name
+        for part, section in zip(plan.added, cfg.method.add):
+            assert part.params == methods.get(section.name).Params.model_validate(section.args or {}), name

@@ -109,6 +109,34 @@ def scaled_warmup(hp: Params, facts: RunFacts, given: Collection[str] | None, ke
 
 #: length of the shared CIFAR-100 recipe (docs/reference/methods.md §10), which epoch-counted defaults belong to
 CIFAR_EPOCHS = 240
+#: classes of CIFAR-100, which class-count-dependent defaults belong to
+CIFAR_CLASSES = 100
+
+
+def scaled_by_classes(hp: Params, facts: RunFacts, given: Collection[str] | None, key: str, classes: int,
+                      cifar_classes: int, why: str) -> list[Adaptation]:
+    """The weight ``key`` of a KL term between softmaxes over ``classes`` classes (``cifar_classes`` in the CIFAR-100
+    recipe), scaled by ``classes / cifar_classes`` when left at its default on a run with fewer classes.
+
+    Why: the Hessian of KL(p ‖ softmax(z)) in the logits z is diag(q) − qqᵀ, whose eigenvalues are about 1/m while
+    q = softmax(z) is spread over m classes (the softened targets of these terms are): a weight w makes the term w/m
+    stiff, so the same w is ``cifar_classes / classes`` times stiffer on fewer classes (DKD's β = 8 diverges at lr
+    0.05 on 10-class digits), and w·m/m₁₀₀ keeps the recipe's stiffness. ``why``: the adaptation's reason, logged."""
+    if key not in defaults_left(hp, given) or classes >= cifar_classes or getattr(hp, key) != \
+            type(hp).model_fields[key].default:
+        return []
+    default = getattr(hp, key)
+    return [Adaptation(key, default, default * classes / cifar_classes, why)]
+
+
+def nckd_beta(hp: Params, facts: RunFacts, given: Collection[str] | None, key: str = "beta",
+              term: str = "NCKD") -> list[Adaptation]:
+    """The weight ``key`` of a KL between the softmaxes over the C − 1 non-target classes (99 on CIFAR-100): β of
+    DKD's NCKD (DKD; SDD's and CTKD's DKD base), γ of NKD's normalised non-target term; scaled by (C − 1)/99
+    (:func:`scaled_by_classes`)."""
+    m = facts.num_classes - 1
+    return scaled_by_classes(hp, facts, given, key, m, CIFAR_CLASSES - 1,
+                             f"{term}'s weight for CIFAR-100's 99 non-target classes, scaled by (C − 1)/99 to {m}")
 
 
 def warmup_factor(epoch: int, warmup: int) -> float:
@@ -139,7 +167,15 @@ class Method(nn.Module):
     def adapt(cls, hp: Params, facts: RunFacts, given: Collection[str] | None) -> tuple[Params, list[Adaptation]]:
         """``hp`` with the defaults that only suit the CIFAR-100 recipe (100 classes, 240 epochs, 32×32 images)
         fitted to the run described by ``facts``, and what changed. Only arguments the user did not give
-        (``given``) change; a given value that cannot work is a :class:`SettingError`. Default: nothing to adapt."""
+        (``given``) change; a given value that cannot work is a :class:`SettingError`. Default: nothing to adapt.
+
+        Logit standardisation (Sun et al. 2024) on 2 classes is refused: it maps a sample's two logits to ±1/√2
+        whatever their gap, so every softmax of them is one of two fixed vectors, the distillation term sees only the
+        argmax and its gradient is 0 (``kd_ls`` would train on 0.1·CE alone)."""
+        if facts.num_classes == 2 and getattr(hp, "logit_standardization", False):
+            raise SettingError(f"{cls.name}: logit standardisation maps the 2 logits of a 2-class sample to ±1/√2, so "
+                               "its distillation term has no gradient; set {key} to false (method kd for kd_ls)",
+                               key="method.args.logit_standardization")
         changes = cls._adaptations(hp, facts, given)
         if not changes:
             return hp, []

@@ -18,7 +18,8 @@ from torch import nn
 
 from kdlab.losses import cakd_loss, kl_decomposition, strong_set_mass, strong_set_target, strong_set_topk
 from kdlab._checks import SettingError
-from kdlab.methods.base import Adaptation, Params, StepOutput, defaults_left, scaled_warmup, warmup_factor
+from kdlab.methods.base import (CIFAR_CLASSES, Adaptation, Params, StepOutput, defaults_left, scaled_by_classes,
+                               scaled_warmup, warmup_factor)
 from kdlab.methods.feature import FeatureMethod
 from kdlab.methods.registry import register
 
@@ -86,16 +87,27 @@ class CAKD(FeatureMethod):
     def _adaptations(cls, hp, facts, given):
         """Defaults fitted to the run: the top-k strong set keeps at least one weakly correlated class
         (k ≤ C − 1, the CIFAR-100 default k = 5 otherwise leaves W empty or exceeds C), the warm-up is DKD's share of
-        the run (:func:`scaled_warmup`)."""
+        the run (:func:`scaled_warmup`), and β, the weight of WCD (a KL between softmaxes over the |W| weakly
+        correlated classes: C − k with top-k, C − 1 with S = {y}; 95 and 99 on CIFAR-100), is scaled by
+        |W|/|W_CIFAR-100| for fewer classes, because WCD's curvature in the logits is about 1/|W| (as DKD's β,
+        :func:`~kdlab.methods.base.scaled_by_classes`; β = 8 diverges on 10-class digits at lr 0.05). The "mass" rule's
+        |W| depends on the teacher's outputs, so its β is not adapted."""
         left, c = defaults_left(hp, given), facts.num_classes
         changes = scaled_warmup(hp, facts, given)
+        k = hp.k
         if hp.strong_set == "topk":
             if "k" in left and hp.k >= c:
-                changes.append(Adaptation("k", hp.k, max(1, c - 1), f"the CIFAR-100 default strong set of {hp.k} "
-                                                                    f"classes, clamped to C − 1 for {c} classes"))
+                k = max(1, c - 1)
+                changes.append(Adaptation("k", hp.k, k, f"the CIFAR-100 default strong set of {hp.k} "
+                                                        f"classes, clamped to C − 1 for {c} classes"))
             elif hp.k > c:
                 raise SettingError(f"cakd: {{k}}={hp.k} exceeds the number of classes ({c}); use at most {c - 1}",
                                    k="method.args.k")
+        if hp.logit and hp.strong_set != "mass":
+            weak, cifar_weak = (c - k, CIFAR_CLASSES - hp.k) if hp.strong_set == "topk" else (c - 1, CIFAR_CLASSES - 1)
+            changes += scaled_by_classes(hp, facts, given, "beta", weak, cifar_weak,
+                                         f"WCD's weight for CIFAR-100's {cifar_weak} weakly correlated classes, scaled "
+                                         f"by |W|/{cifar_weak} to {weak}")
         return changes
 
     @classmethod

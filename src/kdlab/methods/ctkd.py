@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import nn
 
 from kdlab.losses import ctkd_loss, curriculum_lambda, curriculum_temperature
-from kdlab.methods.base import LogitMethod, Params, StepOutput, scaled_warmup, warmup_factor
+from kdlab.methods.base import LogitMethod, Params, StepOutput, nckd_beta, scaled_warmup, warmup_factor
 from kdlab.methods.registry import register
 
 #: the released instance-wise loss adds this to the teacher's probabilities (README's ``KL_Loss``)
@@ -77,7 +77,10 @@ class CTKD(LogitMethod):
 
     @classmethod
     def _adaptations(cls, hp, facts, given):
-        return scaled_warmup(hp, facts, given, key="curriculum_epochs") + scaled_warmup(hp, facts, given)
+        """The curriculum and the warm-up scaled to a shorter run; with base dkd, β·(C − 1)/99 for fewer classes, as
+        DKD's (:meth:`~kdlab.methods.dkd.DKD._adaptations`)."""
+        return (scaled_warmup(hp, facts, given, key="curriculum_epochs") + scaled_warmup(hp, facts, given)
+                + (nckd_beta(hp, facts, given) if hp.base == "dkd" else []))
 
     def __init__(self, student, teacher, num_classes, params):
         super().__init__(student, teacher, num_classes, params)

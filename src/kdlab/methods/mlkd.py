@@ -18,7 +18,7 @@ from kdlab import distributed as dist
 from kdlab._checks import SettingError
 from kdlab.data import randaugment_like, random_cutout
 from kdlab.losses import MLKD_TEMPERATURES, mlkd_parts
-from kdlab.methods.base import Method, Params, StepOutput
+from kdlab.methods.base import Adaptation, Method, Params, StepOutput, defaults_left
 from kdlab.methods.registry import register
 
 
@@ -60,6 +60,22 @@ class MLKD(Method):
     summary = "MLKD (Jin et al. CVPR 2023): instance, class and batch alignment at 5 temperatures, on weak+strong views"
 
     Params = MLKDParams
+
+    @classmethod
+    def _adaptations(cls, hp, facts, given):
+        """The strong view fitted to the inputs: RandAugment works on pixel levels of images [C, H, W] whose
+        normalisation it undoes with ``input_mean``/``input_std`` (CIFAR-100's 3 channels by default), so other
+        images and signals [C, L] get Cutout (it needs no pixel levels) and plain features (d,) get none."""
+        shape = tuple(facts.input_shape)
+        if "strong_augment" not in defaults_left(hp, given) or hp.strong_augment != "randaugment" or \
+                (len(shape) == 3 and shape[0] == len(hp.input_mean)):
+            return []
+        if len(shape) >= 2:
+            return [Adaptation("strong_augment", hp.strong_augment, "cutout",
+                               f"RandAugment needs images with {len(hp.input_mean)} channels of known normalisation "
+                               f"(input_mean, input_std); inputs of shape {shape} get Cutout")]
+        return [Adaptation("strong_augment", hp.strong_augment, "none",
+                           f"RandAugment and Cutout need images or signals; inputs of shape {shape} are plain features")]
     labels_only_in_ce = True
 
     @property

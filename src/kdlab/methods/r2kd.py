@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from kdlab._checks import SettingError
 from kdlab.data import autoaugment_like, cutmix, cutout, mixup
 from kdlab.losses import r2kd_value_loss, spearman_loss
-from kdlab.methods.base import Method, Params, StepOutput
+from kdlab.methods.base import Adaptation, Method, Params, StepOutput, defaults_left
 from kdlab.methods.registry import register
 from kdlab.teachers.pruned import PrunedEnsembleTeacher
 
@@ -66,6 +66,16 @@ class R2KD(Method):
     summary = "R2KD (Kim et al. 2023/2024): value and rank distances to a pruned-ensemble teacher, on two views"
 
     Params = R2KDParams
+
+    @classmethod
+    def _adaptations(cls, hp, facts, given):
+        """No second view on tabular inputs: the default CutMix pastes a box of another sample, which exists in
+        images [C, H, W] and signals [C, L] only; a sample of plain features (input shape (d,)) gets augment "none"
+        (L = CE + D(x), the value and rank terms on the clean view)."""
+        if "augment" not in defaults_left(hp, given) or hp.augment != "cutmix" or len(facts.input_shape) >= 2:
+            return []
+        return [Adaptation("augment", hp.augment, "none", f"CutMix cuts boxes of images or signals; inputs of shape "
+                                                          f"{tuple(facts.input_shape)} are plain features")]
 
     def __init__(self, student, teacher, num_classes, params):
         super().__init__(student, teacher, num_classes, params)

@@ -19,7 +19,7 @@ from torch import nn
 
 from kdlab._checks import SettingError
 from kdlab.losses import sdd_loss
-from kdlab.methods.base import Method, Params, StepOutput, scaled_warmup, warmup_factor
+from kdlab.methods.base import Method, Params, StepOutput, nckd_beta, scaled_warmup, warmup_factor
 from kdlab.methods.registry import register
 from kdlab.models import forward_features
 from kdlab.models.features import classifier_of
@@ -79,7 +79,9 @@ class SDD(Method):
 
     @classmethod
     def _adaptations(cls, hp, facts, given):
-        return scaled_warmup(hp, facts, given)
+        """The warm-up scaled to a shorter run; with base dkd, β·(C − 1)/99 for fewer classes, as DKD's
+        (:meth:`~kdlab.methods.dkd.DKD._adaptations`: NCKD's stiffness grows as 1/(C − 1))."""
+        return scaled_warmup(hp, facts, given) + (nckd_beta(hp, facts, given) if hp.base == "dkd" else [])
 
     def __init__(self, student, teacher, num_classes, params):
         super().__init__(student, teacher, num_classes, params)

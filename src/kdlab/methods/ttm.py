@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from kdlab.losses import ttm_loss, wttm_loss
-from kdlab.methods.base import Adaptation, LogitMethod, Params, StepOutput, defaults_left
+from kdlab.methods.base import CIFAR_CLASSES, LogitMethod, Params, StepOutput, scaled_by_classes
 from kdlab.methods.registry import register
 
 
@@ -45,11 +45,8 @@ class TTM(LogitMethod):
         same β is C/100 times stiffer on C classes than on CIFAR-100's 100. β = 100 diverges on 2-class breast
         cancer and collapses 3-class wine to 2–32%, β·C/100 matches CE (docs/methods/ttm.md)."""
         c = facts.num_classes
-        if "beta" not in defaults_left(hp, given) or c >= 100:
-            return []
-        value = hp.beta * c / 100
-        return [Adaptation("beta", hp.beta, value, f"the CIFAR-100 default for 100 classes, scaled by C/100 to "
-                                                   f"{c} classes")]
+        return scaled_by_classes(hp, facts, given, "beta", c, CIFAR_CLASSES,
+                                 f"the CIFAR-100 default for 100 classes, scaled by C/100 to {c} classes")
 
     def _term(self, z, v):
         return ttm_loss(z, v, gamma=self.hp.gamma)
