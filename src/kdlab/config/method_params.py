@@ -172,9 +172,9 @@ class DISTParams(Params):
 
 
 class DKDParams(Params):
-    """CIFAR-100 defaults of the released code; β is per pair (2, 6 or 8, see the shipped recipes). The warm-up
-    (20 of 240 epochs) is scaled to a shorter run when left at its default
-    (:func:`~kdlab.methods.base.scaled_warmup`)."""
+    """CIFAR-100 defaults of the released code; β is per pair (2, 6 or 8, see the shipped recipes). Left at their
+    defaults, the warm-up (20 of 240 epochs) is scaled to a shorter run and β to fewer classes
+    (:meth:`DKD._adaptations`)."""
 
     alpha: float = Field(1.0, ge=0)  # TCKD weight
     beta: float = Field(8.0, ge=0)  # NCKD weight
@@ -250,7 +250,8 @@ class MLKDParams(Params):
 
 class NKDParams(Params):
     """Class defaults: the authors' released CIFAR-100 config (T = 3, γ = 3.5, CE 1); ImageNet: T = 1, γ = 1.5
-    (shipped recipes, docs/reference/methods.md §20)."""
+    (shipped recipes, docs/reference/methods.md §20). Left at its default, γ is fitted to fewer classes
+    (:meth:`NKD._adaptations`)."""
 
     temperature: float = Field(3.0, gt=0)  # T of the non-target term (the target term is always at T = 1)
     gamma: float = Field(3.5, ge=0)  # weight of the normalised non-target term
