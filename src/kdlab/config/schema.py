@@ -30,10 +30,10 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     # tiny_imagenet / imagenet / imagefolder: the data sets on disk (issue "beyond memory"; loaders in kdlab.data)
-    name: Literal["mnist1d", "cifar100", "tiny_imagenet", "imagenet", "imagefolder"] = "mnist1d"
+    name: Literal["mnist1d", "cifar10", "cifar100", "tiny_imagenet", "imagenet", "imagefolder"] = "mnist1d"
     root: str | None = None  # None: $KDLAB_DATA or ~/.cache/kdlab
     download: bool = False
-    url: str | None = None  # CIFAR-100 mirror (default: the official archive)
+    url: str | None = None  # CIFAR-10/100 mirror (default: the official archive)
     md5: str | None = None  # expected md5 of a download from `url` (default: the official checksum)
     augment: Literal["default", "none"] = "default"
     train_subset: int | None = Field(default=None, ge=1)  # first n training samples (quick runs)
