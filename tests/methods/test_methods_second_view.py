@@ -16,8 +16,9 @@ from kdlab._checks import SettingError
 from kdlab.data import autoaugment_like, cutmix, cutout, mixup
 from kdlab.data.batch import Batch
 from kdlab.data.second_view import ViewSpec, draw_view
-from kdlab.models import save_model
 from kdlab.methods.second_view import SecondView
+from kdlab.models import save_model
+from kdlab.teachers.frozen import FrozenTeacher
 
 
 def _with_view(method, kind="cutmix", weight=1.0, **spec):
@@ -190,3 +191,27 @@ def test_the_second_view_is_in_the_identity_but_not_a_batch_policy():
     assert view.distill_data.policy == "none"  # batches reach the method untouched (the cache stays exact)
     ids = [builder.plan(c, 10, (1, 40)).identity for c in (plain, view)]
     assert ids[1]["distill_data.second_view"] == "cutmix" and ids[0]["distill_data.second_view"] == "none"
+
+
+def test_r2kd_draws_autoaugments_imagenet_policy_when_asked(make_method, make_batch):
+    method = make_method("r2kd", {"augment": "autoaugment", "autoaugment_policy": "imagenet"}, student="resnet8",
+                         teacher="resnet8", shape=(3, 8, 8))
+    x = make_batch(n=8, shape=(3, 8, 8)).x
+    torch.manual_seed(4)
+    x_hat, _ = method.second_view(x)
+    torch.manual_seed(4)
+    hp = method.hp
+    assert torch.equal(x_hat, autoaugment_like(x, None, mean=hp.input_mean, std=hp.input_std, policy="imagenet"))
+
+
+def test_the_tiny_imagenet_res56_res20_recipe_trains_a_step_with_the_imagenet_policy():
+    cfg = builder.load_config("tiny_imagenet/resnet56-resnet20/r2kd")
+    assert (cfg.method.args["augment"], cfg.method.args["autoaugment_policy"]) == ("autoaugment", "imagenet")
+    torch.manual_seed(0)
+    method = builder.plan(cfg, 200, (3, 64, 64)).build_method(
+        models.create("resnet20", 200), FrozenTeacher(models.create("resnet56", 200)), 200)
+    g = torch.Generator().manual_seed(1)
+    batch = Batch(x=torch.randn(4, 3, 64, 64, generator=g), y=torch.randint(0, 200, (4,), generator=g),
+                  index=torch.arange(4))
+    out = method(batch, 1)
+    assert set(out.losses) == {"ce", "value", "value_aug"} and all(torch.isfinite(v) for v in out.losses.values())
