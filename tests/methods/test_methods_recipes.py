@@ -189,7 +189,7 @@ IMAGENET_PAIRS = ["resnet34-resnet18", "resnet50-mobilenet_v1"]
 WTTM_PAIRS = ["resnet101-resnet18", "resnet152-resnet18"]  # the TTM paper's other ->R18 rows: WTTM only
 TINY_PAIRS = ["resnet32x4-resnet8x4", "wrn_40_2-wrn_16_2", "vgg13-vgg8", "vgg13-MobileNetV2",
               "resnet32x4-ShuffleV2"]  # R2KD's five (docs/reference/imagenet.md §3, §5)
-TINY_AA_PAIR = "resnet56-resnet20"  # R2KD's second view by AutoAugment's IMAGENET policy (imagenet.md §2)
+TINY_AA_PAIR = "resnet56-resnet20"  # R2KD's second view by AutoAugment's IMAGENET policy (docs/reference/imagenet.md §2)
 # torchvision's released IMAGENET1K_V1 files (docs/reference/imagenet.md §3), named for kdlab.teachers.published
 TV_WEIGHTS = {"resnet34": "resnet34-b627a593.pth", "resnet50": "resnet50-0676ba61.pth",
               "resnet101": "resnet101-63fe2227.pth", "resnet152": "resnet152-394f9c45.pth"}
