@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from kdlab.data import autoaugment as aa
 from kdlab.data import autoaugment_like
 from kdlab.data.autoaugment import _apply_op, _equalize, _round_pixels
 
@@ -112,3 +113,61 @@ def test_geometric_ops(op):
     filled = (moved == 0).all(1)[0]  # zero fill enters from the border, the middle stays image
     assert filled.any() and not filled[15:17, 15:17].any()
     assert set(moved.unique().tolist()) <= {0.0, 255.0}  # nearest sampling: no new levels
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the ImageNet policy (Cubuk et al. 2019): its 25 sub-policies, and that autoaugment_like draws from them
+# ---------------------------------------------------------------------------------------------------------------
+_NO_MAGNITUDE = {"Invert", "AutoContrast", "Equalize"}
+
+
+@pytest.mark.parametrize("name", ["cifar10", "imagenet"])
+def test_each_policy_has_25_well_formed_sub_policies(name):
+    policy = aa.AUTOAUGMENT_POLICIES[name]
+    assert len(policy) == 25 and all(len(sub) == 2 for sub in policy)
+    for sub in policy:
+        for op, prob, level in sub:
+            assert op in aa._OPS and 0.0 <= prob <= 1.0
+            assert (level is None) == (op in _NO_MAGNITUDE) and (level is None or level in range(10))
+
+
+def test_the_imagenet_policy_is_the_papers():
+    """Spot checks of the table (torchvision's AutoAugmentPolicy.IMAGENET lists the same 25), and its character:
+    colour and geometry-light, no translations, ShearX once; five sub-policies listed twice."""
+    p = aa.AUTOAUGMENT_IMAGENET_POLICY
+    assert p[0] == (("Posterize", 0.4, 8), ("Rotate", 0.6, 9))
+    assert p[12] == (("Equalize", 0.0, None), ("Equalize", 0.8, None))
+    assert p[18] == (("ShearX", 0.6, 5), ("Equalize", 1.0, None))
+    assert p[24] == (("Equalize", 0.8, None), ("Equalize", 0.6, None))
+    ops = [op for sub in p for op, _, _ in sub]
+    assert not {"TranslateX", "TranslateY", "ShearY", "Brightness"} & set(ops) and ops.count("ShearX") == 1
+    assert len(set(p)) == 20 and p[20:] == (p[4], p[1], p[13], p[14], p[2])
+
+
+@pytest.mark.parametrize("name", ["cifar10", "imagenet"])
+def test_operations_fire_as_often_as_the_policy_says(monkeypatch, name):
+    """Over n samples each operation runs on Σ (its probability in a sub-policy)/25 · n samples in expectation
+    (uniform sub-policy, independent coin per stage): counted at the dispatch, within 4.5 standard deviations."""
+    n, counts = 6000, {}
+    real = aa._apply_op
+
+    def counting(op, p, level, sign):
+        counts[op] = counts.get(op, 0) + p.shape[0]
+        return real(op, p, level, sign)
+
+    monkeypatch.setattr(aa, "_apply_op", counting)
+    x = torch.randint(0, 256, (n, 3, 4, 4), dtype=torch.uint8, generator=gen(5))
+    aa.autoaugment_like(x, gen(6), policy=name)
+    expected = {}
+    for sub in aa.AUTOAUGMENT_POLICIES[name]:
+        for op, prob, _ in sub:
+            expected[op] = expected.get(op, 0.0) + prob / 25
+    assert set(counts) == {op for op, e in expected.items() if e > 0}
+    for op, share in expected.items():
+        sd = (n * share * (1 - share)) ** 0.5
+        assert abs(counts.get(op, 0) - n * share) < 4.5 * sd + 1, (op, counts.get(op, 0), n * share)
+
+
+def test_an_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="policy 'svhn' is unknown; choose one of \\('cifar10', 'imagenet'\\)"):
+        autoaugment_like(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), gen(), policy="svhn")

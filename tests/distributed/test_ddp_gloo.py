@@ -41,6 +41,7 @@ METHODS = {
     # all-gather, and a strong view drawn for the global batch
     "mlkd": "{name: mlkd, args: {strong_augment: cutout}}",
     "nkd": "{name: nkd, args: {}}",
+    "dkd": "{name: dkd, args: {warmup: 1}}",
     # the teacher's feature maps and regions, per sample
     "sdd": "{name: sdd, args: {warmup: 1}}",
 }
@@ -60,8 +61,17 @@ CASES = {  # name: (method, student, train subset)
     "mlkd-bn-uneven": ("mlkd", "mnist1d_cnn_small", 519),  # the gather with shards of 3 and 4 in the last batch
     "nkd-mlp": ("nkd", "mnist1d_mlp", 512),
     "sdd-bn": ("sdd", "mnist1d_cnn_small", 512),
+    # distill_data.second_view: x̂ drawn for the global batch (partners across ranks), kept rows per rank
+    "kd-view-cutmix-bn-uneven": ("kd", "mnist1d_cnn_small", 519),
+    "kd-view-cutout-mlp": ("kd", "mnist1d_mlp", 512),
+    "kd-view-cutmixpick-bn": ("kd", "mnist1d_cnn_small", 512),  # the pool labelled in shards, picked globally
+    "dkd-view-cutmix-bn": ("dkd", "mnist1d_cnn_small", 512),  # DKD reads x̂'s labels (the larger part's)
 }
 OPTIMIZER = {"kd-dot-bn-uneven": "dot"}
+OVERRIDES = {"kd-view-cutmix-bn-uneven": ["distill_data.second_view=cutmix"],
+             "kd-view-cutout-mlp": ["distill_data.second_view=cutout"],
+             "kd-view-cutmixpick-bn": ["distill_data.second_view=cutmixpick", "distill_data.second_view_pick_pool=3"],
+             "dkd-view-cutmix-bn": ["distill_data.second_view=cutmix"]}
 
 
 def _config(tmp_path, teacher, case):
@@ -118,8 +128,8 @@ def _train_rows(out):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_two_gloo_processes_match_one_process(tmp_path, teacher, case):
     cfg = _config(tmp_path, teacher, case)
-    one = _run(cfg, tmp_path / "one", 1)
-    two = _run(cfg, tmp_path / "two", 2)
+    one = _run(cfg, tmp_path / "one", 1, OVERRIDES.get(case, ()))
+    two = _run(cfg, tmp_path / "two", 2, OVERRIDES.get(case, ()))
     _same(tmp_path, one, two, CASES[case][1])
     if case == "kd-mlp":
         # a restart of the finished run under DDP leaves it as it is (final.json untouched) and says so, once

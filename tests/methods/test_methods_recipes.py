@@ -189,6 +189,7 @@ IMAGENET_PAIRS = ["resnet34-resnet18", "resnet50-mobilenet_v1"]
 WTTM_PAIRS = ["resnet101-resnet18", "resnet152-resnet18"]  # the TTM paper's other ->R18 rows: WTTM only
 TINY_PAIRS = ["resnet32x4-resnet8x4", "wrn_40_2-wrn_16_2", "vgg13-vgg8", "vgg13-MobileNetV2",
               "resnet32x4-ShuffleV2"]  # R2KD's five (docs/reference/imagenet.md §3, §5)
+TINY_AA_PAIR = "resnet56-resnet20"  # R2KD's second view by AutoAugment's IMAGENET policy (docs/reference/imagenet.md §2)
 # torchvision's released IMAGENET1K_V1 files (docs/reference/imagenet.md §3), named for kdlab.teachers.published
 TV_WEIGHTS = {"resnet34": "resnet34-b627a593.pth", "resnet50": "resnet50-0676ba61.pth",
               "resnet101": "resnet101-63fe2227.pth", "resnet152": "resnet152-394f9c45.pth"}
@@ -225,8 +226,9 @@ def test_the_expected_imagenet_and_tiny_recipe_sets_are_shipped():
     expected |= {IMAGENET / "teachers" / f"{t}.yaml" for t in TV_WEIGHTS}
     assert set(IMAGENET.rglob("*.yaml")) == expected
     expected = {TINY / p / f"{m}.yaml" for p in TINY_PAIRS for m in TINY_METHODS}
-    expected |= {TINY / "students" / p.split("-")[1] / "ce.yaml" for p in TINY_PAIRS}
-    expected |= {TINY / "teachers" / f"{p.split('-')[0]}.yaml" for p in TINY_PAIRS}
+    expected |= {TINY / TINY_AA_PAIR / "r2kd.yaml"}  # R2KD with AutoAugment's IMAGENET policy
+    expected |= {TINY / "students" / p.split("-")[1] / "ce.yaml" for p in [*TINY_PAIRS, TINY_AA_PAIR]}
+    expected |= {TINY / "teachers" / f"{p.split('-')[0]}.yaml" for p in [*TINY_PAIRS, TINY_AA_PAIR]}
     assert set(TINY.rglob("*.yaml")) == expected
 
 
@@ -354,8 +356,9 @@ def test_tiny_imagenet_recipe_validates_and_follows_the_cifar_recipe(path: Path)
         assert cfg.teacher.checkpoint == f"runs/tiny_imagenet/teachers/{t}/model.safetensors"
         if cfg.method.name == "r2kd":  # cutout 16 px, ImageNet normalisation (docs/reference/imagenet.md §2)
             a = cfg.method.args
-            assert (a["cutout_size"], a["input_mean"], a["input_std"]) == (
-                16, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+            assert (a["cutout_size"], a["input_mean"], a["input_std"], a["autoaugment_policy"]) == (
+                16, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], "imagenet")
+            assert a["augment"] == ("autoaugment" if path.parent.name == TINY_AA_PAIR else "cutmixpick")
         if cfg.method.name == "dkd":
             assert cfg.method.args["beta"] == DKD_BETA.get(path.parent.name, 8)
 

@@ -28,10 +28,12 @@ from kdlab import methods
 from kdlab._checks import SettingError
 from kdlab._io import atomic_write_text
 from kdlab.config import RunConfig
+from kdlab.data.second_view import ViewSpec
 from kdlab.config import load_config as _load_config
 from kdlab.engine.checkpoint import identity_hash
 from kdlab.engine.metrics_log import flatten
 from kdlab.methods import Adaptation, Method, Params, RunFacts
+from kdlab.methods.second_view import SecondView, refuse_unusable
 
 __all__ = ["PLAN_FILE", "RunPlan", "load_config", "plan", "read_plan", "replan"]
 
@@ -103,6 +105,9 @@ class RunPlan:
         method = self.method(student, teacher, num_classes, self.params)
         for a in self.added:
             method.add(a.method(student, teacher, num_classes, a.params), a.weight)
+        view = second_view(self.cfg)
+        if view is not None:
+            method.set_second_view(view)
         return method
 
     def with_digests(self, **digests: Any) -> RunPlan:
@@ -182,7 +187,20 @@ def plan(cfg: RunConfig, num_classes: int, input_shape: Sequence[int], digests: 
     for section in cfg.method.add:
         a_cls, a_hp, a_changes = _resolve(section, facts)
         added.append(Added(a_cls, a_hp, section.weight, a_changes))
+    if cfg.distill_data.second_view != "none":  # refused before the teacher is loaded
+        refuse_unusable(cfg.distill_data.second_view, [(cls, hp), *((a.method, a.params) for a in added)])
     return RunPlan(cfg, cls, hp, changes, facts, dict(digests or {}), objects, tuple(added))
+
+
+def second_view(cfg: RunConfig) -> SecondView | None:
+    """The second view of ``distill_data.second_view`` (None: none), its parameters from the config."""
+    d = cfg.distill_data
+    if d.second_view == "none":
+        return None
+    spec = ViewSpec(d.second_view, cutmix_alpha=d.second_view_cutmix_alpha, mixup_alpha=d.second_view_mixup_alpha,
+                    cutout_size=d.second_view_cutout_size, pick_pool=d.second_view_pick_pool,
+                    policy=d.second_view_policy)
+    return SecondView(spec, d.second_view_weight)
 
 
 def _resolve(section: Any, facts: RunFacts) -> tuple[type[Method], Params, tuple[Adaptation, ...]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-DATASETS = ("mnist1d", "cifar100", "tiny_imagenet", "imagenet", "imagefolder")  # kdlab.data.DATASETS
+DATASETS = ("mnist1d", "cifar10", "cifar100", "tiny_imagenet", "imagenet", "imagefolder")  # kdlab.data.DATASETS
 SOURCES = ("test", "train_clean", "train_aug", "distill_stream")  # kdlab.fidelity.sources.SOURCES
 EXPORT_FORMATS = ("torchscript", "onnx")  # kdlab.models.export.FORMATS
 PRECISIONS = ("float32", "float16", "topk")  # kdlab.teachers.store.PRECISIONS

@@ -307,6 +307,7 @@ class R2KDParams(Params):
     mixup_alpha: float = Field(0.2, gt=0)  # mixing weight ~ Beta(α, α)
     cutout_size: int = Field(8, ge=1)  # side of the erased square, pixels
     pick_pool: int = Field(2, ge=2)  # cutmixpick: pool of pick_pool·N CutMix samples, the N most uncertain kept
+    autoaugment_policy: Literal["cifar10", "imagenet"] = "cifar10"  # the sub-policies AutoAugment draws from
     # autoaugment works on pixel levels, so it must undo the loader's normalisation (defaults: CIFAR-100,
     # docs/reference/methods.md §10)
     input_mean: list[float] = Field(default_factory=lambda: [0.5071, 0.4867, 0.4408], min_length=1)

@@ -30,10 +30,10 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     # tiny_imagenet / imagenet / imagefolder: the data sets on disk (issue "beyond memory"; loaders in kdlab.data)
-    name: Literal["mnist1d", "cifar100", "tiny_imagenet", "imagenet", "imagefolder"] = "mnist1d"
+    name: Literal["mnist1d", "cifar10", "cifar100", "tiny_imagenet", "imagenet", "imagefolder"] = "mnist1d"
     root: str | None = None  # None: $KDLAB_DATA or ~/.cache/kdlab
     download: bool = False
-    url: str | None = None  # CIFAR-100 mirror (default: the official archive)
+    url: str | None = None  # CIFAR-10/100 mirror (default: the official archive)
     md5: str | None = None  # expected md5 of a download from `url` (default: the official checksum)
     augment: Literal["default", "none"] = "default"
     train_subset: int | None = Field(default=None, ge=1)  # first n training samples (quick runs)
@@ -109,6 +109,15 @@ class DistillDataConfig(_Strict):
     # config; the student distils on the teacher's part ("teacher"), the held-out part, or both
     holdout_fraction: float = Field(default=0.0, ge=0, lt=1)
     split: Literal["teacher", "holdout", "both"] = "teacher"
+    # R2KD's second, augmented view x̂ for any logit method (kdlab.methods.second_view): L = L(x) + w·D(x̂), the
+    # method's own loss without CE on (student(x̂), teacher(x̂)); defaults: R2KD's CIFAR-100 values
+    second_view: Literal["none", "cutmix", "mixup", "cutout", "autoaugment", "cutmixpick"] = "none"
+    second_view_weight: float = Field(default=1.0, gt=0)  # w
+    second_view_cutmix_alpha: float = Field(default=1.0, gt=0)  # cutmix, cutmixpick: box area ratio ~ Beta(α, α)
+    second_view_mixup_alpha: float = Field(default=0.2, gt=0)  # mixup: λ ~ Beta(α, α)
+    second_view_cutout_size: int = Field(default=8, ge=1)  # cutout: side of the erased square, pixels
+    second_view_pick_pool: int = Field(default=2, ge=2)  # cutmixpick: pool of k·N CutMix samples, N most uncertain
+    second_view_policy: Literal["cifar10", "imagenet"] = "cifar10"  # autoaugment: the AutoAugment policy
 
     @field_validator("temperatures")
     @classmethod
@@ -129,6 +138,14 @@ class DistillDataConfig(_Strict):
             raise ValueError("an extra source of kind 'holdout' needs distill_data.holdout_fraction > 0")
         if self.mixup_hard_labels and self.mixup_alpha is None:
             raise ValueError("distill_data.mixup_hard_labels is set but MixUp is off (set mixup_alpha)")
+        unused = [k for k, kinds in _VIEW_KEYS.items()
+                  if self.second_view not in kinds and getattr(self, k) != type(self).model_fields[k].default]
+        if unused:
+            raise ValueError(f"distill_data.{unused[0]} is set but distill_data.second_view is {self.second_view!r}, "
+                             f"which does not use it (it belongs to {' or '.join(_VIEW_KEYS[unused[0]])})")
+        if self.second_view != "none" and self.temperatures:
+            raise ValueError("distill_data.second_view has no source temperature (x̂ is drawn from every source); "
+                             "remove distill_data.temperatures or the second view")
         if self.temperatures:
             missing = [s for s in self.sources() if s not in self.temperatures]
             unknown = [s for s in self.temperatures if s not in self.sources()]
@@ -148,8 +165,21 @@ class DistillDataConfig(_Strict):
 
     @property
     def policy(self) -> str:
-        """"none" when every option is at its default (batches pass untouched), else "custom"."""
-        return "none" if self == DistillDataConfig() else "custom"
+        """"none" when every option that rewrites the batches is at its default (batches pass untouched), else
+        "custom". The second view does not rewrite them: it adds a term (kdlab.methods.second_view)."""
+        views = {k: type(self).model_fields[k].default for k in ("second_view", *_VIEW_KEYS)}
+        return "none" if self.model_copy(update=views) == DistillDataConfig() else "custom"
+
+
+#: the second view's parameters and the views that use them (anything else refuses a non-default value)
+_VIEW_KEYS = {
+    "second_view_weight": ("cutmix", "mixup", "cutout", "autoaugment", "cutmixpick"),
+    "second_view_cutmix_alpha": ("cutmix", "cutmixpick"),
+    "second_view_mixup_alpha": ("mixup",),
+    "second_view_cutout_size": ("cutout",),
+    "second_view_pick_pool": ("cutmixpick",),
+    "second_view_policy": ("autoaugment",),
+}
 
 
 class ModelFactory(_Strict):

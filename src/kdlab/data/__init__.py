@@ -1,6 +1,6 @@
 """Datasets, the in-memory batch loader, batch-tensor augmentations and the distillation-data policies.
 
-``load_dataset("mnist1d" | "cifar100" | "tiny_imagenet")`` (``load_configured(cfg.data)`` for a run config's section) returns :class:`DataSplits` (raw train/test tensors +
+``load_dataset("mnist1d" | "cifar10" | "cifar100" | "tiny_imagenet")`` (``load_configured(cfg.data)`` for a run config's section) returns :class:`DataSplits` (raw train/test tensors +
 normalisation + the train augmentation); :class:`BatchLoader` turns a split into augmented, normalised :class:`Batch` es
 whose order and views are a pure function of ``(seed, epoch)``. ``load_dataset("imagefolder" | "imagenet")`` returns
 :class:`ImageSplits`, files streamed by :class:`StreamLoader` (decoding in worker processes; order and crops a pure
@@ -18,7 +18,7 @@ from kdlab.data._paths import default_root
 from kdlab.data.archive import download_url, extract_archive
 from kdlab.data.autoaugment import autoaugment_like
 from kdlab.data.batch import Batch
-from kdlab.data.cifar import load_cifar100
+from kdlab.data.cifar import load_cifar10, load_cifar100
 from kdlab.data.crops import CropBoxes, center_crop_box, random_resized_crops
 from kdlab.data.datasets import DATASETS, load_configured, load_dataset
 from kdlab.data.decode import BadImageError
@@ -57,6 +57,7 @@ __all__ = [
     "load_configured",
     "Loader",
     "load_mnist1d",
+    "load_cifar10",
     "load_cifar100",
     "as_tensors",
     "ViewAugmentation",

@@ -1,6 +1,7 @@
-"""A batch-tensor approximation of AutoAugment's CIFAR policy (Cubuk et al., CVPR 2019): :func:`autoaugment_like`.
+"""A batch-tensor approximation of AutoAugment (Cubuk et al., CVPR 2019), its CIFAR-10 and ImageNet policies:
+:func:`autoaugment_like`.
 
-One of R2KD's second views. The photometric operations reproduce PIL's results on uint8 RGB; the geometric ones
+One of R2KD's second views (the CIFAR-10 policy on CIFAR, the ImageNet policy on Tiny-ImageNet). The photometric operations reproduce PIL's results on uint8 RGB; the geometric ones
 use nearest-neighbour sampling about the image centre with zero fill. Per-sample randomness is drawn as tensors;
 each operation type runs once on the samples that drew it.
 """
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from kdlab.data._ops import check_batch, check_generator, rand, randint
 from kdlab.data.normalization import Normalization
 
-__all__ = ["autoaugment_like", "AUTOAUGMENT_CIFAR_POLICY"]
+__all__ = ["autoaugment_like", "AUTOAUGMENT_CIFAR_POLICY", "AUTOAUGMENT_IMAGENET_POLICY", "AUTOAUGMENT_POLICIES"]
 
 
 #: The 25 CIFAR-10 sub-policies searched by AutoAugment (Cubuk et al., CVPR 2019): pairs of
@@ -47,6 +48,40 @@ AUTOAUGMENT_CIFAR_POLICY: tuple[tuple[tuple[str, float, int | None], tuple[str, 
     (("Equalize", 0.8, None), ("Invert", 0.1, None)),
     (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
 )
+
+#: The 25 ImageNet sub-policies of AutoAugment (Cubuk et al., CVPR 2019, the policy of its appendix), in the same form; the
+#: values as torchvision's ``AutoAugmentPolicy.IMAGENET`` lists them. Five sub-policies appear twice in that list
+#: (a drawn sub-policy is uniform over the 25 entries, so those five are twice as likely).
+AUTOAUGMENT_IMAGENET_POLICY: tuple[tuple[tuple[str, float, int | None], tuple[str, float, int | None]], ...] = (
+    (("Posterize", 0.4, 8), ("Rotate", 0.6, 9)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+    (("Posterize", 0.6, 7), ("Posterize", 0.6, 6)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Equalize", 0.4, None), ("Rotate", 0.8, 8)),
+    (("Solarize", 0.6, 3), ("Equalize", 0.6, None)),
+    (("Posterize", 0.8, 5), ("Equalize", 1.0, None)),
+    (("Rotate", 0.2, 3), ("Solarize", 0.6, 8)),
+    (("Equalize", 0.6, None), ("Posterize", 0.4, 6)),
+    (("Rotate", 0.8, 8), ("Color", 0.4, 0)),
+    (("Rotate", 0.4, 9), ("Equalize", 0.6, None)),
+    (("Equalize", 0.0, None), ("Equalize", 0.8, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Rotate", 0.8, 8), ("Color", 1.0, 2)),
+    (("Color", 0.8, 8), ("Solarize", 0.8, 7)),
+    (("Sharpness", 0.4, 7), ("Invert", 0.6, None)),
+    (("ShearX", 0.6, 5), ("Equalize", 1.0, None)),
+    (("Color", 0.4, 0), ("Equalize", 0.6, None)),
+    (("Equalize", 0.4, None), ("Solarize", 0.2, 4)),
+    (("Solarize", 0.6, 5), ("AutoContrast", 0.6, None)),
+    (("Invert", 0.6, None), ("Equalize", 1.0, None)),
+    (("Color", 0.6, 4), ("Contrast", 1.0, 8)),
+    (("Equalize", 0.8, None), ("Equalize", 0.6, None)),
+)
+
+#: the policies by the name ``policy=`` takes (``method.args.autoaugment_policy``, ``distill_data.second_view_policy``)
+AUTOAUGMENT_POLICIES = {"cifar10": AUTOAUGMENT_CIFAR_POLICY, "imagenet": AUTOAUGMENT_IMAGENET_POLICY}
 
 _OPS = (
     "Invert", "AutoContrast", "Equalize", "Solarize", "Posterize", "Contrast", "Color", "Brightness",
@@ -183,10 +218,10 @@ def _apply_op(op: str, p: torch.Tensor, level: torch.Tensor, sign: torch.Tensor)
     return _affine(p, eye, shift)
 
 
-def _policy_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    ops = torch.tensor([[_OPS.index(name) for name, _, _ in sub] for sub in AUTOAUGMENT_CIFAR_POLICY], device=device)
-    prob = torch.tensor([[pr for _, pr, _ in sub] for sub in AUTOAUGMENT_CIFAR_POLICY], device=device)
-    level = torch.tensor([[(m or 0) / 9.0 for _, _, m in sub] for sub in AUTOAUGMENT_CIFAR_POLICY], device=device)
+def _policy_tables(policy, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ops = torch.tensor([[_OPS.index(name) for name, _, _ in sub] for sub in policy], device=device)
+    prob = torch.tensor([[pr for _, pr, _ in sub] for sub in policy], device=device)
+    level = torch.tensor([[(m or 0) / 9.0 for _, _, m in sub] for sub in policy], device=device)
     return ops, prob, level
 
 
@@ -196,11 +231,14 @@ def autoaugment_like(
     *,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    policy: str = "cifar10",
 ) -> torch.Tensor:
-    """A batch-tensor approximation of AutoAugment's CIFAR policy (Cubuk et al., CVPR 2019).
+    """A batch-tensor approximation of AutoAugment (Cubuk et al., CVPR 2019) with ``policy`` "cifar10" or
+    "imagenet" (:data:`AUTOAUGMENT_POLICIES`).
 
-    Per sample: a random horizontal flip (p=0.5), then one of the 25 CIFAR sub-policies
-    (:data:`AUTOAUGMENT_CIFAR_POLICY`) drawn uniformly, whose two operations each fire with their probability.
+    Per sample: a random horizontal flip (p=0.5), then one of the policy's 25 sub-policies
+    (:data:`AUTOAUGMENT_CIFAR_POLICY`, :data:`AUTOAUGMENT_IMAGENET_POLICY`) drawn uniformly, whose two operations
+    each fire with their probability.
     Magnitude level m ∈ 0..9 maps linearly to the paper's ranges (rotate 30°, shear 0.3, translate 150/331 of the
     side, enhance factors 1 ± 0.9, solarize threshold 256→0, posterize 8→4 bits) with a random sign for signed ops.
 
@@ -217,6 +255,9 @@ def autoaugment_like(
     check_batch(x, "x", 4, "of images [N, C, H, W] (autoaugment_like has no meaning for 1-D signals)")
     if x.ndim != 4:
         raise ValueError(f"autoaugment_like needs images [N, C, H, W]; got shape {tuple(x.shape)}")
+    if policy not in AUTOAUGMENT_POLICIES:
+        raise ValueError(f"autoaugment_like: policy {policy!r} is unknown; choose one of {tuple(AUTOAUGMENT_POLICIES)}")
+    subs = AUTOAUGMENT_POLICIES[policy]
     n, c = x.shape[:2]
     dev = x.device
     norm = Normalization(mean, std, c, 4, dev)  # how x was normalised
@@ -230,8 +271,8 @@ def autoaugment_like(
     flip = rand((n,), generator, dev) < 0.5
     p = torch.where(flip.view(-1, 1, 1, 1), p.flip(-1), p)
 
-    ops, prob, level = _policy_tables(dev)
-    sub = randint(len(AUTOAUGMENT_CIFAR_POLICY), (n,), generator, dev)
+    ops, prob, level = _policy_tables(subs, dev)
+    sub = randint(len(subs), (n,), generator, dev)
     for stage in range(2):  # the two operations of a sub-policy, in order
         op_id = ops[sub, stage]
         fire = rand((n,), generator, dev) < prob[sub, stage]

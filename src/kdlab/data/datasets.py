@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from kdlab.data.cifar import DataNotFound, load_cifar100
+from kdlab.data.cifar import DataNotFound, load_cifar10, load_cifar100
 from kdlab.data.image_index import STREAMED
 from kdlab.data.image_stream import ImageSplits, load_image_folder, load_imagenet
 from kdlab.data.mnist1d import load_mnist1d
@@ -17,7 +17,7 @@ from kdlab.data.tiny_imagenet import load_tiny_imagenet
 __all__ = ["DATASETS", "OPTIONS", "load_configured", "load_dataset"]
 
 #: Names accepted by :func:`load_dataset`.
-DATASETS = ("mnist1d", "cifar100", "tiny_imagenet", "imagenet", "imagefolder")
+DATASETS = ("mnist1d", "cifar10", "cifar100", "tiny_imagenet", "imagenet", "imagefolder")
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False,
@@ -25,7 +25,8 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     """Load a built-in dataset by name.
 
     ``"mnist1d"``: generated offline (``download`` is ignored); ``kwargs`` go to :func:`load_mnist1d`
-    (``num_samples``, ``seed``, ``train_split``). ``"cifar100"``: ``kwargs`` go to :func:`load_cifar100`
+    (``num_samples``, ``seed``, ``train_split``). ``"cifar10"``, ``"cifar100"``: ``kwargs`` go to :func:`load_cifar10`,
+    :func:`load_cifar100`
     (``url``, ``fmt``, ``md5``, ``progress``). ``"tiny_imagenet"`` (in memory), ``"imagenet"`` and ``"imagefolder"``
     (streamed): ``kwargs`` go to :func:`load_tiny_imagenet` (``workers``, ``skip_bad``, ``progress``) or
     :func:`load_imagenet` / :func:`load_image_folder` (also ``image_size``); ``download`` must be false.
@@ -36,8 +37,8 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     key = name.lower().replace("-", "").replace("_", "")
     if key == "mnist1d":
         return load_mnist1d(root, **kwargs)
-    if key == "cifar100":
-        return load_cifar100(root, download=download, **kwargs)
+    if key in ("cifar10", "cifar100"):
+        return (load_cifar10 if key == "cifar10" else load_cifar100)(root, download=download, **kwargs)
     disk = {"tinyimagenet": load_tiny_imagenet, "imagenet": load_imagenet, "imagefolder": load_image_folder}
     if key in disk:
         if download:
@@ -51,7 +52,7 @@ def _mnist1d(d: Any, progress: bool) -> dict[str, Any]:
     return {"num_samples": d.num_samples} if d.num_samples else {}
 
 
-def _cifar100(d: Any, progress: bool) -> dict[str, Any]:
+def _cifar(d: Any, progress: bool) -> dict[str, Any]:
     return {"progress": progress, **{k: v for k, v in (("url", d.url), ("md5", d.md5)) if v is not None}}
 
 
@@ -67,7 +68,7 @@ def _streamed(d: Any, progress: bool) -> dict[str, Any]:
 
 #: ``data.name`` → the keyword arguments of its loader taken from a ``DataConfig`` section (and ``progress``)
 OPTIONS: dict[str, Callable[[Any, bool], dict[str, Any]]] = {
-    "mnist1d": _mnist1d, "cifar100": _cifar100, "tiny_imagenet": _on_disk, "imagenet": _streamed,
+    "mnist1d": _mnist1d, "cifar10": _cifar, "cifar100": _cifar, "tiny_imagenet": _on_disk, "imagenet": _streamed,
     "imagefolder": _streamed,
 }
 

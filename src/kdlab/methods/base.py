@@ -37,6 +37,7 @@ from kdlab._checks import SettingError
 from kdlab.losses import logit_standardize
 from kdlab.losses import validation as loss_validation
 from kdlab.methods.compose import combined_step
+from kdlab.methods.second_view import refuse_unusable
 from kdlab.models.features import classifier_of
 from kdlab.teachers import Teacher
 
@@ -193,6 +194,19 @@ class Method(nn.Module):
         return False
 
     @classmethod
+    def second_view_refusal(cls, hp: Params) -> str | None:
+        """Why a second view's term (``distill_data.second_view``: this method's own loss without CE on
+        (student(x̂), teacher(x̂)), :mod:`kdlab.methods.second_view`) is not defined for this method with ``hp``, or
+        None when it is: for a method that reads the teacher only through its logits on the batch
+        (:meth:`cacheable`), that term is its distillation loss on x̂."""
+        if not cls.needs_teacher(hp):
+            return "it has no distillation term"
+        if not cls.cacheable(hp):
+            return ("it reads the teacher beyond its logits on the batch (features, a pruned ensemble or views of "
+                    "its own), so its loss on x̂ is not a function of (student(x̂), teacher(x̂)) alone")
+        return None
+
+    @classmethod
     def needs_full_teacher_distribution(cls, hp: Params) -> bool:
         """Whether the method needs the teacher's whole distribution, so that FKD's top-k outputs with the remaining
         mass spread evenly (kdlab.teachers.topk) would change what it optimises: terms over the non-target or tail
@@ -214,6 +228,8 @@ class Method(nn.Module):
         # methods whose terms are added to this one's (method.add; kdlab.methods.compose), and their weights
         self.added = nn.ModuleList()
         self.added_weights: dict[str, float] = {}
+        # distill_data.second_view: a SecondView (kdlab.methods.second_view) whose term joins every step, or None
+        self.second_view_term = None
 
     def add(self, part: Method, weight: float = 1.0) -> None:
         """Add ``part``'s distillation terms, each multiplied by ``weight``, to this method's (``method.add``:
@@ -237,6 +253,12 @@ class Method(nn.Module):
         self.added.append(part)
         self.added_weights[part.name] = float(weight)
 
+    def set_second_view(self, view) -> None:
+        """Add ``view``'s term (a :class:`~kdlab.methods.second_view.SecondView`) to every training step, after this
+        method's own (and its added methods') terms; refused where :meth:`second_view_refusal` says why."""
+        refuse_unusable(view.spec.kind, [(type(m), m.hp) for m in (self, *self.added)])
+        self.second_view_term = view
+
     def setup_data(self, train) -> None:
         """Called once with the training loader (a :class:`~kdlab.data.Loader`) before :meth:`setup`, so a method
         whose state is sized or keyed by the training set (CRD's memory bank: one row per sample, negatives drawn
@@ -245,6 +267,8 @@ class Method(nn.Module):
         ``super().setup_data(train)``."""
         for part in self.added:
             part.setup_data(train)
+        if self.second_view_term is not None:
+            self.second_view_term.setup_data(train)
 
     def setup(self, probe: torch.Tensor) -> None:
         """Called once with a real batch of inputs (a few samples of the run's data, on the student's device) before
@@ -253,6 +277,8 @@ class Method(nn.Module):
         overrides it calls ``super().setup(probe)``."""
         for part in self.added:
             part.setup(probe)
+        if self.second_view_term is not None:
+            self.second_view_term.check_input(probe)
 
     def compile(self, **kwargs: Any) -> None:
         """``run.compile``: ``torch.compile`` every path this method runs the student through — its ``forward``
@@ -276,8 +302,12 @@ class Method(nn.Module):
                              "temperature); use method kd or remove distill_data.temperatures")
         with loss_validation(self.sync_checks):
             if len(self.added):
-                return combined_step(self, batch, *args, **kwargs)
-            return super().__call__(batch, *args, **kwargs)
+                out = combined_step(self, batch, *args, **kwargs)
+            else:
+                out = super().__call__(batch, *args, **kwargs)
+            if self.second_view_term is not None:
+                out.losses["second_view"] = self.second_view_term(self, batch, *args, **kwargs)
+            return out
 
     def prepare_distributed(self, device: torch.device, sync_bn: bool | str = "auto") -> Callable:
         """The callable the loop runs each step's forward through. Under torchrun: DistributedDataParallel around

@@ -78,6 +78,10 @@ class MLKD(Method):
                            f"RandAugment and Cutout need images or signals; inputs of shape {shape} are plain features")]
     labels_only_in_ce = True
 
+    @classmethod
+    def second_view_refusal(cls, hp: MLKDParams) -> str | None:
+        return "mlkd has its own strong view of each batch; set method.args.strong_augment instead"
+
     @property
     def report_temperature(self) -> float | None:
         return self.hp.temperatures[0]

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field, model_validator
 
 from kdlab._checks import SettingError
-from kdlab.data import autoaugment_like, cutmix, cutout, mixup
+from kdlab.data.second_view import ViewSpec, cutmix_pool, draw_view, most_uncertain, view_input_problem
 from kdlab.losses import r2kd_value_loss, spearman_loss
 from kdlab.methods.base import Adaptation, Method, Params, StepOutput, defaults_left
 from kdlab.methods.registry import register
@@ -39,6 +39,7 @@ class R2KDParams(Params):
     mixup_alpha: float = Field(0.2, gt=0)  # mixing weight ~ Beta(α, α)
     cutout_size: int = Field(8, ge=1)  # side of the erased square, pixels
     pick_pool: int = Field(2, ge=2)  # cutmixpick: pool of pick_pool·N CutMix samples, the N most uncertain kept
+    autoaugment_policy: Literal["cifar10", "imagenet"] = "cifar10"  # the sub-policies AutoAugment draws from
     # autoaugment works on pixel levels, so it must undo the loader's normalisation (defaults: CIFAR-100,
     # docs/reference/methods.md §10)
     input_mean: list[float] = Field(default_factory=lambda: [0.5071, 0.4867, 0.4408], min_length=1)
@@ -85,6 +86,10 @@ class R2KD(Method):
             teacher, lam=params.lam, amount=params.prune_amount, pruned_bn_mode=params.pruned_bn_mode
         )
 
+    @classmethod
+    def second_view_refusal(cls, hp: R2KDParams) -> str | None:
+        return "r2kd draws its own second view; set method.args.augment instead"
+
     def to(self, *args, **kwargs):
         self.teacher_signal.pruned.to(*args, **kwargs)
         return super().to(*args, **kwargs)
@@ -104,38 +109,33 @@ class R2KD(Method):
             logs[f"rank{suffix}"] = hp.rank_weight * spearman_loss(zs.detach(), vs, temperature=hp.temperature)
         return losses, logs
 
+    @property
+    def view_spec(self) -> ViewSpec | None:
+        """How x̂ is drawn (:mod:`kdlab.data.second_view`), None without a second view."""
+        hp = self.hp
+        if hp.augment == "none":
+            return None
+        return ViewSpec(hp.augment, cutmix_alpha=hp.cutmix_alpha, mixup_alpha=hp.mixup_alpha,
+                        cutout_size=hp.cutout_size, pick_pool=hp.pick_pool, policy=hp.autoaugment_policy,
+                        mean=hp.input_mean, std=hp.input_std)
+
     def second_view(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x̂, ṽ(x̂)). Augmentations draw from torch's global RNG, so a checkpointed RNG state resumes exactly."""
-        hp = self.hp
-        if hp.augment == "cutmixpick":
-            # CutMixPick: a pool of pick_pool independent CutMix batches (each its own box and pairing); keep the N
-            # samples on which the teacher signal softmax(ṽ) has the highest entropy, reusing their teacher logits.
-            pool = torch.cat([cutmix(x, None, alpha=hp.cutmix_alpha)[0] for _ in range(hp.pick_pool)])
+        spec = self.view_spec
+        if spec.kind == "cutmixpick":
+            # CutMixPick: keep the N samples of the pool on which the teacher signal softmax(ṽ) has the highest
+            # entropy, reusing their teacher logits
+            pool, _ = cutmix_pool(spec, x)
             v_pool = self.teacher_signal.logits(pool)
-            log_q = torch.log_softmax(v_pool.float(), dim=1)
-            entropy = -(log_q.exp() * log_q).sum(dim=1)
-            keep = entropy.topk(x.shape[0]).indices
+            keep = most_uncertain(v_pool, x.shape[0])
             return pool[keep], v_pool[keep]
-        if hp.augment == "cutmix":
-            x_hat = cutmix(x, None, alpha=hp.cutmix_alpha)[0]
-        elif hp.augment == "mixup":
-            x_hat = mixup(x, None, alpha=hp.mixup_alpha)[0]
-        elif hp.augment == "cutout":
-            x_hat = cutout(x, None, size=hp.cutout_size)
-        else:
-            x_hat = autoaugment_like(x, None, mean=hp.input_mean, std=hp.input_std)
+        x_hat, _ = draw_view(spec, x)
         return x_hat, self.teacher_signal.logits(x_hat)
 
     def _check_view_input(self, x: torch.Tensor) -> None:
-        """CutMix, Cutout and CutMixPick cut boxes of signals [N, C, L] or images [N, C, H, W], AutoAugment needs
-        images; tabular inputs [N, D] have neither (MixUp works on any input). A shape check, no host sync."""
-        if self.hp.augment == "mixup":
-            return
-        need = 4 if self.hp.augment == "autoaugment" else 3
-        if x.dim() < need or x.dim() > 4:
-            what = "images [N, C, H, W]" if need == 4 else "images [N, C, H, W] or signals [N, C, L]"
-            raise SettingError(f"r2kd's second view ({self.hp.augment}) needs {what}, but the inputs have shape "
-                               f"{tuple(x.shape)}; set {{augment}} to none for other inputs (tabular data)",
+        problem = view_input_problem(self.hp.augment, x.shape)
+        if problem is not None:
+            raise SettingError(f"r2kd's {problem}; set {{augment}} to none for other inputs (tabular data)",
                                augment="method.args.augment")
 
     def forward(self, batch, epoch: int) -> StepOutput:
