@@ -44,7 +44,8 @@ def _showcase(sub) -> None:
                    help="fewer variants and seeds (and epochs on MNIST-1D; docs/experiments.md)")
     x.add_argument("--seeds", type=int, default=None, help="seeds per variant (default: the spec's, 3)")
     x.add_argument("--epochs", type=int, default=None,
-                   help="student epochs, lr milestones scaled alike (default: the spec's on MNIST-1D, else the recipe's)")
+                   help="student epochs, lr milestones scaled alike (default: the spec's on MNIST-1D, else the "
+                        "recipe's)")
     x.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (as --epochs)")
     x.add_argument("--out", default=None, help="output directory (default experiments/NAME[_PAIR][_quick])")
     _executor_arguments(x)

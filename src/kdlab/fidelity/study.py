@@ -123,7 +123,9 @@ def plan_study(spec: ExperimentSpec, name: str, out: str | Path, pair: str | Non
             tov = QUIET + shared + v.teacher_overrides
             tov += epoch_overrides(trecipe, tov, teacher_epochs) if teacher_epochs else []
             tseed = read_yaml(resolve_config_path(trecipe)).get("seed", 0)
-            tdir = out / "teachers" / (slug(v.name) if v.teacher_overrides else slug(Path(trecipe).stem)) / f"seed{tseed}"
+            # named by what makes it differ, so rows that share a teacher share its cell
+            tname = "_".join([slug(Path(trecipe).stem)] + [slug(o) for o in v.teacher_overrides])
+            tdir = out / "teachers" / tname / f"seed{tseed}"
             tov += [f"seed={tseed}", f"out_dir={tdir}"]
             tcell = study.teachers.setdefault(str(tdir), Cell(
                 tdir.parent.name, trecipe, tuple(tov), str(tdir), tseed,
@@ -131,7 +133,8 @@ def plan_study(spec: ExperimentSpec, name: str, out: str | Path, pair: str | Non
                 label=f"teacher {tdir.parent.name}"))
             if tcell.overrides != tuple(tov):
                 raise ConfigError(f"two rows train different teachers in {tdir}; give them different names")
-            extra, after = [f"teacher.checkpoint={tdir / 'model.safetensors'}", "teacher.checkpoints=null"], (tcell.key,)
+            extra = [f"teacher.checkpoint={tdir / 'model.safetensors'}", "teacher.checkpoints=null"]
+            after = (tcell.key,)
         length = epoch_overrides(srecipe, base, v.epochs or epochs) if (v.epochs or epochs) else []
         cells = []
         for s in study.seeds:
