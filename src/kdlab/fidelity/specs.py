@@ -43,7 +43,8 @@ EXPERIMENTS_DIR = RECIPES_DIR / "experiments"
 
 # the numbers a sweep experiment can tabulate: key in kdlab.sweep.table.per_seed → (header, decimals)
 COLUMNS = {"best_acc": ("best acc %", 2), "acc": ("last acc %", 2), "agreement": ("agreement %", 2),
-           "kl": ("KL(t‖s)", 3), "ece": ("ECE", 3), "wall_time_s": ("time s", 0)}
+           "kl": ("KL(t‖s)", 3), "ece": ("ECE", 3), "wall_time_s": ("time s", 0),
+           "teacher_acc": ("teacher acc %", 2)}
 
 
 class _Strict(BaseModel):

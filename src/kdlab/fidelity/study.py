@@ -192,13 +192,16 @@ def collect_study(study: Study) -> dict[str, Any]:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    spec_cols = results["columns"]
+    spec_cols = list(results["columns"])
     any_pub = any(r["published"] for r in results["rows"].values())
+    done = [r["summary"] for r in results["rows"].values() if r["summary"]]
+    teachers = {round(s["teacher_acc_mean"], 6) for s in done if "teacher_acc_mean" in s}
+    if len(teachers) > 1:  # the rows' teachers differ: a column of its own
+        spec_cols.append("teacher_acc")
     head = ["variant", "n"] + [COLUMNS[c][0] for c in spec_cols] + (["published %"] if any_pub else [])
-    first = next((r for r in results["rows"].values() if r["summary"]), None)
-    teacher = mean_std(first["summary"], "teacher_acc", 2) if first else "–"
+    teacher = f"; teacher {mean_std(done[0], 'teacher_acc', 2)}%" if len(teachers) == 1 else ""
     lines = [f"{results['title']} — `kdlab experiment {results['name']}` on {results['pair']} "
-             f"({results['recipe_note']}); mean ± std over seeds (n per row); teacher {teacher}%.",
+             f"({results['recipe_note']}); mean ± std over seeds (n per row){teacher}.",
              f"Claim ({results['paper']}): {results['claim']}", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for name, r in results["rows"].items():
