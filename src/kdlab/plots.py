@@ -15,7 +15,8 @@ from typing import Any
 
 from kdlab._io import atomic_write_bytes
 
-__all__ = ["accuracy_vs_agreement", "experiment_figures", "fidelity_by_bin", "run_curves", "training_curves"]
+__all__ = ["accuracy_vs_agreement", "experiment_bars", "experiment_figures", "fidelity_by_bin", "run_curves",
+           "training_curves"]
 
 
 def _figure(figsize: tuple[float, float], ncols: int = 1, nrows: int = 1, squeeze: bool = True):
@@ -165,6 +166,28 @@ def accuracy_vs_agreement(panels: list[tuple[str, dict[str, dict[str, Any]], set
 # ---------------------------------------------------------------------------------------------------------------
 # kdlab experiment
 # ---------------------------------------------------------------------------------------------------------------
+def experiment_bars(rows: dict[str, tuple[dict[str, Any], float | None]], path: str | Path, title: str,
+                    dpi: int = 110) -> None:
+    """Best-epoch test accuracy of each row of an experiment (mean, error bar: std over seeds); a published number,
+    where there is one, as a red cross: ``rows`` = ``{row: (summarize_seeds dict, published or None)}``."""
+    fig, ax = _figure((7, 0.45 * len(rows) + 1.5))
+    names = list(rows)
+    for i, name in enumerate(names):
+        s, pub = rows[name]
+        ax.errorbar(s["best_acc_mean"], i, xerr=s["best_acc_std"], fmt="o", color="C0", capsize=3,
+                    label="ours (mean ± std)" if i == 0 else None)
+        if pub is not None:
+            ax.plot(pub, i, "x", color="C3", ms=8, label="published" if "published" not in
+                    ax.get_legend_handles_labels()[1] else None)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("best-epoch test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, Path(path), dpi=dpi)
+
+
 def experiment_figures(results: dict[str, Any], out: str | Path) -> list[str]:
     """The figures of a fidelity experiment in ``out``: agreement vs accuracy (with the independent control), train
     vs test agreement, and the reliability diagram; returns their file names."""

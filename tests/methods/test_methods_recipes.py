@@ -69,6 +69,8 @@ def _all_files():
 
 def test_the_expected_recipe_set_is_shipped():
     expected = {CIFAR / p / f"{m}.yaml" for p in PAIRS for m in METHODS + FEATURE_METHODS + FEATURE_B}
+    expected |= {CIFAR / p / "single_head_bkl.yaml" for p in PAIRS}  # DHKD's failing case (dhkd_single_head)
+    expected |= {CIFAR / "resnet56-resnet56" / "fidelity_kd.yaml"}  # Stanton et al.'s self-distillation
     expected |= {CIFAR / "students" / s / "ce.yaml" for s in STUDENTS}
     expected |= {CIFAR / "teachers" / f"{t}.yaml" for t in TEACHERS}
     assert set(_all_files()) == expected
@@ -186,7 +188,9 @@ IMAGENET_REF = "docs/reference/imagenet.md"
 IMAGENET_SECTIONS = {int(n) for n in re.findall(r"^## (\d+)\. ", (REPO / IMAGENET_REF).read_text(encoding="utf-8"),
                                                 re.M)}
 IMAGENET_PAIRS = ["resnet34-resnet18", "resnet50-mobilenet_v1"]
-WTTM_PAIRS = ["resnet101-resnet18", "resnet152-resnet18"]  # the TTM paper's other ->R18 rows: WTTM only
+WTTM_PAIRS = ["resnet50-resnet18", "resnet101-resnet18", "resnet152-resnet18"]  # TTM's other ->R18 rows: WTTM only
+# Stanton et al.'s ImageNet self-distillation (`kdlab experiment ... --pair resnet50-resnet50`): student and teachers
+SELF_DISTILLATION = ["fidelity_kd.yaml", "fidelity_teacher.yaml"]
 TINY_PAIRS = ["resnet32x4-resnet8x4", "wrn_40_2-wrn_16_2", "vgg13-vgg8", "vgg13-MobileNetV2",
               "resnet32x4-ShuffleV2"]  # R2KD's five (docs/reference/imagenet.md §3, §5)
 TINY_AA_PAIR = "resnet56-resnet20"  # R2KD's second view by AutoAugment's IMAGENET policy (docs/reference/imagenet.md §2)
@@ -222,6 +226,7 @@ def test_the_expected_imagenet_and_tiny_recipe_sets_are_shipped():
                 for m in METHODS + IMAGENET_FEATURE_METHODS + ["crd", "reviewkd", "kd_dot"]}
     expected |= {IMAGENET / "resnet50-mobilenet_v1" / "ofd.yaml"}  # mdistiller's one ImageNet OFD config
     expected |= {IMAGENET / p / "wttm.yaml" for p in WTTM_PAIRS}
+    expected |= {IMAGENET / "resnet50-resnet50" / f for f in SELF_DISTILLATION}
     expected |= {IMAGENET / "students" / s / "ce.yaml" for s in ("resnet18", "mobilenet_v1")}
     expected |= {IMAGENET / "teachers" / f"{t}.yaml" for t in TV_WEIGHTS}
     assert set(IMAGENET.rglob("*.yaml")) == expected
@@ -241,6 +246,10 @@ def test_imagenet_recipe_validates(path: Path):
         assert _schedule(cfg) == TORCHVISION and "released weights" in path.read_text()
     elif path.parent.parent.name == "students":
         assert cfg.method.name == "ce" and cfg.teacher.checkpoint is None and _schedule(cfg) == MDISTILLER
+    elif path.name == "fidelity_teacher.yaml":  # Stanton et al.'s teachers: 90 epochs, batch 1024, cosine
+        o = cfg.optim
+        assert cfg.method.name == "ce" and cfg.teacher.checkpoint is None and cfg.teacher.arch == "resnet50"
+        assert (o.epochs, o.batch_size, o.schedule) == (90, 1024, "cosine")
     else:
         t, s = path.parent.name.split("-")
         assert (cfg.teacher.arch, cfg.student.arch) == (t, s)
@@ -381,3 +390,24 @@ def test_every_registered_method_has_a_page_and_an_mnist1d_recipe():
             assert page.is_file(), f"{name}: {page.relative_to(DOCS.parent)} is missing"
             assert name == "kd" or f"]({name}.md)" in (DOCS / "methods" / "README.md").read_text(encoding="utf-8"), \
                 f"{name}: its page is not linked from docs/methods/README.md"
+
+
+def test_self_distillation_recipes_of_stanton_et_al():
+    """Pure KD (ce_weight 0) at tau 4, student = teacher arch; ImageNet: 90 epochs, batch 1024, cosine."""
+    for path, arch in ((CIFAR / "resnet56-resnet56" / "fidelity_kd.yaml", "resnet56"),
+                       (IMAGENET / "resnet50-resnet50" / "fidelity_kd.yaml", "resnet50")):
+        cfg = load_config(path)
+        a = cfg.method.args
+        assert (cfg.method.name, a["ce_weight"], a["kd_weight"], a["temperature"]) == ("kd", 0.0, 1.0, 4.0)
+        assert cfg.teacher.arch == cfg.student.arch == arch
+    o = load_config(IMAGENET / "resnet50-resnet50" / "fidelity_kd.yaml").optim
+    assert (o.epochs, o.batch_size, o.schedule) == (90, 1024, "cosine")
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_single_head_bkl_is_dhkd_on_one_head(pair):
+    """The failing configuration of DHKD (docs/reference/methods.md §8): CE and BinaryKL (tau 2) on one head."""
+    one, two = load_config(CIFAR / pair / "single_head_bkl.yaml"), load_config(CIFAR / pair / "dhkd.yaml")
+    assert one.method.name == "single_head_bkl" and one.method.args == {"ce_weight": 1.0, "bkl_weight": 1.0,
+                                                                        "temperature": 2.0}
+    assert (one.optim, one.teacher, one.student) == (two.optim, two.teacher, two.student)

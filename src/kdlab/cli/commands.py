@@ -31,14 +31,24 @@ def _showcase(sub) -> None:
     d.add_argument("--no-progress", action="store_true", help="no progress bars (the table is printed all the same)")
     d.set_defaults(handler="kdlab.cli.showcase:_demo")
 
-    x = sub.add_parser("experiment", help="run a fidelity experiment of Stanton et al. on MNIST-1D")
-    x.add_argument("name", nargs="?", help="experiment name (see --list)")
+    x = sub.add_parser("experiment", help="run a named experiment of the papers (configs/experiments/NAME.yaml) on "
+                                          "any recipe, as a sweep (local or SLURM); rerun to resume")
+    x.add_argument("name", nargs="?", help="experiment name (see --list) or a spec YAML file")
+    x.add_argument("overrides", nargs="*", help="key=value overrides of every student (data.*/run.* reach the "
+                                                "teachers too), e.g. run.device=cuda")
     x.add_argument("--list", action="store_true", help="list the experiments")
+    x.add_argument("--pair", help="the spec's pair to run (default: its first; a bad one lists them)")
+    x.add_argument("--recipe", help="student recipe (name or YAML) instead of the pair's")
+    x.add_argument("--teacher-recipe", help="train the teacher(s) with this recipe instead of the pair's")
     x.add_argument("--quick", action="store_true",
-                   help="fewer variants, seeds and epochs (10-21 s each on 2 cores, docs/fidelity.md)")
-    x.add_argument("--seeds", type=int, default=None, help="seeds per variant (default 3, 2 with --quick; min 2)")
-    x.add_argument("--epochs", type=int, default=None, help="student epochs (default 30, 10 with --quick)")
-    x.add_argument("--out", default=None, help="output directory (default experiments/NAME[_quick])")
+                   help="fewer variants and seeds (and epochs on MNIST-1D; docs/experiments.md)")
+    x.add_argument("--seeds", type=int, default=None, help="seeds per variant (default: the spec's, 3)")
+    x.add_argument("--epochs", type=int, default=None,
+                   help="student epochs, lr milestones scaled alike (default: the spec's on MNIST-1D, else the "
+                        "recipe's)")
+    x.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (as --epochs)")
+    x.add_argument("--out", default=None, help="output directory (default experiments/NAME[_PAIR][_quick])")
+    _executor_arguments(x)
     x.add_argument("--no-progress", action="store_true", help="no progress bars (the table is printed all the same)")
     x.set_defaults(handler="kdlab.cli.showcase:_experiment")
 
@@ -181,6 +191,22 @@ def _predict(sub) -> None:
     p.set_defaults(handler="kdlab.cli.predict:_predict")
 
 
+def _executor_arguments(s) -> None:
+    """Where the cells of a sweep (or an experiment) run: locally or on SLURM."""
+    s.add_argument("--jobs", type=int, help="local: cells at once (default: one per visible GPU, else 1)")
+    s.add_argument("--threads", type=int, help="CPU threads per cell (default: the cores divided by --jobs)")
+    s.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
+                   help="where cells run: worker processes here (default), SLURM array jobs through submitit, or "
+                        "submitit's local executor (the SLURM job code as local processes)")
+    s.add_argument("--procs-per-cell", type=int, help="processes (GPUs) per cell; > 1 runs each under torchrun")
+    s.add_argument("--partition", help="slurm: partition")
+    s.add_argument("--gpus-per-cell", type=int, help="slurm: GPUs per cell (default: --procs-per-cell)")
+    s.add_argument("--cpus-per-cell", type=int, help="slurm: CPUs per cell (default 8)")
+    s.add_argument("--time", type=int, help="slurm: time limit per job in minutes (requeued and resumed after)")
+    s.add_argument("--array-parallelism", type=int, help="slurm: cells running at once (default 64)")
+    s.add_argument("--no-wait", action="store_true", help="slurm: submit and return; rerun to collect")
+
+
 def _sweep(sub) -> None:
     s = sub.add_parser("sweep", help="run recipes x seeds as ordinary runs, locally (--jobs) or on SLURM; rerun to "
                                      "resume")
@@ -191,18 +217,7 @@ def _sweep(sub) -> None:
     s.add_argument("--teachers", choices=("auto", "train", "given"), help="train the recipes' teachers as cells, "
                    "use the given checkpoints, or auto (given where the file exists)")
     s.add_argument("--out", help="sweep directory (cells in OUT/<recipe>/seed<k>; default runs/sweeps/<spec>)")
-    s.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
-                   help="where cells run: worker processes here (default), SLURM array jobs through submitit, or "
-                        "submitit's local executor (the SLURM job code as local processes)")
-    s.add_argument("--jobs", type=int, help="local: cells at once (default: one per visible GPU, else 1)")
-    s.add_argument("--threads", type=int, help="CPU threads per cell (default: the cores divided by --jobs)")
-    s.add_argument("--procs-per-cell", type=int, help="processes (GPUs) per cell; > 1 runs each under torchrun")
-    s.add_argument("--partition", help="slurm: partition")
-    s.add_argument("--gpus-per-cell", type=int, help="slurm: GPUs per cell (default: --procs-per-cell)")
-    s.add_argument("--cpus-per-cell", type=int, help="slurm: CPUs per cell (default 8)")
-    s.add_argument("--time", type=int, help="slurm: time limit per job in minutes (requeued and resumed after)")
-    s.add_argument("--array-parallelism", type=int, help="slurm: cells running at once (default 64)")
-    s.add_argument("--no-wait", action="store_true", help="slurm: submit and return; rerun the sweep to collect")
+    _executor_arguments(s)
     s.add_argument("--dry-run", action="store_true", help="list the cells and their state; run nothing")
     s.add_argument("--no-table", action="store_true", help="do not print the table at the end")
     s.add_argument("--no-progress", action="store_true", help="no progress bar over cells")

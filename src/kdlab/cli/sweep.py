@@ -8,6 +8,7 @@ from pathlib import Path
 from kdlab.sweep import Local, cell_state, cells_of, load_spec, read_sweep, run_sweep
 from kdlab.sweep.runner import OK
 from kdlab.sweep.slurm import Submitit
+from kdlab.sweep.spec import SlurmOptions
 from kdlab.sweep.table import FORMATS, collect, missing_cells, write_outputs
 
 _NEEDS_ACTION = {"failed", "changed", "blocked"}
@@ -20,10 +21,29 @@ def _seeds(text: str | None):
     return parts[0] if len(parts) == 1 and "," not in text else parts
 
 
+def slurm_options(args) -> dict:
+    """The SLURM options given on the command line (``--partition``, ``--time``, ...)."""
+    return {k: v for k, v in (("partition", args.partition), ("gpus_per_cell", args.gpus_per_cell),
+                              ("time_min", args.time), ("cpus_per_cell", args.cpus_per_cell),
+                              ("array_parallelism", args.array_parallelism)) if v is not None}
+
+
+def executor_of(args, out: Path, slurm: SlurmOptions, procs_per_cell: int):
+    """``(executor, how it runs, cells settled beforehand)`` for ``--executor``: worker processes here, or submitit
+    (SLURM or its local executor); cells still running as jobs of an earlier call are settled (skipped)."""
+    if args.executor == "local":
+        executor = Local(args.jobs, args.threads, procs_per_cell, progress=not args.no_progress)
+        how = f"{executor.pool.jobs} at a time, {executor.threads} CPU thread(s) per cell" + (
+            f", CUDA devices {' | '.join(executor.devices)}" if executor.devices else "")
+        return executor, how, None
+    cluster = "slurm" if args.executor == "slurm" else "local"
+    executor = Submitit(out / "submitit", cluster, slurm, procs_per_cell, args.threads, wait=not args.no_wait,
+                        progress=not args.no_progress)
+    return executor, f"through submitit ({cluster})", executor.active(read_sweep(out).get("cells", []))
+
+
 def _spec(args):
-    slurm = {k: v for k, v in (("partition", args.partition), ("gpus_per_cell", args.gpus_per_cell),
-                                ("time_min", args.time), ("cpus_per_cell", args.cpus_per_cell),
-                                ("array_parallelism", args.array_parallelism)) if v is not None}
+    slurm = slurm_options(args)
     spec = load_spec(args.spec, recipes=args.recipes, seeds=_seeds(args.seeds), teachers=args.teachers,
                      out=args.out, procs_per_cell=args.procs_per_cell)
     if args.overrides:
@@ -50,17 +70,7 @@ def _sweep(args) -> int:
         print(f"{len(cells)} cells; each runs as `kdlab <teacher|train> RECIPE OVERRIDES`, the last one as:\n"
               f"  kdlab {' '.join(cells[-1].argv())}")
         return 0
-    skip = None
-    if args.executor == "local":
-        executor = Local(args.jobs, args.threads, spec.procs_per_cell, progress=not args.no_progress)
-        how = f"{executor.pool.jobs} at a time, {executor.threads} CPU thread(s) per cell" + (
-            f", CUDA devices {' | '.join(executor.devices)}" if executor.devices else "")
-    else:
-        cluster = "slurm" if args.executor == "slurm" else "local"
-        executor = Submitit(out / "submitit", cluster, spec.slurm, spec.procs_per_cell, args.threads,
-                            wait=not args.no_wait, progress=not args.no_progress)
-        skip = executor.active(read_sweep(out).get("cells", []))
-        how = f"through submitit ({cluster})"
+    executor, how, skip = executor_of(args, out, spec.slurm, spec.procs_per_cell)
     print(f"sweep {out}: {len(cells)} cells, {how}", flush=True)
     try:
         report = run_sweep(cells, out, executor, spec=spec.model_dump(mode="json"), skip=skip)

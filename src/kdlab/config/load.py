@@ -34,12 +34,13 @@ def resolve_config_path(name: str | Path) -> Path:
 
 #: files shipped beside the recipes that are not run configs (``published.yaml``: the papers' numbers)
 NOT_RECIPES = frozenset({"published.yaml"})
+NOT_RECIPE_DIRS = frozenset({"experiments"})  # configs/experiments/: `kdlab experiment` specs, not run configs
 
 
 def recipe_names() -> list[str]:
     """The shipped recipes' names (``cifar100/resnet32x4-resnet8x4/kd``), sorted; what ``kdlab recipes`` lists."""
     return sorted(p.relative_to(RECIPES_DIR).with_suffix("").as_posix() for p in RECIPES_DIR.rglob("*.yaml")
-                  if p.name not in NOT_RECIPES)
+                  if p.name not in NOT_RECIPES and p.relative_to(RECIPES_DIR).parts[0] not in NOT_RECIPE_DIRS)
 
 
 class _UniqueKeys(yaml.SafeLoader):
