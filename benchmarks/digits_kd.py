@@ -6,6 +6,8 @@ image-folder path (`kdlab teacher` / `kdlab train` with ``data.name=imagefolder`
     python benchmarks/digits_kd.py write DIR                  # DIR/train/<digit>/*.png, DIR/val/<digit>/*.png
     python benchmarks/digits_kd.py run DIR --out runs/digits  # teacher, then CE and KD students over 3 seeds
     python benchmarks/digits_kd.py run DIR --out runs/digits --student-subset 240   # students see 240 images
+    python benchmarks/digits_kd.py run DIR --out runs/digits_features --student-subset 240 \
+        --methods ce kd fitnet at nst pkt rkd sp vid kdsvd ofd crd reviewkd   # every feature method (docs/images.md)
     python benchmarks/digits_kd.py --quick                    # write + run in a temporary folder: a smoke run
 
 Run time on 2 CPU cores: full ~10 min, --quick ~25 s.

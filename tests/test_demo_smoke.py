@@ -44,3 +44,29 @@ def test_one_seed_tables_print_no_spread():
     lines = demo._checks_table({"dhkd": one}, {"single_head_bkl": one})
     assert "| single_head_bkl | 91.50 | 90.00 |" in lines and "| dhkd | 91.50 | 90.00 |" in lines
     assert "±" not in "\n".join(lines)
+
+
+def test_the_features_table_has_every_feature_method_beside_ce_and_kd():
+    """`kdlab demo --features`: every registered feature method not already in the default demo (CAKD is), once."""
+    from kdlab import methods
+    from kdlab.cli import build_parser
+    from kdlab.methods import FeatureMethod
+
+    feature = {n for n in methods.names() if issubclass(methods.get(n), FeatureMethod)} - set(demo.DEMO_METHODS)
+    assert set(demo.FEATURE_METHODS) == feature | {"ce", "kd"} and len(set(demo.FEATURE_METHODS)) == 13
+    assert demo.FEATURE_METHODS[:2] == ("ce", "kd") == demo.DEMO_METHODS[:2]  # the same cells as the default demo
+    assert build_parser().parse_args(["demo", "--features"]).features is True
+    assert build_parser().parse_args(["demo"]).features is False
+
+
+@pytest.mark.slow
+def test_demo_features_writes_its_own_table_with_the_adapted_weights(tmp_path, capsys):
+    out = tmp_path / "out"
+    results = demo.run_demo(out, quick=True, seeds=1, progress=False, methods=("ce", "at"), workers=1,
+                            features=True)
+    assert results["methods"].keys() == {"ce", "at"}
+    assert json.loads((out / "features.json").read_text())["methods"].keys() == {"ce", "at"}
+    assert (out / "features.md").read_text().strip() in capsys.readouterr().out
+    assert not (out / "results.json").exists()  # the default demo's table is left alone
+    final = json.loads((out / "runs" / "mnist1d" / "at" / "seed0" / "final.json").read_text())
+    assert [(a["key"], a["default"], a["value"]) for a in final["adapted_defaults"]] == [("feat_weight", 1000.0, 13.8)]

@@ -29,9 +29,12 @@ from kdlab.sweep.table import collect, markdown
 from kdlab.teachers import StaleCacheError
 
 # every logit-distillation method, each from configs/mnist1d/<name>.yaml; "ce" is the baseline (the feature methods run
-# the live teacher and would not fit the demo's 5 minutes: their recipes are configs/mnist1d/<name>.yaml too)
+# the live teacher and would not fit the demo's 5 minutes: `kdlab demo --features` is their table)
 DEMO_METHODS = ("ce", "kd", "kd_ls", "dkd", "cakd", "ttm", "wttm", "dist", "r2kd", "cmkd", "dhkd", "mlkd", "nkd", "ctkd",
                 "sdd")
+# `kdlab demo --features`: every feature method's MNIST-1D recipe (defaults fitted to the maps, Method.adapt) beside
+# CE and KD, whose runs are the default demo's (a demo directory that has them skips them)
+FEATURE_METHODS = ("ce", "kd", "fitnet", "at", "nst", "pkt", "rkd", "sp", "vid", "kdsvd", "ofd", "crd", "reviewkd")
 # the paper's failure case (CE and BinaryKL on one head), reported beside DHKD, not as a method to beat CE
 CHECK_METHODS = ("single_head_bkl",)
 QUICK_EPOCHS = 10
@@ -96,14 +99,15 @@ def _checks_table(methods: dict[str, Any], checks: dict[str, Any]) -> list[str]:
 
 def run_demo(out_dir: Path, quick: bool = False, seeds: int | None = None, progress: bool = True,
              methods: tuple[str, ...] | None = None, workers: int | None = None,
-             shared_cache: bool = True) -> dict[str, Any]:
+             shared_cache: bool = True, features: bool = False) -> dict[str, Any]:
     """A sweep (``kdlab.sweep``) of the methods' MNIST-1D recipes × seeds in ``<out_dir>/runs``, then its table
-    (``kdlab.sweep.table``: what ``kdlab table <out_dir>/runs`` prints) and plot."""
+    (``kdlab.sweep.table``: what ``kdlab table <out_dir>/runs`` prints) and plot. ``features``: the feature methods'
+    table (:data:`FEATURE_METHODS`), written as ``features.{json,md,png}`` beside the default demo's ``results.*``."""
     start = time.perf_counter()
     seeds = seeds if seeds is not None else (1 if quick else 3)
     if seeds < 1:
         raise ValueError("--seeds must be at least 1")
-    methods = tuple(methods or DEMO_METHODS)
+    methods = tuple(methods or (FEATURE_METHODS if features else DEMO_METHODS))
     checks = CHECK_METHODS if methods == DEMO_METHODS else ()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,13 +147,14 @@ def run_demo(out_dir: Path, quick: bool = False, seeds: int | None = None, progr
         "environment": environment("cpu"),
     }
     text = "\n".join([markdown(table)] + (_checks_table(results["methods"], results["checks"]) if checks else []))
-    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2))
-    atomic_write_text(out_dir / "results.md", text + "\n")
+    stem = "features" if features else "results"
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(results, indent=2))
+    atomic_write_text(out_dir / f"{stem}.md", text + "\n")
     title = (f"MNIST-1D: {results['teacher']['arch']} ({results['teacher']['acc']:.1f}%) → "
              f"{results['student_arch']}, {seeds} seed(s)")
-    accuracy_vs_agreement([(title, summary, set(checks))], out_dir / "results.png")
+    accuracy_vs_agreement([(title, summary, set(checks))], out_dir / f"{stem}.png")
     print(text)
-    print(f"\nwrote {out_dir / 'results.json'}, {out_dir / 'results.md'}, {out_dir / 'results.png'} "
+    print(f"\nwrote {out_dir / f'{stem}.json'}, {out_dir / f'{stem}.md'}, {out_dir / f'{stem}.png'} "
           f"in {results['wall_time_s']:.0f} s")
     return results
 

@@ -32,8 +32,9 @@ from kdlab.data.second_view import ViewSpec
 from kdlab.config import load_config as _load_config
 from kdlab.engine.checkpoint import identity_hash
 from kdlab.engine.metrics_log import flatten
-from kdlab.methods import Adaptation, Method, Params, RunFacts
+from kdlab.methods import Adaptation, FeatureMethod, Method, Params, RunFacts
 from kdlab.methods.second_view import SecondView, refuse_unusable
+from kdlab.models import stage_shapes
 
 __all__ = ["PLAN_FILE", "RunPlan", "load_config", "plan", "read_plan", "replan"]
 
@@ -177,7 +178,8 @@ def plan(cfg: RunConfig, num_classes: int, input_shape: Sequence[int], digests: 
     """The plan of ``cfg`` on data of ``num_classes`` classes and samples of ``input_shape``: the method's
     arguments validated once and adapted (only those the user did not give, ``cfg.method.given``). ``objects``:
     ``kdlab.fit``'s plan (:attr:`RunPlan.objects`)."""
-    facts = RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape))
+    facts = RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape),
+                     _stages(cfg, num_classes, tuple(input_shape)) if _reads_features(cfg) else None)
     cls, hp, changes = _resolve(cfg.method, facts)
     if cfg.optim.optimizer == "dot" and cls.backward is not Method.backward:
         raise SettingError(f"{{optimizer}}=dot takes the CE term's and the distillation terms' gradients apart itself, "
@@ -201,6 +203,23 @@ def second_view(cfg: RunConfig) -> SecondView | None:
                     cutout_size=d.second_view_cutout_size, pick_pool=d.second_view_pick_pool,
                     policy=d.second_view_policy)
     return SecondView(spec, d.second_view_weight)
+
+
+def _reads_features(cfg: RunConfig) -> bool:
+    return any(issubclass(methods.get(section.name), FeatureMethod) for section in [cfg.method, *cfg.method.add])
+
+
+def _stages(cfg: RunConfig, num_classes: int, input_shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """``RunFacts.stages``: both zoo networks' stage shapes on this input (meta device), or None when either network
+    is not a zoo name (a factory: its stages are only known once built) or cannot be built (its own error comes when
+    the run builds it)."""
+    archs = {"student": cfg.student.arch, "teacher": cfg.teacher.arch}
+    if not all(isinstance(a, str) for a in archs.values()):
+        return None
+    try:
+        return {who: stage_shapes(arch, num_classes, input_shape) for who, arch in archs.items()}
+    except (KeyError, ValueError, TypeError, RuntimeError):
+        return None
 
 
 def _resolve(section: Any, facts: RunFacts) -> tuple[type[Method], Params, tuple[Adaptation, ...]]:

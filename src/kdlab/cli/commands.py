@@ -29,6 +29,8 @@ def _showcase(sub) -> None:
     d.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3, 1 with --quick)")
     d.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars (the table is printed all the same)")
+    d.add_argument("--features", action="store_true",
+                   help="the feature methods' table instead (FitNets ... ReviewKD beside CE and KD; features.md)")
     d.set_defaults(handler="kdlab.cli.showcase:_demo")
 
     x = sub.add_parser("experiment", help="run a named experiment of the papers (configs/experiments/NAME.yaml) on "

@@ -13,7 +13,8 @@ from kdlab.sweep.spec import SlurmOptions
 
 
 def _demo(args) -> int:
-    run_demo(out_dir=Path(args.out), quick=args.quick, seeds=args.seeds, progress=not args.no_progress)
+    run_demo(out_dir=Path(args.out), quick=args.quick, seeds=args.seeds, progress=not args.no_progress,
+             features=args.features)
     return 0
 
 

@@ -23,7 +23,7 @@ here (the pattern of timm's ``TrainingTask``):
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -77,6 +77,9 @@ class RunFacts:
     num_classes: int
     epochs: int
     input_shape: tuple[int, ...]  # one sample, e.g. (3, 32, 32)
+    # per network ("student", "teacher"): the per-sample shapes of its forward_features stages on this input
+    # (kdlab.models.stage_shapes), for the feature methods; None where unknown (a factory or hooked network)
+    stages: Mapping[str, tuple[tuple[int, ...], ...]] | None = None
 
 
 @dataclass(frozen=True)

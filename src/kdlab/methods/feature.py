@@ -17,6 +17,8 @@ a subclass gives its :class:`FeatureParams` and :meth:`FeatureLossMethod.feature
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -26,11 +28,35 @@ from torch import Tensor, nn
 from kdlab import distributed as dist
 from kdlab._checks import SettingError
 from kdlab._modes import eval_mode
-from kdlab.methods.base import Method, Params, StepOutput
+from kdlab.methods.base import Adaptation, Method, Params, RunFacts, StepOutput, defaults_left
 from kdlab.methods.compose import Served
 from kdlab.models import forward_features
 
-__all__ = ["FeatureLossMethod", "FeatureMethod", "FeatureParams", "StagesParams"]
+__all__ = ["CIFAR_STAGES", "FeatureLossMethod", "FeatureMethod", "FeatureParams", "StagesParams", "picked",
+           "size"]
+
+Shapes = Mapping[str, Sequence[tuple[int, ...]]]
+
+#: The stage shapes ([C, H, W] per sample) of the pair the CIFAR-100 feature weights are tuned on (mdistiller's
+#: configs/cifar100: resnet32x4 → resnet8x4 on 32×32 images; kdlab.models.stage_shapes, checked by
+#: tests/methods/test_feature_adapt.py): the reference a default feature weight is fitted from.
+CIFAR_STAGES: dict[str, tuple[tuple[int, ...], ...]] = {
+    "student": ((32, 32, 32), (64, 32, 32), (128, 16, 16), (256, 8, 8)),
+    "teacher": ((32, 32, 32), (64, 32, 32), (128, 16, 16), (256, 8, 8)),
+}
+
+
+def size(shape: Sequence[int]) -> tuple[int, int]:
+    """(channels C, positions P = H·W or L) of a per-sample stage shape."""
+    return shape[0], math.prod(shape[1:])
+
+
+def picked(shapes: Sequence[tuple[int, ...]], indices: int | Sequence[int] | None) -> list[tuple[int, ...]]:
+    """The shapes of the stages ``indices`` picks, as :meth:`FeatureMethod.stages` / :meth:`FeatureMethod.stage`
+    pick the maps (None: every stage after the stem). IndexError when the network lacks one."""
+    if indices is None:
+        indices = list(range(1, len(shapes))) or [1]
+    return [shapes[i] for i in ([indices] if isinstance(indices, int) else indices)]
 
 
 class FeatureMethod(Method):
@@ -178,6 +204,38 @@ class FeatureLossMethod(FeatureMethod):
 
     def stage_paths(self, who: str) -> list[str] | None:
         return getattr(self.hp, f"{who}_paths")
+
+    @classmethod
+    def stiffness(cls, hp: FeatureParams, stages: Shapes) -> float | None:
+        """How hard the feature term pulls on the maps it reads, per unit of their relative mismatch, for maps of
+        unit RMS (BatchNorm'd) of the ``stages`` shapes (``{"student": [...], "teacher": [...]}``): ‖∂L/∂f‖ up to a
+        shape-free factor, summed over the stages ``hp`` picks. None (default): the term's pull does not depend on
+        the maps' sizes, so its weight is not adapted."""
+        return None
+
+    @classmethod
+    def _adaptations(cls, hp: FeatureParams, facts: RunFacts, given: Collection[str] | None) -> list[Adaptation]:
+        """w_feat·S_CIFAR/S_run when the weight is left at its CIFAR-100 default and both networks' stage shapes are
+        known (``facts.stages``; not with ``*_paths``): S = :meth:`stiffness` of the run's maps and of the pair the
+        default is tuned on (:data:`CIFAR_STAGES`, the class's own stage choice). The adapted weight pulls on the
+        run's maps as hard as the default pulls on CIFAR-100's, where the same weight on smaller maps or fewer
+        channels would pull several times harder (docs/methods/README.md, "Defaults fitted to the maps")."""
+        if "feat_weight" not in defaults_left(hp, given) or facts.stages is None or hp.student_paths \
+                or hp.teacher_paths:
+            return []
+        try:
+            run = cls.stiffness(hp, facts.stages)
+        except IndexError:  # a stage the network lacks: the run's own check names the key
+            return []
+        ref = cls.stiffness(cls.Params(), CIFAR_STAGES)
+        if run is None or ref is None:
+            return []
+        value = float(f"{hp.feat_weight * ref / run:.3g}")
+        if value == hp.feat_weight:
+            return []
+        return [Adaptation("feat_weight", hp.feat_weight, value,
+                           f"the CIFAR-100 weight (resnet32x4 → resnet8x4 maps) × {ref / run:.3g}, so that the "
+                           f"{cls.name} term pulls on these stages' maps as hard as on CIFAR-100's")]
 
     def feature_loss(self, student: dict[str, Any], teacher: dict[str, Any]) -> Tensor:  # pragma: no cover
         raise NotImplementedError

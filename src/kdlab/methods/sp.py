@@ -3,10 +3,12 @@ the teacher's (docs/methods/sp.md)."""
 
 from __future__ import annotations
 
+import math
+
 from pydantic import Field
 
 from kdlab.losses import sp_loss
-from kdlab.methods.feature import FeatureLossMethod, FeatureParams
+from kdlab.methods.feature import FeatureLossMethod, FeatureParams, picked, size
 from kdlab.methods.registry import register
 
 
@@ -24,6 +26,15 @@ class SP(FeatureLossMethod):
 
     summary = "SP (Tung & Mori 2019): the student's batch similarity matrix of a stage matches the teacher's"
     Params = SPParams
+
+    @classmethod
+    def stiffness(cls, hp, stages):
+        """1/√(C·P) of the student's stage: each row of G is scale-free in the sample's flattened map g (C·P
+        values), so ∂G/∂g ~ 1/‖g‖ = 1/√(C·P) for unit-RMS maps, while ‖G^t − G^s‖²/N² depends on the batch alone.
+        On MNIST-1D's last student stage (16 channels × 10) that is 10× CIFAR-100's (256 × 8×8), so the default
+        weight 3000 becomes 296."""
+        c, p = size(picked(stages["student"], hp.student_stage)[0])
+        return 1 / math.sqrt(c * p)
 
     def feature_loss(self, student: dict, teacher: dict):
         f_s = self.stage(student, "student", self.hp.student_stage)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
+import torch
 from torch import Tensor, nn
 
 from kdlab.models._base import ZooModel
+from kdlab.models.registry import create
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -156,3 +159,14 @@ def _check_unmodified(t: Tensor, version: int | None, what: str) -> None:
             "feature; hook a module whose output is not changed in place (e.g. the whole block instead of its last "
             "BatchNorm)"
         )
+
+
+@lru_cache(maxsize=64)
+def stage_shapes(arch: str, num_classes: int, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """The per-sample shapes ([C, H, W] or [C, L]) of the zoo network ``arch``'s ``forward_features`` stages on
+    inputs of ``input_shape``, computed on the meta device (no weights, no arithmetic: milliseconds). What a feature
+    method's defaults are fitted to before any network is built (``RunFacts.stages``)."""
+    with torch.device("meta"):
+        model = create(arch, num_classes)
+        _, features = forward_features(model, torch.empty(2, *input_shape))
+    return tuple(tuple(f.shape[1:]) for f in features["stages"])
