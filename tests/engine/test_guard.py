@@ -237,14 +237,15 @@ def mnist1d():
 
 @pytest.mark.slow
 def test_dkd_on_a_bn_free_mlp_at_lr_005_collapses_and_is_stopped(tmp_path, mnist1d):
-    """The issue's case: kdlab.fit, DKD with its defaults (β = 8, T = 4, warm-up 20), a BN-free MLP at lr 0.05."""
+    """The issue's case: kdlab.fit, DKD with CIFAR-100's β = 8 (given: left at its default, β is scaled to 10
+    classes, 8·9/99, and this run does not collapse), T = 4, warm-up 20, a BN-free MLP at lr 0.05."""
     train, test = mnist1d
     torch.manual_seed(0)
     teacher = kdlab.fit(models.create("mnist1d_mlp", 10), None, train, test, method="ce", epochs=8, lr=0.05).student
     torch.manual_seed(0)
     with pytest.raises(kdlab.TrainingDiverged) as info:
         kdlab.fit(models.create("mnist1d_mlp", 10), teacher, train, test, method="dkd", epochs=30, lr=0.05,
-                  method_args={"warmup": 20}, out_dir=tmp_path / "run")  # the published warm-up, not 30 epochs' 2
+                  method_args={"warmup": 20, "beta": 8.0}, out_dir=tmp_path / "run")  # the published warm-up and β
     e = info.value
     assert e.rule == "collapse" and 10 <= e.epoch <= 25, str(e)
     assert "dkd" in str(e) and "beta" in str(e) and "grad_clip" in str(e)
