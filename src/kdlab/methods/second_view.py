@@ -29,7 +29,7 @@ from kdlab import distributed as dist
 from kdlab._checks import SettingError
 from kdlab.data.batch import Batch
 from kdlab.data.second_view import ViewSpec, cutmix_pool, draw_view, most_uncertain, view_input_problem
-from kdlab.methods.compose import combined_step
+from kdlab.methods.compose import ServedTeacher, combined_step
 
 __all__ = ["SecondView", "refuse_unusable"]
 
@@ -44,32 +44,17 @@ def refuse_unusable(kind: str, methods) -> None:
                                view="distill_data.second_view")
 
 
-class _ViewTeacher:
-    """The teacher during the second view's step: x̂'s logits computed once (CutMixPick needs them to pick), the
-    rest goes to the teacher itself (:class:`~kdlab.teachers.Teacher`)."""
+class _ViewTeacher(ServedTeacher):
+    """The teacher during the second view's step: a :class:`~kdlab.methods.compose.ServedTeacher` of x̂ whose logits
+    were computed once (CutMixPick needs them to pick), served for x̂ by batch and by input tensor alike; anything
+    else goes to the teacher itself."""
 
     def __init__(self, teacher, view: Batch, logits: Tensor):
-        self.teacher, self.view, self._logits = teacher, view, logits
-
-    @property
-    def module(self):
-        return self.teacher.module
+        super().__init__(teacher, view, None, None)
+        self._logits = logits
 
     def logits(self, x: Tensor) -> Tensor:
-        return self._logits if x is self.view.x else self.teacher.logits(x)
-
-    def logits_for_batch(self, batch) -> Tensor:
-        return self._logits if batch is self.view else self.teacher.logits_for_batch(batch)
-
-    def features(self, x: Tensor, stage_paths=None, preact: bool = False):
-        return self.teacher.features(x, stage_paths, preact=preact)
-
-    def to(self, device):
-        self.teacher.to(device)
-        return self
-
-    def describe(self) -> dict:
-        return self.teacher.describe()
+        return self._logits if x is self.batch.x else self.teacher.logits(x)
 
 
 def _sharded_logits(teacher, pool: Tensor) -> Tensor:
