@@ -28,8 +28,8 @@ from kdlab import methods
 from kdlab._checks import SettingError
 from kdlab._io import atomic_write_text
 from kdlab.config import RunConfig
-from kdlab.data.second_view import ViewSpec
 from kdlab.config import load_config as _load_config
+from kdlab.data.second_view import ViewSpec
 from kdlab.engine.checkpoint import identity_hash
 from kdlab.engine.metrics_log import flatten
 from kdlab.methods import Adaptation, FeatureMethod, Method, Params, RunFacts

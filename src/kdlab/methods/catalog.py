@@ -1,6 +1,6 @@
 """The methods' names, summaries and hyperparameter models as a torch-free module, generated from the live classes:
 ``src/kdlab/config/method_params.py``, read by ``kdlab config`` and ``kdlab methods`` so that they run without torch
-(the methods' modules import it; their ``Params`` are defined there).
+(the ``Params`` classes themselves stay defined in the methods' modules, which never import the generated copy).
 
 The generated module holds each ``Params`` class's own source, bases first, and the module-level values a class
 names (a constant) written as their ``repr``. Nothing in it is maintained by hand: ``python -m kdlab.methods.catalog``
