@@ -110,12 +110,17 @@ def run_setting(key: str, setting: Setting, methods: list[str], seeds: list[int]
                 refused[method] = str(exc).splitlines()[0]
                 break
             accs.setdefault(method, []).append(result.report["student_acc"])
-            adapted[method] = ", ".join(f"{a['key']} {a['default']} → {a['value']}" for a in result.adapted)
+            adapted[method] = ", ".join(f"{a['key']} {_shown(a['default'])} → {_shown(a['value'])}"
+                                        for a in result.adapted)
         print(f"  {key} {method}: {refused.get(method) or cell(accs[method], None)}", file=sys.stderr, flush=True)
     for method, why in refused.items():
         accs[method] = []
         adapted[method] = f"refused: {why}"
     return teacher.report["student_acc"], len(train[1]), len(test[1]), classes, epochs, accs, adapted
+
+
+def _shown(value) -> str:
+    return str(float(f"{value:.3g}")) if isinstance(value, float) else str(value)
 
 
 def cell(accs: list[float], ce: list[float] | None) -> str:

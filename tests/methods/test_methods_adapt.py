@@ -172,6 +172,20 @@ def test_second_views_fit_the_input_shape(name, key, shape, value):
     assert getattr(_adapt(name, RunFacts(10, 240, shape), **{key: given})[0], key) == given
 
 
+@pytest.mark.parametrize("classes, args, expected", [
+    (100, {}, {"kd_weight": 0.9, "class_weight": None, "batch_weight": None}),  # CIFAR-100: as released
+    (1000, {}, {"kd_weight": 0.9, "class_weight": None, "batch_weight": None}),  # ImageNet: as released
+    (10, {}, {"kd_weight": 0.09, "class_weight": 0.09 * 0.1 ** 3, "batch_weight": 0.09 * 0.1 ** 2}),
+    (3, {}, {"kd_weight": 0.027, "class_weight": 0.027 * 0.03 ** 3, "batch_weight": 0.027 * 0.03 ** 2}),
+    (10, {"kd_weight": 0.5}, {"kd_weight": 0.5, "class_weight": 0.5e-3, "batch_weight": 0.5e-2}),  # given: kept
+    (10, {"class_weight": 0.9, "batch_weight": 0.0}, {"kd_weight": 0.09, "class_weight": 0.9, "batch_weight": 0.0})])
+def test_mlkd_weights_keep_the_recipes_balance_of_its_three_terms(classes, args, expected):
+    hp, changes = _adapt("mlkd", RunFacts(classes, 240, (3, 32, 32)), **args)
+    for key, value in expected.items():
+        assert getattr(hp, key) == (None if value is None else pytest.approx(value)), key
+    assert {c.key for c in changes} == {k for k in expected if k not in args and classes < 100}
+
+
 def test_logit_standardisation_on_two_classes_is_refused_because_its_gradient_is_zero():
     from kdlab.losses import kd_loss, logit_standardize
 

@@ -159,6 +159,18 @@ def test_mlkd_without_a_strong_view_uses_the_weak_one_twice(make_method, make_ba
     torch.testing.assert_close(out.losses["kd"], 0.9 * inst)
 
 
+def test_mlkd_class_and_batch_weights_apply_to_their_terms(make_method, make_batch):
+    method = make_method("mlkd", {"strong_augment": "none", "class_weight": 0.25, "batch_weight": 0.0})
+    batch = make_batch()
+    out = method(batch, 1)
+    z, v = _logits(method, batch)
+    inst, cls, bat = mlkd_parts(z, v, z, v)
+    assert cls.item() > 0 and bat.item() > 0
+    torch.testing.assert_close(out.losses["kd"], 0.9 * inst)
+    torch.testing.assert_close(out.losses["cc"], 0.25 * cls)
+    assert out.losses["bc"].item() == 0.0
+
+
 def test_mlkd_refuses_randaugment_on_signals(make_method, make_batch):
     method = make_method("mlkd")  # default strong view: RandAugment, images only
     with pytest.raises(SettingError, match="mlkd's strong view \\(randaugment\\) needs images"):

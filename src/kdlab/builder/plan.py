@@ -169,8 +169,13 @@ class RunPlan:
             return
         for c in self.adapted_defaults():
             key = f"method.{c['key']}" if c["key"].startswith("add.") else f"method.args.{c['key']}"
-            _log.warning(f"kdlab: {name(key)} = {c['value']!r} instead of the default "
-                         f"{c['default']!r}: {c['why']} (give it explicitly to keep another value)")
+            _log.warning(f"kdlab: {name(key)} = {_shown(c['value'])} instead of the default "
+                         f"{_shown(c['default'])}: {c['why']} (give it explicitly to keep another value)")
+
+
+def _shown(value: Any) -> str:
+    """An adapted value for a reader: floats to 4 significant digits (0.09, not 0.09000000000000001)."""
+    return repr(float(f"{value:.4g}")) if isinstance(value, float) else repr(value)
 
 
 def plan(cfg: RunConfig, num_classes: int, input_shape: Sequence[int], digests: Mapping[str, Any] | None = None,

@@ -225,7 +225,9 @@ class MLKDParams(Params):
     temperatures: list[float] = Field(default_factory=lambda: list(MLKD_TEMPERATURES), min_length=1)
     strong_terms: int = Field(3, ge=0)  # the first k temperatures use the strong view (the released code: 3 of 5)
     ce_weight: float = Field(0.1, ge=0)  # on each view
-    kd_weight: float = Field(0.9, ge=0)  # on each of the instance, class and batch terms
+    kd_weight: float = Field(0.9, ge=0)  # on the instance term, and on the class and batch terms unless given
+    class_weight: float | None = Field(None, ge=0)  # the class-level term's weight (None: kd_weight, as released)
+    batch_weight: float | None = Field(None, ge=0)  # the batch-level term's weight (None: kd_weight, as released)
     # strong view: the released RandAugment + Cutout (images); Cutout alone (any spatial input); none (= weak view)
     strong_augment: Literal["randaugment", "cutout", "none"] = "randaugment"
     n_ops: int = Field(2, ge=0)  # RandAugment: operations per image

@@ -28,8 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from tqdm.auto import tqdm
-
+from kdlab._bar import tqdm
 from kdlab._io import atomic_write
 
 try:

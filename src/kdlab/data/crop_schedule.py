@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from kdlab._bar import tqdm
 from kdlab._checks import check_int
 from kdlab._io import atomic_write_text, map_file, preallocate
 from kdlab.data.crops import DEFAULT_RATIO, DEFAULT_SCALE, CropBoxes, random_resized_crops

@@ -31,9 +31,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from kdlab import distributed as dist
+from kdlab._bar import tqdm
 from kdlab._io import atomic_write_text
 from kdlab.data._paths import cached_arrays, default_root, read_npz
 from kdlab.data.decode import BadImageError, probe

@@ -4,9 +4,11 @@ A :class:`BatchSource` turns dataset indices into samples (decoded image crops, 
 sample is a pure function of ``(seed, epoch, index)``. :class:`StreamLoader` fixes which indices form which batch
 — the permutation is the in-memory :class:`~kdlab.data.BatchLoader`'s, drawn from ``(seed, epoch)`` — and has
 ``data.workers`` processes (a ``torch.utils.data.DataLoader``, pinned memory on CUDA) build the batches, in order.
-The workers are forked anew each epoch (≈0.1–0.3 s; persistent workers took 5 s each to shut down). So the
-batches do not depend on the number of workers, and a run resumed at an epoch boundary sees exactly the batches it
-would have seen. Normalisation happens where it is cheapest: on a CPU run the workers normalise each sample right
+So the batches do not depend on the number of workers, and a run resumed at an epoch boundary sees exactly the
+batches it would have seen. The workers are forked once per loader and kept for the run (persistent): forking anew
+each epoch forked while the last epoch's queue threads were exiting, and CPython 3.11 can leave such a child stuck
+for ever (a two-process run hung at its first evaluation, tests/data/test_data_images_e2e.py); the tasks carry the
+epoch, so kept workers draw what fresh ones would. Normalisation happens where it is cheapest: on a CPU run the workers normalise each sample right
 after decoding it, while it is in cache (a source that can, :meth:`BatchSource.normalized`), so the training process
 does no per-pixel work; for a CUDA run batches leave the workers as uint8 pixels (4× less to copy and to transfer),
 are pinned and copied without blocking, and are normalised on the device (as timm's prefetcher does). A worker
@@ -221,7 +223,7 @@ class StreamLoader:
             workers = self.workers
             self._loader = DataLoader(_Tasks(self.source), batch_size=None, sampler=_Plan(self),
                                       num_workers=workers, pin_memory=self.device.type == "cuda",
-                                      prefetch_factor=4 if workers else None)
+                                      prefetch_factor=4 if workers else None, persistent_workers=workers > 0)
         return self._loader
 
     def __iter__(self) -> Iterator[Batch]:

@@ -16,8 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from kdlab._bar import tqdm
 from kdlab.data._paths import cached_arrays, read_npz, resolve_root
 from kdlab.data.decode import BadImageError, decode_full
 from kdlab.data.folders import ImageList, LayoutError, _is_image, check_same_classes, from_files

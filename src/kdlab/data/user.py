@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from kdlab._bar import tqdm
 from kdlab._checks import check_int
 
 __all__ = ["as_tensors", "dataset_item", "is_pair"]

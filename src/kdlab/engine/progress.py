@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
-from tqdm.auto import tqdm
+from kdlab._bar import tqdm
 
 __all__ = ["HEARTBEAT_S", "Progress", "epoch_line"]
 

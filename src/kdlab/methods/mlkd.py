@@ -18,7 +18,8 @@ from kdlab import distributed as dist
 from kdlab._checks import SettingError
 from kdlab.data import randaugment_like, random_cutout
 from kdlab.losses import MLKD_TEMPERATURES, mlkd_parts
-from kdlab.methods.base import Adaptation, Method, Params, StepOutput, defaults_left
+from kdlab.methods.base import (CIFAR_CLASSES, Adaptation, Method, Params, StepOutput, defaults_left,
+                                scaled_by_classes)
 from kdlab.methods.registry import register
 
 
@@ -29,7 +30,9 @@ class MLKDParams(Params):
     temperatures: list[float] = Field(default_factory=lambda: list(MLKD_TEMPERATURES), min_length=1)
     strong_terms: int = Field(3, ge=0)  # the first k temperatures use the strong view (the released code: 3 of 5)
     ce_weight: float = Field(0.1, ge=0)  # on each view
-    kd_weight: float = Field(0.9, ge=0)  # on each of the instance, class and batch terms
+    kd_weight: float = Field(0.9, ge=0)  # on the instance term, and on the class and batch terms unless given
+    class_weight: float | None = Field(None, ge=0)  # the class-level term's weight (None: kd_weight, as released)
+    batch_weight: float | None = Field(None, ge=0)  # the batch-level term's weight (None: kd_weight, as released)
     # strong view: the released RandAugment + Cutout (images); Cutout alone (any spatial input); none (= weak view)
     strong_augment: Literal["randaugment", "cutout", "none"] = "randaugment"
     n_ops: int = Field(2, ge=0)  # RandAugment: operations per image
@@ -54,8 +57,9 @@ class MLKDParams(Params):
 
 @register("mlkd")
 class MLKD(Method):
-    """L = w_ce·(CE(z_w, y) + CE(z_s, y)) + w_kd·(instance + class + batch), the terms of
-    :func:`kdlab.losses.mlkd_parts` on the weak view x and the strong view x̂ = strong(x)."""
+    """L = w_ce·(CE(z_w, y) + CE(z_s, y)) + w_kd·instance + w_class·class + w_batch·batch, the terms of
+    :func:`kdlab.losses.mlkd_parts` on the weak view x and the strong view x̂ = strong(x); w_class = w_batch = w_kd
+    unless given (the released code)."""
 
     summary = "MLKD (Jin et al. CVPR 2023): instance, class and batch alignment at 5 temperatures, on weak+strong views"
 
@@ -63,9 +67,15 @@ class MLKD(Method):
 
     @classmethod
     def _adaptations(cls, hp, facts, given):
-        """The strong view fitted to the inputs: RandAugment works on pixel levels of images [C, H, W] whose
-        normalisation it undoes with ``input_mean``/``input_std`` (CIFAR-100's 3 channels by default), so other
-        images and signals [C, L] get Cutout (it needs no pixel levels) and plain features (d,) get none."""
+        """The strong view and the three weights, fitted to the data (:meth:`_strong_view_adaptation`,
+        :meth:`_weight_adaptations`)."""
+        return cls._strong_view_adaptation(hp, facts, given) + cls._weight_adaptations(hp, facts, given)
+
+    @classmethod
+    def _strong_view_adaptation(cls, hp, facts, given):
+        """RandAugment works on pixel levels of images [C, H, W] whose normalisation it undoes with
+        ``input_mean``/``input_std`` (CIFAR-100's 3 channels by default), so other images and signals [C, L] get
+        Cutout (it needs no pixel levels) and plain features (d,) get none."""
         shape = tuple(facts.input_shape)
         if "strong_augment" not in defaults_left(hp, given) or hp.strong_augment != "randaugment" or \
                 (len(shape) == 3 and shape[0] == len(hp.input_mean)):
@@ -76,6 +86,31 @@ class MLKD(Method):
                                f"(input_mean, input_std); inputs of shape {shape} get Cutout")]
         return [Adaptation("strong_augment", hp.strong_augment, "none",
                            f"RandAugment and Cutout need images or signals; inputs of shape {shape} are plain features")]
+
+    @classmethod
+    def _weight_adaptations(cls, hp, facts, given):
+        """Below CIFAR-100's 100 classes, r = C/100. The instance term is a sum of KLs between full softmaxes, whose
+        curvature in the logits is about 1/C: ``kd_weight``·r keeps the recipe's stiffness
+        (:func:`~kdlab.methods.base.scaled_by_classes`; at 0.9 the sum of its 7.5 KLs is about as stiff as DKD's β = 8).
+        For probabilities off by a relative ε, the class-level gap ‖PᵗᵀPᵗ − PˢᵀPˢ‖²/C grows as N²ε²/C³ and the
+        batch-level gap ‖PᵗPᵗᵀ − PˢPˢᵀ‖²/N as Nε²/C², against ε² for the KLs: on 3 classes they are 37 000× and
+        1 100× larger beside the instance term than on CIFAR-100 (the released code gives all three one weight, and
+        wine diverged at once). Their weights, left unset, get the instance weight times r³ and r²."""
+        c, left = facts.num_classes, defaults_left(hp, given)
+        if c >= CIFAR_CLASSES:
+            return []  # the released ImageNet recipe keeps one weight for all three (its terms are just smaller)
+        r = c / CIFAR_CLASSES
+        changes = scaled_by_classes(hp, facts, given, "kd_weight", c, CIFAR_CLASSES,
+                                    f"the instance KLs' weight for CIFAR-100's 100 classes, scaled by C/100 to {c}")
+        kd = changes[0].value if changes else hp.kd_weight
+        for key, power, term in (("class_weight", 3, "class-level gap (∝ 1/C³)"),
+                                 ("batch_weight", 2, "batch-level gap (∝ 1/C²)")):
+            if key in left and getattr(hp, key) is None:
+                changes.append(Adaptation(key, None, kd * r ** power,
+                                          f"the {term} weighed like the instance term on CIFAR-100: "
+                                          f"kd_weight·(C/100)^{power}"))
+        return changes
+
     labels_only_in_ce = True
 
     @classmethod
@@ -128,8 +163,8 @@ class MLKD(Method):
         losses = {
             "ce": hp.ce_weight * (self.masked_ce(z_w, batch) + self.masked_ce(z_s, batch)),
             "kd": hp.kd_weight * instance,
-            "cc": hp.kd_weight * class_level,
-            "bc": hp.kd_weight * batch_level,
+            "cc": (hp.kd_weight if hp.class_weight is None else hp.class_weight) * class_level,
+            "bc": (hp.kd_weight if hp.batch_weight is None else hp.batch_weight) * batch_level,
         }
         return StepOutput(z_w, losses, v_w)
 

@@ -22,8 +22,8 @@ from multiprocessing.connection import wait
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from kdlab._bar import tqdm
 from kdlab.sweep.cell import end_children
 
 __all__ = ["Outcome", "WorkerPool", "device_groups", "pool_size"]

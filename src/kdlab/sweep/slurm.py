@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from tqdm.auto import tqdm
-
+from kdlab._bar import tqdm
 from kdlab.sweep.cell import Cell, run_cell
 from kdlab.sweep.spec import SlurmOptions
 

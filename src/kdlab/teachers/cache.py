@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from kdlab._bar import tqdm
 from kdlab._io import StaleCacheError, atomic_write_text, digest, preallocate, write_error
 from kdlab.teachers.frozen import FrozenTeacher
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm.auto import tqdm
 
 from kdlab import distributed as dist
+from kdlab._bar import tqdm
 from kdlab._checks import check_int
 from kdlab.data.crop_schedule import schedule_bytes
 from kdlab.data.decode import BadImageError
