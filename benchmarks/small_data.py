@@ -20,6 +20,7 @@ it with ``kdlab.fit``: SGD, lr 0.05, momentum 0.9, weight decay 5e-4, batch 64, 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -87,7 +88,8 @@ def load(name: str, cnn: bool):
     return pair(x_tr, y_tr), pair(x_te, y_te), x.shape[1], int(y.max()) + 1
 
 
-def run_setting(key: str, setting: Setting, methods: list[str], seeds: list[int], epochs: int | None):
+def run_setting(key: str, setting: Setting, methods: list[str], seeds: list[int], epochs: int | None,
+                method_args: dict | None = None):
     train, test, features, classes = load(setting.data, setting.student == "cnn")
     epochs = epochs or setting.epochs
     common = dict(eval=test, epochs=epochs, batch_size=64, lr=0.05, schedule="cosine")
@@ -101,7 +103,7 @@ def run_setting(key: str, setting: Setting, methods: list[str], seeds: list[int]
             try:
                 result = kdlab.fit(setting.networks(features, classes, 100 + seed, False),
                                    None if method == "ce" else teacher.student, train, method=method, seed=seed,
-                                   **common)
+                                   method_args=None if method == "ce" else method_args, **common)
             except kdlab.TrainingDiverged as exc:  # kdlab's guard stopped it: a result, counted and shown
                 print(f"  {key} {method} seed {seed}: {str(exc).split(' To fix')[0]}", file=sys.stderr)
                 accs.setdefault(method, []).append(math.nan)
@@ -143,6 +145,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sets", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="override every setting's epochs")
+    parser.add_argument("--args", type=json.loads, default=None, metavar="JSON",
+                        help='method_args for every method but CE, e.g. \'{"temperature": 1.0}\' (default: none)')
     parser.add_argument("--quick", action="store_true", help="seed 0, 2 epochs, CE, KD, TTM and WTTM (a smoke run)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -151,11 +155,13 @@ def main(argv=None) -> None:
     methods = ["ce"] + [m for m in args.methods if m != "ce"]
     torch.set_num_threads(1)
     start = time.perf_counter()
-    results = {key: run_setting(key, SETTINGS[key], methods, args.seeds, args.epochs) for key in args.sets}
+    results = {key: run_setting(key, SETTINGS[key], methods, args.seeds, args.epochs, args.args) for key in args.sets}
     print(f"machine: {machine_line(torch.device('cpu'))}; "
           f"{time.perf_counter() - start:.0f} s of wall time")
     print(f"split: stratified, {TEST_FRACTION:.0%} test, train_test_split(random_state={SPLIT_SEED}); features "
           "standardised with the training part's mean and std")
+    if args.args:
+        print(f"method_args of every method but CE: {json.dumps(args.args)}")
     for key, (t_acc, n_tr, n_te, c, epochs, _, _) in results.items():
         print(f"{SETTINGS[key].label}: {c} classes, {n_tr} train / {n_te} test, {epochs} epochs, teacher "
               f"{t_acc:.1f} %")

@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "kdlab"
 
 # floor of each top-level room; an import may only point to a lower floor (or stay inside its own room)
 FLOORS = {
-    "_version": 0, "_io": 0, "_checks": 0, "_modes": 0, "distributed": 0,
+    "_version": 0, "_io": 0, "_checks": 0, "_modes": 0, "_bar": 0, "distributed": 0,
     "__init__": 1, "losses": 1, "models": 1, "data": 1, "config": 1, "plots": 1,
     "teachers": 2,
     "methods": 3, "eval": 3,
@@ -22,7 +22,7 @@ FLOORS = {
     "fidelity": 7, "demo": 7,
     "cli": 8, "__main__": 9,
 }
-ENGINE_MAY_IMPORT = {"data", "eval", "distributed", "_io", "_checks", "_modes", "_version"}
+ENGINE_MAY_IMPORT = {"data", "eval", "distributed", "_io", "_checks", "_modes", "_version", "_bar"}
 # the one up-arrow: the package face's lazy `kdlab.fit` / `kdlab.fidelity_report` / `kdlab.load_model` (inside its
 # __getattr__)
 FACE_LAZY = {"api", "eval", "models"}

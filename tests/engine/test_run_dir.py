@@ -45,6 +45,24 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
         pass
 
 
+def test_a_forked_child_of_a_killed_run_does_not_keep_its_lock(tmp_path):
+    """A DataLoader worker outlives its killed run for a few seconds; it must not hold the run's lock meanwhile."""
+    code = ("import os, sys, time; from pathlib import Path; from kdlab.engine.run_dir import RunDirLock; "
+            "lock = RunDirLock(Path(sys.argv[1])).__enter__(); pid = os.fork()\n"
+            "if pid == 0: time.sleep(600)\n"
+            "print(pid, flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    try:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        os.kill(child, 0)  # the child is still alive
+        with RunDirLock(tmp_path / "run"):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 def test_only_rank_0_locks(tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "rank", lambda: 1)
     with RunDirLock(tmp_path / "run"):

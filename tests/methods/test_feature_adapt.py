@@ -125,3 +125,19 @@ def test_the_mnist1d_recipe_leaves_the_weight_to_the_adaptation_and_the_plan_rec
     default, ref, run = EXPECTED[name]
     assert [c["key"] for c in p.adapted_defaults()] == ["feat_weight"]
     assert p.identity["method.args.feat_weight"] == p.params.feat_weight == pytest.approx(default * ref / run, rel=5e-3)
+
+
+def test_fit_fits_the_weight_to_its_zoo_networks_as_a_config_naming_them_does():
+    """kdlab.fit gets networks, not names: their stages are read from the networks (a forward of the probe), so the
+    weight is the one the mnist1d/at recipe's plan computes from the zoo names."""
+    import torch
+
+    import kdlab
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 1, 40), torch.randint(0, 10, (32,))
+    student, teacher = models.create("mnist1d_cnn_small", 10), models.create("mnist1d_cnn", 10)
+    result = kdlab.fit(student, teacher, (x, y), method="at", method_args=MNIST1D_STAGES["at"], epochs=1)
+    by_name = builder.plan(builder.load_config("mnist1d/at", []), 10, (1, 40)).adapted_defaults()
+    assert [a["key"] for a in result.adapted] == ["feat_weight"]
+    assert result.adapted[0]["value"] == by_name[0]["value"] != result.adapted[0]["default"]

@@ -31,6 +31,8 @@ from kdlab.engine.device import resolve_device
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.run_dir import check_writable
 from kdlab.engine.seeding import seed_everything
+from kdlab.models import forward_features
+from kdlab.models._base import ZooModel
 from kdlab.models.card import model_card
 from kdlab._modes import eval_mode
 from kdlab.teachers import Ensemble, module_digest, published, tensor_digest
@@ -170,7 +172,8 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     num_classes = _check_outputs(student, teacher_module, probe, max_label)
     eval_loader = (BatchLoader(*eval_xy, max(bs, 256), shuffle=False, seed=seed, device=device)
                    if eval_xy is not None else None)
-    p = plan(cfg, num_classes, probe.shape[1:], objects=True, digests={
+    stages = _stages_of(student, teacher_module, probe)
+    p = plan(cfg, num_classes, probe.shape[1:], objects=True, stages=stages, digests={
         "teacher.weights_sha256": module_digest(teacher_module) if teacher_module is not None else None,
         "data.train_sha256": train_digest,
         "data.eval_sha256": _digest(*eval_xy) if eval_xy is not None else None,
@@ -219,6 +222,21 @@ def _logits_of(model: nn.Module, x: torch.Tensor, who: str) -> torch.Tensor:
     if out.ndim != 2:
         raise ValueError(f"the {who} must return logits [N, C]; it returned shape {tuple(out.shape)}")
     return out
+
+
+def _stages_of(student: nn.Module, teacher: nn.Module | None, x: torch.Tensor) -> dict[str, Any] | None:
+    """``RunFacts.stages`` of ``kdlab.fit``'s networks: the per-sample shapes of their ``forward_features`` stages on
+    the probe ``x``, so a feature method's weights fit these maps as they do for zoo names in a config. None unless
+    both are kdlab zoo networks (another network's stages are only known from the method's ``*_paths``)."""
+    if teacher is None or not all(isinstance(m, ZooModel) for m in (student, teacher)):
+        return None
+    shapes = {}
+    with torch.no_grad():
+        for who, model in (("student", student), ("teacher", teacher)):
+            with eval_mode(model):
+                _, features = forward_features(model, x)
+            shapes[who] = tuple(tuple(f.shape[1:]) for f in features["stages"])
+    return shapes
 
 
 def _check_outputs(student: nn.Module, teacher: nn.Module | None, x: torch.Tensor, max_label: int) -> int:

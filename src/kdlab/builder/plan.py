@@ -179,12 +179,14 @@ def _shown(value: Any) -> str:
 
 
 def plan(cfg: RunConfig, num_classes: int, input_shape: Sequence[int], digests: Mapping[str, Any] | None = None,
-         objects: bool = False) -> RunPlan:
+         objects: bool = False, stages: Mapping[str, Any] | None = None) -> RunPlan:
     """The plan of ``cfg`` on data of ``num_classes`` classes and samples of ``input_shape``: the method's
     arguments validated once and adapted (only those the user did not give, ``cfg.method.given``). ``objects``:
-    ``kdlab.fit``'s plan (:attr:`RunPlan.objects`)."""
-    facts = RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape),
-                     _stages(cfg, num_classes, tuple(input_shape)) if _reads_features(cfg) else None)
+    ``kdlab.fit``'s plan (:attr:`RunPlan.objects`); ``stages``: its built networks' stage shapes
+    (``RunFacts.stages``; otherwise computed from the config's zoo names)."""
+    if stages is None and _reads_features(cfg):
+        stages = _stages(cfg, num_classes, tuple(input_shape))
+    facts = RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape), stages)
     cls, hp, changes = _resolve(cfg.method, facts)
     if cfg.optim.optimizer == "dot" and cls.backward is not Method.backward:
         raise SettingError(f"{{optimizer}}=dot takes the CE term's and the distillation terms' gradients apart itself, "

@@ -5,7 +5,9 @@ the second is refused at once with :class:`RunDirBusy` naming the holder. The lo
 ``<out_dir>/.kdlab.lock``: the kernel drops it when its process ends in any way (SIGKILL included), so a stale lock
 cannot block a rerun. The file stays (deleting a lock file races with its next holder); it holds the holder's pid,
 host and start time for the message. Under torchrun only rank 0 writes, so only rank 0 locks. Without ``fcntl``
-(Windows) nothing is locked.
+(Windows) nothing is locked. A forked child (a DataLoader worker) closes its copy of the descriptor at once: flock
+belongs to the open file, which fork shares, so a worker outliving a killed run would otherwise keep its lock
+(up to the few seconds a worker takes to notice) and refuse the rerun.
 """
 
 from __future__ import annotations
@@ -27,6 +29,22 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["LOCK_NAME", "RunDirBusy", "RunDirLock", "check_writable"]
 
 LOCK_NAME = ".kdlab.lock"
+
+_HELD: set[int] = set()  # this process's lock descriptors
+
+
+def _drop_in_child() -> None:
+    """Close, in a forked child, the descriptors of the parent's locks (the parent's lock is untouched)."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if fcntl is not None:
+    os.register_at_fork(after_in_child=_drop_in_child)
 
 
 class RunDirBusy(ValueError):
@@ -75,10 +93,12 @@ class RunDirLock:
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
+            _HELD.discard(self._fd)
             os.close(self._fd)  # closing the descriptor releases the lock
             self._fd = None
 
