@@ -17,6 +17,7 @@ RUN_TIME = re.compile(r"^Run time on 2 CPU cores: full (~[^,]+), --quick (~\d+ s
 # (table header, a row label) each quick run prints
 PRINTS = {
     "cache_precision": ("| storage | bytes / logit |", "| bfloat16 | 2 |"),
+    "curvature": ("| teacher spread | term | λ_max at C=3 (× C=10) |", "| 3 | R2KD value (cosine) | "),
     "decode": ("| transform | pipeline | workers | images/s per core | CPU ms / image |", "| kdlab | 1 |"),
     "digits_kd": ("| val accuracy % (mean ± std over seeds [0]) |", "| kd | "),
     "distributed": ("| processes | s / epoch |", "| 2 | "),

@@ -186,6 +186,34 @@ def test_mlkd_weights_keep_the_recipes_balance_of_its_three_terms(classes, args,
     assert {c.key for c in changes} == {k for k in expected if k not in args and classes < 100}
 
 
+@pytest.mark.parametrize("classes, args, weight", [(100, {}, 2.0), (1000, {}, 2.0), (10, {}, 0.2), (3, {}, 0.06),
+                                                   (10, {"value_weight": 2.0}, 2.0)])
+def test_r2kd_value_weight_is_scaled_by_the_class_count_below_100_classes(classes, args, weight):
+    hp, changes = _adapt("r2kd", RunFacts(classes, 240, (3, 32, 32)), **args)
+    assert hp.value_weight == pytest.approx(weight)
+    assert [c.key for c in changes] == (["value_weight"] if weight != 2.0 else [])
+
+
+def test_the_cosine_distance_is_as_stiff_as_the_kl_on_softened_rows():
+    """Why R2KD's value weight follows the KL's C/100: near a softened teacher row, the Hessian in the logits of
+    T²·(1 − cos(softmax(z/T), p_t)) and of T²·KL(p_t ‖ softmax(z/T)) both scale as 1/C."""
+    from torch.autograd.functional import hessian
+
+    from kdlab.losses import kd_loss
+
+    def top(loss, c):
+        g = torch.Generator().manual_seed(c)
+        v = 0.3 * torch.randn(1, c, dtype=torch.float64, generator=g)
+        cos = lambda z: 16 * (1 - torch.nn.functional.cosine_similarity(  # noqa: E731
+            torch.softmax(z / 4, 1), torch.softmax(v / 4, 1)).sum())
+        kl = lambda z: kd_loss(z, v, temperature=4.0)  # noqa: E731
+        return torch.linalg.eigvalsh(hessian(cos if loss == "cos" else kl, v.clone()).reshape(c, c)).max().item()
+
+    for loss in ("cos", "kl"):
+        ratio = top(loss, 10) / top(loss, 100)
+        assert 7 < ratio < 13, (loss, ratio)  # ≈ 100/10
+
+
 def test_logit_standardisation_on_two_classes_is_refused_because_its_gradient_is_zero():
     from kdlab.losses import kd_loss, logit_standardize
 

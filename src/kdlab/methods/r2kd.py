@@ -17,7 +17,8 @@ from pydantic import Field, model_validator
 from kdlab._checks import SettingError
 from kdlab.data.second_view import ViewSpec, cutmix_pool, draw_view, most_uncertain, view_input_problem
 from kdlab.losses import r2kd_value_loss, spearman_loss
-from kdlab.methods.base import Adaptation, Method, Params, StepOutput, defaults_left
+from kdlab.methods.base import (CIFAR_CLASSES, Adaptation, Method, Params, StepOutput, defaults_left,
+                                scaled_by_classes)
 from kdlab.methods.registry import register
 from kdlab.teachers.pruned import PrunedEnsembleTeacher
 
@@ -70,13 +71,22 @@ class R2KD(Method):
 
     @classmethod
     def _adaptations(cls, hp, facts, given):
-        """No second view on tabular inputs: the default CutMix pastes a box of another sample, which exists in
-        images [C, H, W] and signals [C, L] only; a sample of plain features (input shape (d,)) gets augment "none"
-        (L = CE + D(x), the value and rank terms on the clean view)."""
+        """The value weight: w_v·C/100 below CIFAR-100's 100 classes. The value distance d(a, b) = 1 − cos(a, b)
+        of a student row a near the teacher's b is ½‖δ⊥‖²/‖b‖², δ⊥ the part of a − b across b, so its curvature in
+        the probabilities is 1/‖b‖² ≈ C for a softened row spread over C classes; through the tempered softmax's
+        Jacobian (≈ 1/(C·T) per direction) and the T² factor that is w_v/C in the logits, the 1/C of a KL
+        (:func:`~kdlab.methods.base.scaled_by_classes`; the class-level columns scale alike). And no second view on
+        tabular inputs: the default CutMix pastes a box of another sample, which exists in images [C, H, W] and
+        signals [C, L] only; a sample of plain features (input shape (d,)) gets augment "none" (L = CE + D(x), the
+        value and rank terms on the clean view)."""
+        c = facts.num_classes
+        changes = scaled_by_classes(hp, facts, given, "value_weight", c, CIFAR_CLASSES,
+                                    f"the value distance's weight for CIFAR-100's 100 classes, scaled by C/100 to {c}")
         if "augment" not in defaults_left(hp, given) or hp.augment != "cutmix" or len(facts.input_shape) >= 2:
-            return []
-        return [Adaptation("augment", hp.augment, "none", f"CutMix cuts boxes of images or signals; inputs of shape "
-                                                          f"{tuple(facts.input_shape)} are plain features")]
+            return changes
+        return changes + [Adaptation("augment", hp.augment, "none", f"CutMix cuts boxes of images or signals; inputs "
+                                                                    f"of shape {tuple(facts.input_shape)} are plain "
+                                                                    "features")]
 
     def __init__(self, student, teacher, num_classes, params):
         super().__init__(student, teacher, num_classes, params)
