@@ -141,19 +141,3 @@ def test_fit_fits_the_weight_to_its_zoo_networks_as_a_config_naming_them_does():
     by_name = builder.plan(builder.load_config("mnist1d/at", []), 10, (1, 40)).adapted_defaults()
     assert [a["key"] for a in result.adapted] == ["feat_weight"]
     assert result.adapted[0]["value"] == by_name[0]["value"] != result.adapted[0]["default"]
-
-
-@pytest.mark.parametrize("n, k", [(240, 79), (4000, 1311), (50_000, 16384), (1_281_167, 16384), (None, 16384)])
-def test_crd_negatives_keep_cifars_noise_ratio_on_smaller_data(n, k):
-    cls = methods.get("crd")
-    hp, changes = cls.adapt(cls.Params(), RunFacts(10, 20, (1, 40), None, n), set())
-    assert hp.num_negatives == k and [c.key for c in changes] == (["num_negatives"] if k != 16384 else [])
-    assert cls.adapt(cls.Params(num_negatives=16384), RunFacts(10, 20, (1, 40), None, 240),
-                     {"num_negatives"})[0].num_negatives == 16384  # given: kept
-
-
-def test_the_plan_records_the_training_set_size_and_a_sweep_replans_with_it():
-    cfg = builder.load_config("mnist1d/crd", ["method.args={}"])
-    p = builder.plan(cfg, 10, (1, 40), num_samples=4000)
-    assert p.params.num_negatives == 1311 and p.describe()["facts"]["num_samples"] == 4000
-    assert builder.replan(cfg, p.describe()).identity == p.identity

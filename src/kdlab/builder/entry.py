@@ -44,7 +44,7 @@ def plan_of(cfg: RunConfig) -> RunPlan:
     """The plan a config run would have, its data read for the facts (no teacher loaded, so no digests): what names
     a run by its settings, e.g. the demo's and the experiments' cached teachers."""
     splits = load_data(cfg, part="teacher" if cfg.method.name == "ce" else None)
-    return plan(cfg, splits.num_classes, splits.input_shape, num_samples=splits.num_train)
+    return plan(cfg, splits.num_classes, splits.input_shape)
 
 
 def _already(done: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -61,7 +61,7 @@ def train_teacher(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]
         out_dir = Path(cfg.out_dir)
         device, dp = setup(cfg)
         splits = load_data(cfg, part="teacher")
-        p = plan(cfg, splits.num_classes, splits.input_shape, num_samples=splits.num_train)
+        p = plan(cfg, splits.num_classes, splits.input_shape)
         done = finished(out_dir, p)
         if done is not None:
             return _already(done)
@@ -101,7 +101,7 @@ def distil(cfg: RunConfig, *, leave_group: bool = True) -> dict[str, Any]:
         nc = splits.num_classes
         train, test = config_loaders(cfg, splits, device)
         probe = next(iter(test)).x
-        p = plan(cfg, nc, splits.input_shape, num_samples=train.num_samples)
+        p = plan(cfg, nc, splits.input_shape)
         teacher_module = None
         if p.needs_teacher() or cfg.teacher.checkpoint or cfg.teacher.checkpoints:
             teacher_module = load_teacher_module(cfg.teacher, nc).to(device)
@@ -172,15 +172,14 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     num_classes = _check_outputs(student, teacher_module, probe, max_label)
     eval_loader = (BatchLoader(*eval_xy, max(bs, 256), shuffle=False, seed=seed, device=device)
                    if eval_xy is not None else None)
-    digests = {
+    stages = _stages_of(student, teacher_module, probe)
+    p = plan(cfg, num_classes, probe.shape[1:], objects=True, stages=stages, digests={
         "teacher.weights_sha256": module_digest(teacher_module) if teacher_module is not None else None,
         "data.train_sha256": train_digest,
         "data.eval_sha256": _digest(*eval_xy) if eval_xy is not None else None,
         "data.augment": json.dumps(augment.describe()) if augment is not None else None,
         "student.structure": _structure(student),
-    }
-    p = plan(cfg, num_classes, probe.shape[1:], digests, objects=True, stages=_stages_of(student, teacher_module, probe),
-             num_samples=train_loader.num_samples)
+    })
     finished(out_dir, p)  # refuses a directory of another run before anything is written
     p.log_adaptations(name)
     card = model_card(arch=None, num_classes=num_classes, classes=None, input_shape=probe.shape[1:], role="student",

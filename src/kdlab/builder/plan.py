@@ -146,8 +146,7 @@ class RunPlan:
     def describe(self) -> dict[str, Any]:
         """``plan.json``: what :func:`replan` needs, and what the run is, for people."""
         return {"format": _FORMAT, "identity_hash": self.identity_hash,
-                "facts": {"num_classes": self.facts.num_classes, "input_shape": list(self.facts.input_shape),
-                          "num_samples": self.facts.num_samples},
+                "facts": {"num_classes": self.facts.num_classes, "input_shape": list(self.facts.input_shape)},
                 "digests": dict(self.digests), "adaptations": self.adapted_defaults(), "identity": self.identity}
 
     def adapted_defaults(self) -> list[dict[str, Any]]:
@@ -180,14 +179,14 @@ def _shown(value: Any) -> str:
 
 
 def plan(cfg: RunConfig, num_classes: int, input_shape: Sequence[int], digests: Mapping[str, Any] | None = None,
-         objects: bool = False, stages: Mapping[str, Any] | None = None, num_samples: int | None = None) -> RunPlan:
+         objects: bool = False, stages: Mapping[str, Any] | None = None) -> RunPlan:
     """The plan of ``cfg`` on data of ``num_classes`` classes and samples of ``input_shape``: the method's
     arguments validated once and adapted (only those the user did not give, ``cfg.method.given``). ``objects``:
     ``kdlab.fit``'s plan (:attr:`RunPlan.objects`); ``stages``: its built networks' stage shapes
-    (``RunFacts.stages``; otherwise computed from the config's zoo names); ``num_samples``: the training loader's."""
+    (``RunFacts.stages``; otherwise computed from the config's zoo names)."""
     if stages is None and _reads_features(cfg):
         stages = _stages(cfg, num_classes, tuple(input_shape))
-    facts = RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape), stages, num_samples)
+    facts = RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape), stages)
     cls, hp, changes = _resolve(cfg.method, facts)
     if cfg.optim.optimizer == "dot" and cls.backward is not Method.backward:
         raise SettingError(f"{{optimizer}}=dot takes the CE term's and the distillation terms' gradients apart itself, "
@@ -256,4 +255,4 @@ def replan(cfg: RunConfig, stored: Mapping[str, Any]) -> RunPlan:
     """The plan ``cfg`` would have on the data and inputs of a stored run (its ``plan.json``): what a sweep compares
     with that run's identity without loading the data or the teacher."""
     facts = stored["facts"]
-    return plan(cfg, facts["num_classes"], facts["input_shape"], stored["digests"], num_samples=facts.get("num_samples"))
+    return plan(cfg, facts["num_classes"], facts["input_shape"], stored["digests"])

@@ -115,8 +115,7 @@ class CMKDParams(Params):
 
 class CRDParams(Params):
     """mdistiller's (= RepDistiller's) CIFAR-100 defaults, ``engine/cfg.py``: CE 1, CRD weight 0.8, 128-d
-    embeddings, K = 16384 negatives (fitted to smaller data sets: :meth:`CRD._adaptations`), τ = 0.07, bank momentum
-    0.5."""
+    embeddings, K = 16384 negatives, τ = 0.07, bank momentum 0.5."""
 
     ce_weight: float = Field(1.0, ge=0)
     crd_weight: float = Field(0.8, ge=0)

@@ -80,8 +80,6 @@ class RunFacts:
     # per network ("student", "teacher"): the per-sample shapes of its forward_features stages on this input
     # (kdlab.models.stage_shapes), for the feature methods; None where unknown (a factory or hooked network)
     stages: Mapping[str, tuple[tuple[int, ...], ...]] | None = None
-    # training samples (the loader's), for the defaults tied to the data set's size (CRD's negatives); None: unknown
-    num_samples: int | None = None
 
 
 @dataclass(frozen=True)

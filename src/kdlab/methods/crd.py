@@ -27,7 +27,7 @@ from kdlab import distributed as dist
 from kdlab._checks import SettingError
 from kdlab.data.loader import derive_seed
 from kdlab.losses import crd_loss
-from kdlab.methods.base import Adaptation, Params, StepOutput, defaults_left
+from kdlab.methods.base import Params, StepOutput
 from kdlab.methods.feature import FeatureMethod
 from kdlab.methods.registry import register
 
@@ -35,14 +35,9 @@ from kdlab.methods.registry import register
 _KEYS_PER_CHUNK = 1 << 24
 
 
-#: CIFAR-100's training samples, among which the released K = 16384 negatives are drawn (a noise ratio K/N of 0.33)
-CIFAR_SAMPLES = 50_000
-
-
 class CRDParams(Params):
     """mdistiller's (= RepDistiller's) CIFAR-100 defaults, ``engine/cfg.py``: CE 1, CRD weight 0.8, 128-d
-    embeddings, K = 16384 negatives (fitted to smaller data sets: :meth:`CRD._adaptations`), τ = 0.07, bank momentum
-    0.5."""
+    embeddings, K = 16384 negatives, τ = 0.07, bank momentum 0.5."""
 
     ce_weight: float = Field(1.0, ge=0)
     crd_weight: float = Field(0.8, ge=0)
@@ -97,21 +92,6 @@ class CRD(FeatureMethod):
     summary = "CRD (Tian et al. ICLR 2020): contrastive NCE between embeddings and a memory bank of every sample"
 
     Params = CRDParams
-
-    @classmethod
-    def _adaptations(cls, hp, facts, given):
-        """K·N/50 000 negatives on a training set of N < 50 000 samples. The NCE posterior that a pair is data is
-        h = P/(P + K/N) (:func:`kdlab.losses.crd_loss`, noise 1/N drawn K times), so K matters through the noise ratio
-        K/N, 0.33 in the CIFAR-100 recipe; 16384 negatives among 240 images make it 68 (every other-class sample drawn
-        ~76 times per anchor), and every pair reads as noise. Keeping K/N keeps the recipe's objective."""
-        n = facts.num_samples
-        if "num_negatives" not in defaults_left(hp, given) or n is None or n >= CIFAR_SAMPLES \
-                or hp.num_negatives != type(hp).model_fields["num_negatives"].default:
-            return super()._adaptations(hp, facts, given)
-        k = max(1, round(hp.num_negatives * n / CIFAR_SAMPLES))
-        return super()._adaptations(hp, facts, given) + [Adaptation(
-            "num_negatives", hp.num_negatives, k, f"CIFAR-100's noise ratio K/N = {hp.num_negatives}/{CIFAR_SAMPLES} "
-                                                  f"kept on {n} training samples")]
 
     _labels: Tensor | None = None
     _step: int | None = None  # the bank's step count and seed, read from its buffers once (no host sync per step)
