@@ -215,7 +215,8 @@ def test_fit_errors_speak_the_api():
     with pytest.raises(ValueError, match=r"set method_args\['augment'\] to none for other inputs") as info:
         kdlab.fit(_mlp(1), _mlp(2), _data(64), method="r2kd", method_args={"augment": "cutmix"}, epochs=1)
     assert "method.args" not in str(info.value)  # given: refused; left at the default it is fitted (none)
-    assert kdlab.fit(_mlp(1), _mlp(2), _data(64), method="r2kd", epochs=1).adapted[0]["value"] == "none"
+    adapted = kdlab.fit(_mlp(1), _mlp(2), _data(64), method="r2kd", epochs=1).adapted
+    assert {a["key"]: a["value"] for a in adapted}["augment"] == "none"
     with pytest.raises(ValueError, match=r"the student \(Sequential\) has no forward_features, so name the module "
                                          r"whose output is its feature map in method_args\['student_stage'\]"):
         kdlab.fit(_mlp(1), _mlp(2), _data(64), method="cakd", method_args={"feature": True}, epochs=1)
