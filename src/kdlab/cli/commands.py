@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _showcase(sub) -> None:
     d = sub.add_parser("demo", help="compare every method on MNIST-1D (teacher trained or reused from cache)")
-    d.add_argument("--quick", action="store_true", help="a smaller version: 10 epochs, 1 seed (about 41 s on 2 cores)")
+    d.add_argument("--quick", action="store_true", help="a smaller version: 10 epochs, 1 seed (about 30 s on 2 cores)")
     d.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3, 1 with --quick)")
     d.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars (the table is printed all the same)")
