@@ -19,7 +19,7 @@ from torch import nn
 
 from kdlab.builder.inputs import (arch_of, check_classes, config_loaders, create_model, create_student, load_data,
                                 load_teacher_module, load_warm_start, pretrained_start, process_group, setup)
-from kdlab.builder.plan import RunPlan, plan
+from kdlab.builder.plan import RunPlan, plan, reads_features
 from kdlab.builder.run import Outcome, RunParts, Started, card_of, finished, train_and_report
 from kdlab.builder.teacher import choose_store
 from kdlab.config import RunConfig
@@ -31,7 +31,7 @@ from kdlab.engine.device import resolve_device
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.run_dir import check_writable
 from kdlab.engine.seeding import seed_everything
-from kdlab.models import forward_features
+from kdlab.models import stage_shapes_of
 from kdlab.models._base import ZooModel
 from kdlab.models.card import model_card
 from kdlab._modes import eval_mode
@@ -172,7 +172,7 @@ def distil_objects(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] 
     num_classes = _check_outputs(student, teacher_module, probe, max_label)
     eval_loader = (BatchLoader(*eval_xy, max(bs, 256), shuffle=False, seed=seed, device=device)
                    if eval_xy is not None else None)
-    stages = _stages_of(student, teacher_module, probe)
+    stages = _stages_of(cfg, student, teacher_module, probe)
     p = plan(cfg, num_classes, probe.shape[1:], objects=True, stages=stages, digests={
         "teacher.weights_sha256": module_digest(teacher_module) if teacher_module is not None else None,
         "data.train_sha256": train_digest,
@@ -224,19 +224,14 @@ def _logits_of(model: nn.Module, x: torch.Tensor, who: str) -> torch.Tensor:
     return out
 
 
-def _stages_of(student: nn.Module, teacher: nn.Module | None, x: torch.Tensor) -> dict[str, Any] | None:
-    """``RunFacts.stages`` of ``kdlab.fit``'s networks: the per-sample shapes of their ``forward_features`` stages on
-    the probe ``x``, so a feature method's weights fit these maps as they do for zoo names in a config. None unless
-    both are kdlab zoo networks (another network's stages are only known from the method's ``*_paths``)."""
-    if teacher is None or not all(isinstance(m, ZooModel) for m in (student, teacher)):
+def _stages_of(cfg: RunConfig, student: nn.Module, teacher: nn.Module | None, x: torch.Tensor
+               ) -> dict[str, Any] | None:
+    """``RunFacts.stages`` of ``kdlab.fit``'s networks for a feature method: their stage shapes on the probe ``x``,
+    so its weights fit these maps as they do for zoo names in a config. None for other methods, and unless both are
+    kdlab zoo networks (another network's stages are only known from the method's ``*_paths``)."""
+    if teacher is None or not reads_features(cfg) or not all(isinstance(m, ZooModel) for m in (student, teacher)):
         return None
-    shapes = {}
-    with torch.no_grad():
-        for who, model in (("student", student), ("teacher", teacher)):
-            with eval_mode(model):
-                _, features = forward_features(model, x)
-            shapes[who] = tuple(tuple(f.shape[1:]) for f in features["stages"])
-    return shapes
+    return {"student": stage_shapes_of(student, x), "teacher": stage_shapes_of(teacher, x)}
 
 
 def _check_outputs(student: nn.Module, teacher: nn.Module | None, x: torch.Tensor, max_label: int) -> int:

@@ -36,7 +36,7 @@ from kdlab.methods import Adaptation, FeatureMethod, Method, Params, RunFacts
 from kdlab.methods.second_view import SecondView, refuse_unusable
 from kdlab.models import stage_shapes
 
-__all__ = ["PLAN_FILE", "RunPlan", "load_config", "plan", "read_plan", "replan"]
+__all__ = ["PLAN_FILE", "RunPlan", "load_config", "plan", "read_plan", "reads_features", "replan"]
 
 PLAN_FILE = "plan.json"
 _FORMAT = 1
@@ -184,7 +184,7 @@ def plan(cfg: RunConfig, num_classes: int, input_shape: Sequence[int], digests: 
     arguments validated once and adapted (only those the user did not give, ``cfg.method.given``). ``objects``:
     ``kdlab.fit``'s plan (:attr:`RunPlan.objects`); ``stages``: its built networks' stage shapes
     (``RunFacts.stages``; otherwise computed from the config's zoo names)."""
-    if stages is None and _reads_features(cfg):
+    if stages is None and reads_features(cfg):
         stages = _stages(cfg, num_classes, tuple(input_shape))
     facts = RunFacts(num_classes, cfg.optim.epochs, tuple(input_shape), stages)
     cls, hp, changes = _resolve(cfg.method, facts)
@@ -212,7 +212,8 @@ def second_view(cfg: RunConfig) -> SecondView | None:
     return SecondView(spec, d.second_view_weight)
 
 
-def _reads_features(cfg: RunConfig) -> bool:
+def reads_features(cfg: RunConfig) -> bool:
+    """Whether the method or an added one reads features (a :class:`~kdlab.methods.FeatureMethod`)."""
     return any(issubclass(methods.get(section.name), FeatureMethod) for section in [cfg.method, *cfg.method.add])
 
 

@@ -1,20 +1,20 @@
 """The streamed batch loader: samples produced in worker processes, every epoch a pure function of (seed, epoch).
 
 A :class:`BatchSource` turns dataset indices into samples (decoded image crops, a user's ``Dataset`` items); each
-sample is a pure function of ``(seed, epoch, index)``. :class:`StreamLoader` fixes which indices form which batch
-— the permutation is the in-memory :class:`~kdlab.data.BatchLoader`'s, drawn from ``(seed, epoch)`` — and has
-``data.workers`` processes (a ``torch.utils.data.DataLoader``, pinned memory on CUDA) build the batches, in order.
-So the batches do not depend on the number of workers, and a run resumed at an epoch boundary sees exactly the
-batches it would have seen. The workers are forked once per loader and kept for the run (persistent): forking anew
-each epoch forked while the last epoch's queue threads were exiting, and CPython 3.11 can leave such a child stuck
-for ever (a two-process run hung at its first evaluation, tests/data/test_data_images_e2e.py); the tasks carry the
-epoch, so kept workers draw what fresh ones would. Normalisation happens where it is cheapest: on a CPU run the workers normalise each sample right
-after decoding it, while it is in cache (a source that can, :meth:`BatchSource.normalized`), so the training process
-does no per-pixel work; for a CUDA run batches leave the workers as uint8 pixels (4× less to copy and to transfer),
-are pinned and copied without blocking, and are normalised on the device (as timm's prefetcher does). A worker
-builds its batch in shared memory (:func:`batch_tensor`), so handing it to the training process copies nothing.
-They are :class:`~kdlab.data.Batch` es with ``view=None``: the crops are
-continuous, not discrete views, so the exact teacher-logit cache does not apply.
+sample is a pure function of ``(seed, epoch, index)``. :class:`StreamLoader` fixes which indices form which batch —
+the permutation is the in-memory :class:`~kdlab.data.BatchLoader`'s, drawn from ``(seed, epoch)`` — and has
+``data.workers`` processes (a ``torch.utils.data.DataLoader``, pinned memory on CUDA) build the batches, in order. So
+the batches do not depend on the number of workers, and a run resumed at an epoch boundary sees exactly the batches
+it would have seen. The workers are forked once per loader and kept for the run (persistent): forking anew each epoch
+forked while the last epoch's queue threads were exiting, and CPython 3.11 can leave such a child stuck for ever (a
+two-process run hung at its first evaluation, tests/data/test_data_images_e2e.py); the tasks carry the epoch, so kept
+workers draw what fresh ones would. Normalisation happens where it is cheapest: on a CPU run the workers normalise
+each sample right after decoding it, while it is in cache (a source that can, :meth:`BatchSource.normalized`), so the
+training process does no per-pixel work; for a CUDA run batches leave the workers as uint8 pixels (4× less to copy
+and to transfer), are pinned and copied without blocking, and are normalised on the device (as timm's prefetcher
+does). A worker builds its batch in shared memory (:func:`batch_tensor`), so handing it to the training process
+copies nothing. They are :class:`~kdlab.data.Batch` es with ``view=None``: the crops are continuous, not discrete
+views, so the exact teacher-logit cache does not apply.
 
 **The last partial batch** (docs/data.md, "Streamed data"). Training: every step has exactly the global batch
 ``B = optim.batch_size`` samples; the epoch has ``ceil(N / B)`` steps, and the last one is completed with the first

@@ -6,7 +6,7 @@ library's (``kdlab.models.factory``); ``forward_features(model, x)`` returns
 ``(logits, {"stages": [...], "pooled": [N, D]})`` for zoo models and, through forward hooks, for any ``nn.Module``.
 """
 
-from kdlab.models.features import classifier_of, count_parameters, forward_features, stage_shapes
+from kdlab.models.features import classifier_of, count_parameters, forward_features, stage_shapes, stage_shapes_of
 from kdlab.models.registry import create, names, register
 
 # importing a family registers its architectures (the same pattern as kdlab.methods)
@@ -20,4 +20,4 @@ from kdlab.models.weights import load_model, load_weights, save_model  # noqa: E
 
 __all__ = ["create", "names", "register", "forward_features", "classifier_of", "count_parameters",
            "create_arch", "from_factory", "init_from_teacher", "recompute_bn_stats", "load_model", "load_weights",
-           "save_model", "stage_shapes"]
+           "save_model", "stage_shapes", "stage_shapes_of"]

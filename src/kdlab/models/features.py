@@ -8,6 +8,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor, nn
 
+from kdlab._modes import eval_mode
 from kdlab.models._base import ZooModel
 from kdlab.models.registry import create
 
@@ -167,6 +168,12 @@ def stage_shapes(arch: str, num_classes: int, input_shape: tuple[int, ...]) -> t
     inputs of ``input_shape``, computed on the meta device (no weights, no arithmetic: milliseconds). What a feature
     method's defaults are fitted to before any network is built (``RunFacts.stages``)."""
     with torch.device("meta"):
-        model = create(arch, num_classes)
-        _, features = forward_features(model, torch.empty(2, *input_shape))
+        return stage_shapes_of(create(arch, num_classes), torch.empty(2, *input_shape))
+
+
+def stage_shapes_of(model: nn.Module, x: Tensor) -> tuple[tuple[int, ...], ...]:
+    """The per-sample shapes of a built network's ``forward_features`` stages on the inputs ``x`` (no gradient, the
+    network in eval mode for the pass, so its BatchNorm statistics are left as they were)."""
+    with torch.no_grad(), eval_mode(model):
+        _, features = forward_features(model, x)
     return tuple(tuple(f.shape[1:]) for f in features["stages"])
