@@ -1,7 +1,9 @@
 """Image files read as they are: links followed but every folder listed once, 16-bit pixels scaled (not clipped),
 the file check keyed by content and its cache named by content, the decoders' fast paths giving the same pixels."""
 
+import gc
 import io
+import multiprocessing
 import os
 import shutil
 import signal
@@ -294,3 +296,30 @@ def test_reduced_decoding_is_an_option_and_off_gives_the_exact_pixels(tmp_path, 
     exact = torch.stack([torch.tensor(decode_crop(s.train.path(i), box, 8, reduce=False)).permute(2, 0, 1)
                          for i, box in tasks])
     assert torch.equal(raw[False], exact) and not torch.equal(raw[True], exact)  # 8 px crops of 96×80: reduced
+
+
+def test_a_dropped_loader_stops_its_kept_workers_at_once(tmp_path, image_tools):
+    # the workers are kept for the loader's life; a loader in a reference cycle lived (with its workers) until the
+    # cyclic collector ran, possibly inside a later loader's forked worker, where shutting down the parent's workers
+    # broke their queues (CI: "semaphore or lock released too many times" in benchmarks/decode.py --quick)
+    root = image_tools.make_imagefolder(tmp_path / "f", classes=("a", "b"), n_train=10, n_val=1)  # 20 batches of 1: more than the 8 prefetched
+    s = load_dataset("imagefolder", root=root, image_size=16, workers=2)
+    before = {p.pid for p in multiprocessing.active_children()}
+    gc.disable()
+    try:
+        for whole_epoch in (True, False):
+            loader = s.loader("train", 1, augment=True, shuffle=True, seed=0)
+            if whole_epoch:
+                assert len(list(loader)) == 20
+            else:  # an epoch left part-way
+                batches = iter(loader)
+                next(batches)
+                del batches
+            workers = [p for p in multiprocessing.active_children() if p.pid not in before]
+            assert len(workers) == 2
+            del loader
+            for p in workers:
+                p.join(timeout=30)
+            assert not any(p.is_alive() for p in workers)
+    finally:
+        gc.enable()

@@ -62,7 +62,8 @@ def test_a_float32_store_trains_the_live_runs_student_bit_for_bit(tmp_path, imag
 
 def test_a_float32_store_run_matches_the_live_run_within_float_tolerance(tmp_path, image_tools):
     # batches of 4 against chunks of 5: CPU convolutions may round differently for other batch compositions
-    # (measured: 8e-7 on resnet18 logits), so the weights are compared at the tolerance the 2-process test uses
+    # (measured: 8e-7 on resnet18 logits); after training that reaches 1.02e-5 in a weight on CI's CPU,
+    # so the weights are compared at 1e-4: another teacher moves them by 0.31
     cfg = _setup(tmp_path, image_tools)
     store = tmp_path / "store"
     assert main(["teacher", "cache", str(cfg), "--precision", "float32", "--out", str(store), "--chunk-size", "5"]) == 0
@@ -70,7 +71,7 @@ def test_a_float32_store_run_matches_the_live_run_within_float_tolerance(tmp_pat
     assert main(["train", str(cfg), f"out_dir={tmp_path / 'stored'}", f"teacher.cache.store={store}"]) == 0
     live, stored = _weights(tmp_path / "live"), _weights(tmp_path / "stored")
     for k in live:
-        torch.testing.assert_close(stored[k], live[k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(stored[k], live[k], rtol=1e-4, atol=1e-4)
     # another seed replays the same store: its crops are the schedule's (seed 2), its order and init its own
     assert main(["train", str(cfg), f"out_dir={tmp_path / 'seed5'}", f"teacher.cache.store={store}", "seed=5"]) == 0
     assert _final(tmp_path / "seed5")["teacher_outputs"]["schedule_seed"] == 2

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
@@ -88,15 +89,24 @@ class _Tasks(Dataset):
 
 
 class _Plan(Sampler):
-    """This rank's task lists of the loader's current epoch, in order."""
+    """This rank's task lists of the loader's current epoch, in order.
+
+    It holds its loader by a weak reference: a strong one closed a cycle (loader → DataLoader → plan → loader) that
+    kept a dropped loader and its worker processes alive until the cyclic collector ran, which could be inside a
+    later loader's forked worker, where shutting the parent's workers down broke their queues."""
 
     def __init__(self, loader: StreamLoader):
-        self.loader = loader
+        self._loader = weakref.ref(loader)
+
+    @property
+    def loader(self) -> StreamLoader:
+        return self._loader()
 
     def __iter__(self):
-        src, epoch = self.loader.source, self.loader.epoch
-        for index in self.loader.batches():
-            yield src.tasks(epoch, index)
+        # (not a generator of its own: a suspended one, an epoch left part-way, would hold the loader again)
+        loader = self.loader
+        src, epoch, indices = loader.source, loader.epoch, list(loader.batches())
+        return (src.tasks(epoch, index) for index in indices)
 
     def __len__(self) -> int:
         return len(self.loader)
