@@ -279,6 +279,13 @@ def test_cli_a_bn_student_at_lr_5_does_not_exit_0_at_chance(tmp_path, trained_te
     assert code == 4, err
     assert err.count("\n") == 1 and "not learning" in err and "chance" in err and "lower the learning rate" in err
     assert not (tmp_path / "r" / "final.json").exists()
+    # stopped.json says so, and `kdlab table` counts the run as failed instead of leaving its seed out unsaid
+    stopped = json.loads((tmp_path / "r" / "stopped.json").read_text())
+    assert stopped["stopped"]["rule"] == "no learning" and stopped["method"] == "kd"
+    assert stopped["teacher"]["arch"] == "mnist1d_cnn_small" and stopped["config"]["optim"]["lr"] == 5
+    assert main(["table", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| kd | 0 + 1 failed |" in out and f"{tmp_path / 'r'}: the divergence guard stopped it at epoch" in out
 
 
 def test_cli_lr_50_is_not_exit_0(tmp_path, trained_teacher, capsys):

@@ -93,3 +93,18 @@ def test_a_final_json_without_a_key_or_truncated_is_one_line_naming_it(tmp_path,
     assert main(["table", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{bad / 'final.json'}: not a readable final.json (truncated" in err
+
+
+def test_a_run_the_guard_stopped_is_counted_as_failed_not_left_out(tmp_path):
+    bad = _grid(tmp_path)
+    (bad / "final.json").unlink()  # seed 2 stopped: no final.json, its stopped.json says why (kdlab.builder.run)
+    (bad / "stopped.json").write_text(json.dumps({
+        "role": "student", "method": "kd", "student": {"arch": "resnet20"}, "teacher": {"arch": "resnet56"},
+        "stopped": {"epoch": 5, "rule": "no learning", "message": "training is not learning: ..."}, "epochs": 240,
+        "config": {"data": {"name": "cifar100"}}}))
+    text = markdown(collect([tmp_path]))
+    assert "| kd | 2 + 1 failed |" in text
+    assert f"{bad}: the divergence guard stopped it at epoch 5 ('no learning'): training is not learning" in text
+    (bad / "stopped.json").write_text("{")  # truncated: one line naming it
+    with pytest.raises(ValueError, match=r"seed2/stopped.json: not a readable stopped.json"):
+        collect([tmp_path])

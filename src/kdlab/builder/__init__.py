@@ -13,10 +13,10 @@ No module here needs another to be read first, and none branches on a data set's
 from kdlab.builder.entry import distil, distil_objects, plan_of, train_teacher
 from kdlab.builder.inputs import check_classes, load_data, load_teacher_module, make_loaders
 from kdlab.builder.plan import RunPlan, load_config, plan, read_plan, replan
-from kdlab.builder.run import RunParts
+from kdlab.builder.run import STOPPED, RunParts
 from kdlab.builder.teacher import (cached_teacher, expected_view_fraction, teacher_cache_from_config,
                                  teacher_store_from_config)
 
-__all__ = ["RunParts", "RunPlan", "cached_teacher", "check_classes", "distil", "distil_objects",
+__all__ = ["STOPPED", "RunParts", "RunPlan", "cached_teacher", "check_classes", "distil", "distil_objects",
            "expected_view_fraction", "load_config", "load_data", "load_teacher_module", "make_loaders", "plan", "plan_of",
            "read_plan", "replan", "teacher_cache_from_config", "teacher_store_from_config", "train_teacher"]

@@ -21,6 +21,7 @@ from kdlab.builder.teacher import eval_logits, serve
 from kdlab.data import Loader
 from kdlab.engine.checkpoint import check_same_run, read_training_info
 from kdlab.engine.environment import environment, process_age
+from kdlab.engine.guard import TrainingDiverged
 from kdlab.engine.loop import LoopResult, LoopSettings, logits_report, train_loop
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.run_dir import RunDirLock
@@ -32,7 +33,9 @@ from kdlab.models.weights import weights_metadata
 from kdlab.plots import run_curves
 from kdlab.teachers.stored import StoreChoice
 
-__all__ = ["Outcome", "RunParts", "Started", "card_of", "finished", "train_and_report"]
+__all__ = ["STOPPED", "Outcome", "RunParts", "Started", "card_of", "finished", "train_and_report"]
+
+STOPPED = "stopped.json"  # written instead of final.json when the divergence guard stops a run
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,7 @@ def _final(parts: RunParts, outcome: Outcome, role: str, teacher_arch: Arch | No
         final["overhead"] = {k: None if v is None else round(v, 4) for k, v in overhead.items()}
     finished_before = r.resumed_from is not None and r.resumed_from > plan.cfg.optim.epochs
     if parts.out_dir is not None and dist.is_main() and not finished_before:
+        (parts.out_dir / STOPPED).unlink(missing_ok=True)  # an earlier stop of this run, resumed and now finished
         atomic_write_text(parts.out_dir / "final.json", json.dumps(final, indent=2))
         if plan.cfg.run.curves:  # on request: the matplotlib import and the drawing cost more than a short run
             run_curves(parts.out_dir)
@@ -204,5 +208,23 @@ def _arch_record(arch: Arch | None) -> dict[str, Any]:
 def train_and_report(parts: RunParts, role: str, teacher_arch: Arch | None = None) -> tuple[Outcome, dict[str, Any]]:
     """Train and write ``final.json`` holding the run directory's writer lock (one writer per out_dir)."""
     with RunDirLock(parts.out_dir):
-        outcome = _train(parts)
+        try:
+            outcome = _train(parts)
+        except TrainingDiverged as exc:
+            _write_stopped(parts, exc, role, teacher_arch)
+            raise
         return outcome, _final(parts, outcome, role, teacher_arch)
+
+
+def _write_stopped(parts: RunParts, exc: TrainingDiverged, role: str, teacher_arch: Arch | None) -> None:
+    """``stopped.json`` in place of ``final.json`` when the divergence guard stopped the run: what ran and why it
+    stopped, so that ``kdlab table`` counts the run as failed instead of leaving its seed out without a word."""
+    if parts.out_dir is None or not dist.is_main():
+        return
+    plan = parts.plan
+    doc: dict[str, Any] = {"role": role, "method": plan.name, role: _arch_record(parts.arch),
+                           "stopped": {"epoch": exc.epoch, "rule": exc.rule, "message": str(exc)},
+                           "epochs": plan.cfg.optim.epochs, "config": plan.record}
+    if teacher_arch is not None or parts.teacher_module is not None:
+        doc["teacher"] = _arch_record(teacher_arch or type(parts.teacher_module).__name__)
+    atomic_write_text(parts.out_dir / STOPPED, json.dumps(doc, indent=2))

@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from kdlab._io import atomic_write_text
+from kdlab.builder import STOPPED
 from kdlab.config import recipe_names
 from kdlab.eval import mean_std, summarize_seeds
 from kdlab.plots import accuracy_vs_agreement
 from kdlab.sweep.published import Published, PublishedTable, load_published
 from kdlab.sweep.runner import SWEEP_FILE
-from kdlab.sweep.trust import distrust, read_final
+from kdlab.sweep.trust import distrust, read_final, read_stopped
 
 __all__ = ["FORMATS", "Column", "Run", "Table", "collect", "markdown", "to_csv", "write_outputs"]
 
@@ -115,20 +116,23 @@ def _sweep_roots(path: Path) -> list[Path]:
 
 def missing_cells(paths: list[Path]) -> list[tuple[str, Path]]:
     """``(name, out_dir)`` of every cell of the sweeps in or above ``paths`` that has no ``final.json`` (not run
-    yet, interrupted or failed): what a table of those sweeps leaves out."""
+    yet, interrupted or failed) nor ``stopped.json`` (the table counts those as failed): what a table of those
+    sweeps leaves out."""
     out: dict[Path, str] = {}
     for path in (Path(p).resolve() for p in paths):
         if not path.exists():
             continue
         for root in _sweep_roots(path):
             for d, (name, _) in _sweep_names(root).items():
-                if (d == path or path in d.parents) and not (d / "final.json").is_file():
+                if (d == path or path in d.parents) and not (d / "final.json").is_file() \
+                        and not (d / STOPPED).is_file():  # (a stopped cell is in the table, as failed)
                     out.setdefault(d, name)
     return [(name, d) for d, name in out.items()]
 
 
 def find_runs(paths: list[Path]) -> list[Run]:
-    """Every run (a directory with ``final.json``) in or under ``paths``, in sweep order where a sweep made them."""
+    """Every run (a directory with ``final.json``, or ``stopped.json`` where the divergence guard stopped it) in or
+    under ``paths``, in sweep order where a sweep made them."""
     recipes = set(recipe_names())
     sweeps: dict[Path, dict[Path, tuple[str, str]]] = {}  # each sweep.json read once
     runs: dict[Path, Run] = {}
@@ -137,6 +141,9 @@ def find_runs(paths: list[Path]) -> list[Run]:
             raise FileNotFoundError(f"{path} not found: give run directories or directories holding runs")
         finals = [path / "final.json"] if (path / "final.json").is_file() else sorted(path.rglob("final.json"))
         dirs = {f.parent: None for f in finals}
+        # runs the divergence guard stopped: counted as failed (their stopped.json says why), not left out unsaid
+        stops = [path / STOPPED] if (path / STOPPED).is_file() else sorted(path.rglob(STOPPED))
+        dirs.update({f.parent: None for f in stops if not (f.parent / "final.json").is_file()})
         named: dict[Path, tuple[str, str]] = {}
         for root in _sweep_roots(path):
             named.update(sweeps.setdefault(root, _sweep_names(root)))
@@ -144,7 +151,7 @@ def find_runs(paths: list[Path]) -> list[Run]:
         for d in [d for d in named if d in dirs] + [d for d in dirs if d not in named]:
             if d in runs:
                 continue
-            final = read_final(d / "final.json")
+            final = read_final(d / "final.json") if (d / "final.json").is_file() else read_stopped(d / STOPPED)
             name, kind = named.get(d, (_name_from_path(d, recipes), None))
             if kind is None:
                 teacher = final.get("role") == "teacher" or (name is not None and "/teachers/" in f"/{name}/")

@@ -7,7 +7,8 @@ with the reason (:mod:`kdlab.sweep.cell`, :mod:`kdlab.sweep.runner`), and ``kdla
 mean and names it (:mod:`kdlab.sweep.table`).
 
 :func:`read_final` reads a ``final.json`` for them: a truncated file or one without the numbers a table needs is one
-line naming the file.
+line naming the file. A run the guard stopped (``run.on_divergence=stop``, the default) writes ``stopped.json``
+instead (:func:`read_stopped`): the table counts it as failed rather than leaving its seed out unsaid.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["distrust", "read_final"]
+__all__ = ["distrust", "read_final", "read_stopped"]
 
 _REPORTED = ("student", "teacher", "fidelity", "test")  # the sections whose numbers a table or a sweep reports
 _MISSING = object()
@@ -45,6 +46,20 @@ def read_final(path: Path) -> dict[str, Any]:
     return final
 
 
+def read_stopped(path: Path) -> dict[str, Any]:
+    """A ``stopped.json`` (a run the divergence guard stopped; :mod:`kdlab.builder.run`), or ``ValueError`` naming
+    the file."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc, why = None, str(exc)
+    else:
+        why = "no 'stopped' record"
+    if not isinstance(doc, dict) or not isinstance(doc.get("stopped"), dict):
+        raise ValueError(f"{path}: not a readable stopped.json ({why}); rerun that run or move its directory away")
+    return doc
+
+
 def _non_finite(node: Any, where: str) -> str | None:
     if isinstance(node, dict):
         for k, v in node.items():
@@ -57,7 +72,12 @@ def _non_finite(node: Any, where: str) -> str | None:
 
 
 def distrust(final: dict[str, Any]) -> str | None:
-    """Why the run that wrote ``final`` (its ``final.json``) is not a result to trust, or ``None``."""
+    """Why the run that wrote ``final`` (its ``final.json``, or ``stopped.json``) is not a result to trust, or
+    ``None``."""
+    stopped = final.get("stopped")
+    if stopped:
+        return (f"the divergence guard stopped it at epoch {stopped.get('epoch')} ('{stopped.get('rule')}'): "
+                f"{stopped.get('message')}")
     d = final.get("divergence")
     if d:
         when = "when the run ended" if d.get("ended") else "and the run trained on (run.on_divergence=warn)"
