@@ -47,10 +47,20 @@ def write(root: Path) -> None:
     print(f"wrote {len(digits.images)} images to {root}/train and {root}/val")
 
 
-def _kdlab(*args: str) -> None:
+STOPPED_EXIT = 4  # kdlab's exit status when its divergence guard stops a run (its out_dir then holds stopped.json)
+
+
+def _kdlab(*args: str, may_stop: bool = False) -> bool:
+    """Run one kdlab command; ``False`` where the divergence guard stopped it and ``may_stop`` (the sweep goes on,
+    and the summary counts it), any other failure raises."""
     cmd = [sys.executable, "-m", "kdlab", *args]
     print("$ kdlab " + " ".join(args), flush=True)
-    subprocess.run(cmd, check=True)
+    code = subprocess.run(cmd, check=False).returncode
+    if code == STOPPED_EXIT and may_stop:
+        return False
+    if code != 0:
+        raise subprocess.CalledProcessError(code, cmd)
+    return True
 
 
 def run(root: Path, out: Path, seeds: list[int], student: str, methods: list[str], subset: int | None,
@@ -58,15 +68,17 @@ def run(root: Path, out: Path, seeds: list[int], student: str, methods: list[str
     """``extra``: overrides appended to every kdlab command (``--quick``: the epoch count)."""
     teacher = out / "teacher"
     _kdlab("teacher", str(CONFIG), f"data.root={root}", f"out_dir={teacher}", *extra)
-    rows = {}
+    rows, stopped = {}, {}
     for method in methods:
         accs = []
         for seed in seeds:
             run_dir = out / (f"{method}-seed{seed}" + (f"-n{subset}" if subset else ""))
-            _kdlab("train", str(CONFIG), f"data.root={root}", f"out_dir={run_dir}", f"seed={seed}",
-                   f"student.arch={student}", f"method.name={method}",
-                   f"teacher.checkpoint={teacher / 'model.safetensors'}",
-                   *([f"data.train_subset={subset}"] if subset else []), *extra)
+            if not _kdlab("train", str(CONFIG), f"data.root={root}", f"out_dir={run_dir}", f"seed={seed}",
+                          f"student.arch={student}", f"method.name={method}",
+                          f"teacher.checkpoint={teacher / 'model.safetensors'}",
+                          *([f"data.train_subset={subset}"] if subset else []), *extra, may_stop=True):
+                stopped[method] = stopped.get(method, 0) + 1
+                continue
             final = json.loads((run_dir / "final.json").read_text())
             accs.append(final["fidelity"]["student_acc"])
             rows.setdefault("agreement " + method, []).append(final["fidelity"]["agreement"])
@@ -78,9 +90,13 @@ def run(root: Path, out: Path, seeds: list[int], student: str, methods: list[str
           "agreement with the teacher % |")
     print("|---|---|---|---|")
     for method in methods:
-        accs, agree = rows[method], rows["agreement " + method]
+        accs, agree = rows[method], rows.get("agreement " + method, [])
+        failed = f" ({stopped[method]} stopped by the divergence guard)" if method in stopped else ""
+        if not accs:
+            print(f"| {method} | —{failed} | | |")
+            continue
         std = f"{statistics.stdev(accs):.2f}" if len(accs) > 1 else "—"  # one seed (--quick): no spread
-        print(f"| {method} | {statistics.mean(accs):.2f} ± {std} | "
+        print(f"| {method} | {statistics.mean(accs):.2f} ± {std}{failed} | "
               f"{', '.join(f'{a:.2f}' for a in accs)} | {statistics.mean(agree):.2f} |")
 
 
