@@ -47,7 +47,7 @@ def write(root: Path) -> None:
     print(f"wrote {len(digits.images)} images to {root}/train and {root}/val")
 
 
-STOPPED_EXIT = 4  # kdlab's exit status when its divergence guard stops a run (its out_dir then holds stopped.json)
+STOPPED_EXITS = (3, 4)  # kdlab's exits when its guard stops a run (non-finite, diverged; out_dir holds stopped.json)
 
 
 def _kdlab(*args: str, may_stop: bool = False) -> bool:
@@ -56,7 +56,7 @@ def _kdlab(*args: str, may_stop: bool = False) -> bool:
     cmd = [sys.executable, "-m", "kdlab", *args]
     print("$ kdlab " + " ".join(args), flush=True)
     code = subprocess.run(cmd, check=False).returncode
-    if code == STOPPED_EXIT and may_stop:
+    if code in STOPPED_EXITS and may_stop:
         return False
     if code != 0:
         raise subprocess.CalledProcessError(code, cmd)

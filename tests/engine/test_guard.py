@@ -122,6 +122,14 @@ def test_an_exploding_loss_or_gradient_stops_at_the_step_on_cpu_and_at_the_epoch
     assert stats["step_loss_max"] == pytest.approx(1.4e5) and stats["step_loss_first"] == pytest.approx(11.8)
     d = guard.update(1, {"acc": 10.0, "loss": 30.0, "loss_ce": 30.0, **stats})
     assert d is not None and d.rule == "explosion" and "at epoch 1" in d.message
+    # weights that a last, finite step made non-finite (2 steps per epoch at lr 50: NaN test logits, exit 2, before)
+    guard, params = _step_guard(immediate=True)
+    guard.step(t(2.0), t(1.0), 1, 0)
+    with torch.no_grad():
+        params[0].add_(1.0).mul_(float("inf"))
+    with pytest.raises(NonFiniteLossError, match="the weights became non-finite .* in epoch 1") as info:
+        guard.update(1, {"acc": 10.0, "loss": 2.0, "loss_ce": 2.0, **guard.epoch_stats(params)})
+    assert info.value.epoch == 1 and info.value.rule == "non-finite"
     # resumed: the first step's values come back from the log, not from the resumed run's first step
     again, params = _step_guard(immediate=True)
     again.update(1, {"acc": 30.0, "loss": 2.0, "loss_ce": 2.0, "step_loss_first": 11.8, "grad_norm_first": 0.7})
@@ -414,3 +422,27 @@ def test_a_run_without_labelled_samples_has_no_train_accuracy_and_no_accuracy_ru
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r["train"]["acc"] is None for r in rows) and all("divergence" not in r for r in rows)
     assert _feed(DivergenceGuard(chance=10.0), [(None, 2.0)] * 8) is None
+
+
+class _NaNWhenEvaluated(torch.nn.Module):
+    """Trains with finite losses; its eval-mode logits are NaN (as overflowed weights or BN statistics give)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        z = self.fc(x)
+        return z if self.training else z * float("nan")
+
+
+def test_nan_test_logits_after_finite_training_losses_stop_the_run_as_non_finite(tmp_path):
+    # digits at lr 50 with 2 steps an epoch: finite losses, then NaN test logits, which ended in a ValueError (exit 2)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 4, generator=gen), torch.randint(0, 3, (32,), generator=gen)
+    with pytest.raises(NonFiniteLossError, match=r"test logits are NaN or inf after epoch 1 \(8 of 8 examples\)") \
+            as info:
+        kdlab.fit(_NaNWhenEvaluated(), None, (x, y), eval=(x[:8], y[:8]), method="ce", epochs=2, batch_size=16,
+                  lr=0.1, out_dir=tmp_path / "r")
+    assert info.value.epoch == 1 and info.value.rule == "non-finite"
+    assert json.loads((tmp_path / "r" / "stopped.json").read_text())["stopped"]["rule"] == "non-finite"

@@ -233,6 +233,12 @@ class DivergenceGuard:
                 self._non_finite(f"epoch {epoch}")
             exploded = self._explosion(epoch, f"epoch {epoch}", self._max)
         self._max = self._bad = None
+        moved = train.get("weight_change")
+        if moved is not None and not math.isfinite(moved):  # (a last step that overshot: its loss was finite)
+            raise NonFiniteLossError(
+                f"the weights became non-finite (NaN or inf) in epoch {epoch} while its losses and gradients were "
+                "finite: a step overshot. Training stopped; the last good checkpoint is kept. Lower the learning rate "
+                f"(now {self.lr:g}) or clip the gradients (optim.grad_clip)", epoch, "non-finite")
         loss = float(train["loss"])
         acc = float(train["acc"]) if train.get("acc") is not None else None  # None: no labelled sample
         terms = {k[len("loss_"):]: float(v) for k, v in train.items() if k.startswith("loss_")}

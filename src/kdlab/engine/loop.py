@@ -34,7 +34,7 @@ from kdlab.engine.progress import Progress
 from kdlab.engine.schedule import learning_rate
 from kdlab.engine.seeding import rng_state, set_rng_state
 from kdlab.engine.sgd import SGD
-from kdlab.eval import AccuracyAccumulator, FidelityAccumulator
+from kdlab.eval import AccuracyAccumulator, FidelityAccumulator, NonFiniteLogits
 from kdlab.eval.bins import BinCollector
 from kdlab.eval.metrics import kl_per_example
 
@@ -213,7 +213,8 @@ def _check_finite(out, epoch: int, step: int) -> None:
         terms = {k: float(v.detach()) for k, v in out.losses.items()}
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch}, step {step}: {terms}. Training stopped; the last good checkpoint "
-            "is kept. Lower the learning rate, check the inputs for NaN/inf, or check the teacher checkpoint.")
+            "is kept. Lower the learning rate, check the inputs for NaN/inf, or check the teacher checkpoint.", epoch,
+            "non-finite")
 
 
 def _chance(loader: Loader, num_classes: int) -> float:
@@ -334,7 +335,8 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
             optimizer.step()
             sums.add(out, batch.y)
         if bool(nonfinite):
-            raise NonFiniteLossError(f"non-finite loss during epoch {epoch}; the last good checkpoint is kept")
+            raise NonFiniteLossError(f"non-finite loss during epoch {epoch}; the last good checkpoint is kept", epoch,
+                                     "non-finite")
         train = sums.summary()
         if guard is not None:
             train.update(guard.epoch_stats(params))  # step maxima, first step, weight_change
@@ -354,8 +356,15 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
             guard = None
             warned = {"epoch": epoch, "rule": diverged.rule, "message": diverged.message}
         if eval_loader is not None and (epoch % s.eval_every == 0 or epoch == s.epochs):
-            test = evaluate(method.eval_model(), eval_loader, num_classes, teacher_eval_logits,
-                            method.report_temperature, bins=s.fidelity_bins if epoch == s.epochs else 0)
+            try:
+                test = evaluate(method.eval_model(), eval_loader, num_classes, teacher_eval_logits,
+                                method.report_temperature, bins=s.fidelity_bins if epoch == s.epochs else 0)
+            except NonFiniteLogits as exc:  # finite training losses, yet the weights or BN statistics overflowed
+                raise NonFiniteLossError(
+                    f"the student's test logits are NaN or inf after epoch {epoch} ({exc.bad} of {exc.n} examples), "
+                    "while its training losses were finite: a step overshot. Training stopped; the last good "
+                    f"checkpoint is kept. Lower the learning rate (now {s.lr:g}) or clip the gradients "
+                    "(optim.grad_clip)", epoch, "non-finite") from None
             if "bins" in test:  # beside the test report, whose keys are all numbers
                 record["fidelity_bins"] = test.pop("bins")
             record["test"] = test

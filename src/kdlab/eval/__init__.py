@@ -1,6 +1,6 @@
 """Evaluation: fidelity and calibration metrics, streaming accumulators and the fidelity report."""
 
-from kdlab.eval.accumulator import AccuracyAccumulator, FidelityAccumulator
+from kdlab.eval.accumulator import AccuracyAccumulator, FidelityAccumulator, NonFiniteLogits
 from kdlab.eval.bins import fidelity_bins
 from kdlab.eval.fidelity import evaluate_accuracy, fidelity_report
 from kdlab.eval.metrics import (
@@ -19,6 +19,7 @@ from kdlab.eval.summary import mean_std, summarize_seeds
 __all__ = [
     "AccuracyAccumulator",
     "FidelityAccumulator",
+    "NonFiniteLogits",
     "accuracy",
     "agreement",
     "ece",

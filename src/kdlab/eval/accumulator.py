@@ -33,7 +33,16 @@ from kdlab.eval.metrics import (
     kl_per_example,
 )
 
-__all__ = ["AccuracyAccumulator", "FidelityAccumulator"]
+__all__ = ["AccuracyAccumulator", "FidelityAccumulator", "NonFiniteLogits"]
+
+
+class NonFiniteLogits(ValueError):
+    """``bad`` of ``n`` examples had NaN or +inf logits (the training loop turns it into a stop of a diverged run)."""
+
+    def __init__(self, bad: int, n: int):
+        super().__init__(f"{bad} of {n} examples had NaN or +inf logits, so the metrics would be NaN; check the models "
+                         "(diverged weights?) and the inputs")
+        self.bad, self.n = bad, n
 
 
 def _classifier_fields(prefix: str, n_bins: int) -> list[tuple[str, int]]:
@@ -107,10 +116,7 @@ class _SumAccumulator:
                 "check the labels or the model's number of classes"
             )
         if bad_logits:
-            raise ValueError(
-                f"{bad_logits} of {n} examples had NaN or +inf logits, so the metrics would be NaN; "
-                "check the models (diverged weights?) and the inputs"
-            )
+            raise NonFiniteLogits(bad_logits, n)
 
     def reset(self) -> None:
         """Forget all accumulated examples."""
