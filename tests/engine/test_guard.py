@@ -286,6 +286,8 @@ def test_cli_a_bn_student_at_lr_5_does_not_exit_0_at_chance(tmp_path, trained_te
     err = capsys.readouterr().err
     assert code == 4, err
     assert err.count("\n") == 1 and "not learning" in err and "chance" in err and "lower the learning rate" in err
+    assert "lower the weight of the largest term 'kd' (the method's weights, method.args / kdlab.fit's method_args: " \
+           "kd_weight 0.9)" in err
     assert not (tmp_path / "r" / "final.json").exists()
     # stopped.json says so, and `kdlab table` counts the run as failed instead of leaving its seed out unsaid
     stopped = json.loads((tmp_path / "r" / "stopped.json").read_text())

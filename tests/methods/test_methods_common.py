@@ -94,3 +94,26 @@ def test_logit_standardization_switch_equals_standardised_inputs(name, make_meth
         for k in out_on.losses if k != "ce"
     )
     assert changed, "switching standardisation on must change the distillation terms"
+
+
+@pytest.mark.parametrize("name", DISTILLERS)
+def test_every_distiller_names_its_term_weights_for_the_guards_advice(name):
+    # the divergence guard's "lower the weight of the largest term" names these (RKD: distance 25 and angle 50, which
+    # a user could not guess from the term's name 'rkd')
+    cls = methods.get(name)
+    hp = cls.Params(**TEST_ARGS.get(name, {}))
+    weights = cls.loss_weights(hp)
+    assert weights and set(weights) <= set(type(hp).model_fields) and "ce_weight" not in weights
+    assert all(isinstance(v, float) and v == getattr(hp, k) for k, v in weights.items() if k != "feature_gamma")
+
+
+def test_term_weights_that_are_not_named_weight_are_declared():
+    def of(name, **args):
+        cls = methods.get(name)
+        return cls.loss_weights(cls.Params(**args))
+    assert of("rkd") == {"feat_weight": 1.0, "distance_weight": 25.0, "angle_weight": 50.0}
+    assert of("dkd") == {"alpha": 1.0, "beta": 8.0} and of("dist") == {"beta": 2.0, "gamma": 2.0}
+    assert of("ttm") == {"beta": 100.0}  # not γ = 1/T, which is no weight
+    assert of("cakd") == {"gamma": 1.0, "alpha": 1.0, "beta": 8.0}
+    assert of("cakd", logit=False, feature=True) == {"feature_gamma": 1.0, "feature_alpha": 1.0, "feature_beta": 8.0}
+    assert methods.get("ce").loss_weights(methods.get("ce").Params()) == {}

@@ -119,13 +119,14 @@ def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
 @dataclass
 class DivergenceGuard:
     """Per-step and per-epoch watch over training (module docstring). ``chance``: accuracy (%) of predicting the
-    most frequent class; ``lr`` and ``grad_clip`` are named in the advice; ``immediate``: check every step at once
-    (CPU, one process) instead of at the epoch's end."""
+    most frequent class; ``lr``, ``grad_clip`` and the method's term ``weights`` (:meth:`Method.loss_weights`) are
+    named in the advice; ``immediate``: check every step at once (CPU, one process) instead of at the epoch's end."""
 
     chance: float
     lr: float = 0.0
     grad_clip: float | None = None
     immediate: bool = False
+    weights: dict[str, float] = field(default_factory=dict)
     best_excess: float = field(default=-math.inf, init=False)
     best_epoch: int = field(default=0, init=False)
     best_terms: dict[str, float] = field(default_factory=dict, init=False)
@@ -335,6 +336,8 @@ class DivergenceGuard:
         largest = max(terms, key=lambda k: abs(terms[k])) if terms else None
         clip = ("clip the gradients (optim.grad_clip, kdlab.fit's grad_clip, e.g. 5.0)" if self.grad_clip is None
                 else f"clip them harder (optim.grad_clip, now {self.grad_clip:g})")
-        weight = (f", lower the weight of the largest term '{largest}' (the method's own weight, e.g. DKD's beta)"
-                  if len(terms) > 1 else "")
+        named = ", ".join(f"{k} {v:g}" for k, v in self.weights.items())
+        where = (f"the method's weights, method.args / kdlab.fit's method_args: {named}" if named
+                 else "the method's own weight, e.g. DKD's beta")
+        weight = f", lower the weight of the largest term '{largest}' ({where})" if len(terms) > 1 else ""
         return f"{out}. To fix: lower the learning rate (now {self.lr:g}){weight}, or {clip}"

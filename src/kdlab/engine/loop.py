@@ -270,7 +270,8 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
     immediate = check_every_step and dist.world_size() == 1 and s.on_divergence == "stop"
     conflict = (GradConflict(method.parameter_groups(), s.grad_conflict_every) if s.grad_conflict_every > 0
                 else None)
-    guard: DivergenceGuard | None = DivergenceGuard(_chance(train_loader, num_classes), s.lr, s.grad_clip, immediate)
+    guard: DivergenceGuard | None = DivergenceGuard(_chance(train_loader, num_classes), s.lr, s.grad_clip, immediate,
+                                                          method.loss_weights(method.hp))
     warned: dict[str, Any] | None = None
     if ckpt_path is not None and ckpt_path.exists():
         rng, info = load_training_state(ckpt_path, method, optimizer)

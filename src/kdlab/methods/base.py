@@ -158,9 +158,20 @@ class Method(nn.Module):
     # of the labels is `masked_ce`; per-sample temperatures need the method to read batch.temperature.
     labels_only_in_ce: ClassVar[bool] = False
     per_sample_temperature: ClassVar[bool] = False
+    #: the ``Params`` fields that weight the distillation terms (named by the divergence guard's advice); None:
+    #: every number field named ``*_weight`` but ``ce_weight``
+    term_weights: ClassVar[tuple[str, ...] | None] = None
     # The losses' host-synchronising input checks (finite values, label range) are off inside a training forward:
     # the engine validates data where it enters and checks every step's total loss. True turns them back on.
     sync_checks: bool = False
+
+    @classmethod
+    def loss_weights(cls, hp: Params) -> dict[str, float]:
+        """The distillation terms' weights (:attr:`term_weights`) and their values in ``hp``."""
+        keys = cls.term_weights if cls.term_weights is not None else [
+            k for k in type(hp).model_fields if k.endswith("_weight") and k != "ce_weight"]
+        values = {k: getattr(hp, k, None) for k in keys}
+        return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     @classmethod
     def needs_teacher(cls, hp: Params) -> bool:

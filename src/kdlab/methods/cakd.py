@@ -79,9 +79,19 @@ class CAKD(FeatureMethod):
     connector to the teacher's channel count and is resized (bilinear; linear for 1-D maps) to the teacher's size.
     """
 
+    term_weights = ("gamma", "alpha", "beta")
+
     summary = "CAKD (Zhang et al. 2024): KL split by classes the teacher finds strongly or weakly related; logits, maps"
 
     Params = CAKDParams
+
+    @classmethod
+    def loss_weights(cls, hp: CAKDParams) -> dict[str, float]:
+        """The logit level's γ, α, β where it is on, and the feature level's where it is on."""
+        logit = super().loss_weights(hp) if hp.logit else {}
+        gamma = hp.gamma if hp.feature_gamma is None else hp.feature_gamma
+        feature = {"feature_gamma": gamma, "feature_alpha": hp.feature_alpha, "feature_beta": hp.feature_beta}
+        return {**logit, **(feature if hp.feature else {})}
 
     @classmethod
     def _adaptations(cls, hp, facts, given):

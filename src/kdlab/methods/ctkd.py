@@ -71,6 +71,8 @@ class CTKD(LogitMethod):
     """L = w_ce·CE(z, y) + w_kd·ℓ_τ(z, v), τ = t_start + t_end·σ(GRL_λ(θ)), λ = curriculum λ(epoch);
     ℓ = τ²·KL (base kd) or τ²·(α·TCKD + β·NCKD) (base dkd, with an optional warm-up), ``kdlab.losses.ctkd_loss``."""
 
+    term_weights = ("kd_weight", "alpha", "beta")
+
     summary = "CTKD (Li et al. AAAI 2023): a learnable temperature trained adversarially on a cosine curriculum"
 
     Params = CTKDParams

@@ -68,6 +68,8 @@ class DHKD(LogitMethod):
     With gradient alignment the update direction is g1 + g2' (see :func:`projected_sum`) instead of g1 + g2.
     """
 
+    term_weights = ("alpha",)
+
     summary = "DHKD (Yang et al. KDD 2025): a second head learns the teacher by BinaryKL-Norm, with gradient alignment"
 
     Params = DHKDParams

@@ -26,6 +26,8 @@ class DIST(LogitMethod):
     The intra-class term is computed over this process's batch only (no cross-device gather), as in the reference.
     """
 
+    term_weights = ("beta", "gamma")
+
     summary = "DIST (Huang et al. NeurIPS 2022): Pearson correlation of the probabilities within samples and classes"
 
     Params = DISTParams

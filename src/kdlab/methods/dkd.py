@@ -27,6 +27,8 @@ class DKDParams(Params):
 class DKD(LogitMethod):
     """L = w_ce·CE(z, y) + min(epoch/warmup, 1)·(α·TCKD + β·NCKD), both terms with T² (inside ``dkd_loss``)."""
 
+    term_weights = ("alpha", "beta")
+
     summary = "DKD (Zhao et al. CVPR 2022): KD split into target and non-target terms, weighted apart, with a warm-up"
 
     Params = DKDParams

@@ -25,6 +25,8 @@ class NKD(LogitMethod):
     """L = w_ce·CE(z, y) − p^t_y·log p^s_y − γ·T²·Σ_{c≠y} p̂^t_c·log p̂^s_c, p̂ = softmax over the non-target
     classes at T (``kdlab.losses.nkd_loss``)."""
 
+    term_weights = ("gamma",)
+
     summary = "NKD (Yang et al. ICCV 2023): the teacher's target probability plus its renormalised non-target classes"
 
     Params = NKDParams

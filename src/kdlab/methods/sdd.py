@@ -73,6 +73,8 @@ class SDD(Method):
     """L = w_ce·CE(z, y) + min(epoch/warmup, 1)·w·sdd_loss(z_regions, v_regions, y), the regions' logits from the
     final feature maps through each network's classifier (:func:`region_logits`)."""
 
+    term_weights = ("kd_weight", "complementary_weight", "alpha", "beta")
+
     summary = "SDD (Wei & Bai CVPR 2024): KD or DKD on the logits of multi-scale pooled regions of the feature map"
 
     Params = SDDParams

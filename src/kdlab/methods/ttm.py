@@ -34,6 +34,8 @@ class WTTMParams(TTMParams):
 class TTM(LogitMethod):
     """L = w_ce·CE(z, y) + β·batch-mean KL(p̂_γ ‖ softmax(z)), p̂_γ = softmax(γ·v)."""
 
+    term_weights = ("beta",)
+
     summary = "TTM (Zheng & Yang ICLR 2024): match a power-transformed teacher with an untempered student"
 
     Params = TTMParams
