@@ -15,17 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-def pytest_collection_modifyitems(config, items):
-    """The long end-to-end tests (``slow``) first, those of the top-level files (the demo, the docs' commands, the
-    benchmarks: 1–3 min each) before the rest. Collected in path order they started last under ``-n 2`` and one
-    worker ran them alone while the other had finished: the suite's wall time was their tail."""
-    def rank(item):
-        if item.get_closest_marker("slow") is None:
-            return 2
-        return 0 if item.path.parent.name == "tests" else 1
-    items.sort(key=rank)  # stable: the same order on every xdist worker
-
-
 # Tests must not depend on the user's cache directory: every generated dataset goes to one session tmp dir.
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_data_cache(tmp_path_factory):
