@@ -78,9 +78,10 @@ def fit(student: nn.Module, teacher: nn.Module | Sequence[nn.Module] | None, tra
     classes, DKD's (SDD's) NCKD β by (C − 1)/99 and CAKD's WCD β by |W|/95, CAKD's top-k strong set is clamped to
     C − 1, DKD's, SDD's and CAKD's 20-of-240-epoch warm-up is scaled to ``epochs``, R2KD's value weight by C/100,
     MLKD's weights by C/100 (its class and batch terms further by (C/100)³ and (C/100)²), R2KD's and MLKD's image
-    augmentations give way on other inputs, feature methods' weights fit zoo networks' maps (docs/api.md). SGD with momentum 0.9 and weight decay 5e-4 are
-    the CIFAR-100 recipe's; ``optimizer="adamw"`` (betas 0.9, 0.999), ``schedule`` "step" (×``gamma`` after each of
-    ``milestones``), "cosine" or "constant", and ``warmup_epochs`` of linear lr warm-up are the alternatives.
+    augmentations give way on other inputs, feature methods' weights fit zoo networks' maps (docs/api.md). SGD
+    with momentum 0.9 and weight decay 5e-4 are the CIFAR-100 recipe's; ``optimizer="adamw"`` (betas 0.9, 0.999),
+    ``schedule`` "step" (×``gamma`` after each of ``milestones``), "cosine" or "constant", and ``warmup_epochs`` of
+    linear lr warm-up are the alternatives.
 
     ``add``: methods whose distillation terms are added to ``method``'s, as the papers combine them, e.g.
     ``add=[{"name": "crd", "weight": 0.8, "args": {...}}]`` (``kdlab.methods.compose``; CE is counted once).

@@ -42,7 +42,7 @@ import torch
 
 from kdlab import distributed as dist
 
-__all__ = ["DivergenceGuard", "NonFiniteLossError", "TrainingDiverged", "grad_norm", "margins"]
+__all__ = ["DivergenceGuard", "NonFiniteLossError", "TrainingDiverged", "grad_norm", "margins", "overshot"]
 
 PATIENCE = 3  # epochs a collapse or blow-up must last
 LEARNED = 0.2  # the excess over chance a run must once reach before "collapse" can apply
@@ -68,6 +68,14 @@ class TrainingDiverged(RuntimeError):
 
 class NonFiniteLossError(TrainingDiverged, FloatingPointError):
     """A loss (or the gradient) became NaN/inf. The last good checkpoint in out_dir is kept."""
+
+
+def overshot(what: str, epoch: int, lr: float) -> NonFiniteLossError:
+    """The stop of a run whose training losses stayed finite while ``what`` (its weights, its test logits: said in
+    full) went NaN or inf in ``epoch``: the last step overshot."""
+    return NonFiniteLossError(
+        f"{what}: a step overshot. Training stopped; the last good checkpoint is kept. Lower the learning rate "
+        f"(now {lr:g}) or clip the gradients (optim.grad_clip)", epoch, "non-finite")
 
 
 @dataclass
@@ -235,11 +243,9 @@ class DivergenceGuard:
             exploded = self._explosion(epoch, f"epoch {epoch}", self._max)
         self._max = self._bad = None
         moved = train.get("weight_change")
-        if moved is not None and not math.isfinite(moved):  # (a last step that overshot: its loss was finite)
-            raise NonFiniteLossError(
-                f"the weights became non-finite (NaN or inf) in epoch {epoch} while its losses and gradients were "
-                "finite: a step overshot. Training stopped; the last good checkpoint is kept. Lower the learning rate "
-                f"(now {self.lr:g}) or clip the gradients (optim.grad_clip)", epoch, "non-finite")
+        if moved is not None and not math.isfinite(moved):
+            raise overshot(f"the weights became non-finite (NaN or inf) in epoch {epoch} while its losses and "
+                           "gradients were finite", epoch, self.lr)
         loss = float(train["loss"])
         acc = float(train["acc"]) if train.get("acc") is not None else None  # None: no labelled sample
         terms = {k[len("loss_"):]: float(v) for k, v in train.items() if k.startswith("loss_")}

@@ -27,7 +27,7 @@ from kdlab.data.protocol import Loader
 from kdlab.engine.checkpoint import check_same_run, load_training_state, save_training_state
 from kdlab.engine.conflict import GradConflict
 from kdlab.engine.dot import DOT, dot_backward
-from kdlab.engine.guard import DivergenceGuard, NonFiniteLossError, TrainingDiverged, grad_norm
+from kdlab.engine.guard import DivergenceGuard, NonFiniteLossError, TrainingDiverged, grad_norm, overshot
 from kdlab.engine.metrics_log import MetricsLog
 from kdlab.engine.precision import DevicePath
 from kdlab.engine.progress import Progress
@@ -360,12 +360,9 @@ def train_loop(method: torch.nn.Module, train_loader: Loader, eval_loader: Loade
             try:
                 test = evaluate(method.eval_model(), eval_loader, num_classes, teacher_eval_logits,
                                 method.report_temperature, bins=s.fidelity_bins if epoch == s.epochs else 0)
-            except NonFiniteLogits as exc:  # finite training losses, yet the weights or BN statistics overflowed
-                raise NonFiniteLossError(
-                    f"the student's test logits are NaN or inf after epoch {epoch} ({exc.bad} of {exc.n} examples), "
-                    "while its training losses were finite: a step overshot. Training stopped; the last good "
-                    f"checkpoint is kept. Lower the learning rate (now {s.lr:g}) or clip the gradients "
-                    "(optim.grad_clip)", epoch, "non-finite") from None
+            except NonFiniteLogits as exc:  # the weights' or the BatchNorm statistics' overflow shows here
+                raise overshot(f"the student's test logits are NaN or inf after epoch {epoch} ({exc.bad} of {exc.n} "
+                               "examples), while its training losses were finite", epoch, s.lr) from None
             if "bins" in test:  # beside the test report, whose keys are all numbers
                 record["fidelity_bins"] = test.pop("bins")
             record["test"] = test
